@@ -1,0 +1,1 @@
+"""openvpp.adapters layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""openvpp.api layer (see DESIGN.md)."""

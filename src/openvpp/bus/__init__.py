@@ -1,0 +1,1 @@
+"""openvpp.bus layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""openvpp.cli layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""openvpp.core layer (see DESIGN.md)."""

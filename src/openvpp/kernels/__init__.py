@@ -1,0 +1,1 @@
+"""openvpp.kernels layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""openvpp.model layer (see DESIGN.md)."""

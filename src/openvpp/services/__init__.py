@@ -1,0 +1,1 @@
+"""openvpp.services layer (see DESIGN.md)."""

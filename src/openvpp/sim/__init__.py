@@ -1,0 +1,1 @@
+"""openvpp.sim layer (see DESIGN.md)."""

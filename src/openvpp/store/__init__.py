@@ -1,0 +1,1 @@
+"""openvpp.store layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""openvpp.web layer (see DESIGN.md)."""
