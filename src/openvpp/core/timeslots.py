@@ -6,13 +6,13 @@ Storage is UTC; the day, its slots and the tariff periods are Asia/Shanghai
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 TZ = ZoneInfo("Asia/Shanghai")
-UTC = timezone.utc
+UTC = UTC
 SLOT_MINUTES = 15
 SLOTS_PER_DAY = 96
 SLOTS_PER_HOUR = 4

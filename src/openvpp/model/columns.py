@@ -7,9 +7,9 @@ type, required, bounds, vocabulary, cross-field limits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from openvpp.model.enums import ControlProtocol, OwnerKind, OperatorKind, ResourceType, ResponseMode
+from openvpp.model.enums import ControlProtocol, OperatorKind, OwnerKind, ResourceType, ResponseMode
 
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
 

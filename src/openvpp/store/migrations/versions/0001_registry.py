@@ -1,12 +1,11 @@
 """registry: grid, operators, owners, sites, resources, users, audit
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-25 07:28:24.392439
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
