@@ -1,0 +1,10 @@
+"""Routers of ``/api/v1``, one module per area."""
+
+from fastapi import FastAPI
+
+from openvpp.api.routes import auth, grid, meta, operators, reports, resources
+
+
+def include(app: FastAPI) -> None:
+    for module in (meta, auth, grid, operators, resources, reports):
+        app.include_router(module.router, prefix="/api/v1")

@@ -1,0 +1,92 @@
+"""The resource database: list, read, register, change, bulk import, summaries."""
+
+import io
+from typing import Any
+
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from fastapi import APIRouter, Body, Depends, Query, UploadFile
+from sqlalchemy import Connection
+
+from openvpp.api.deps import current_actor, read_conn, write_conn
+from openvpp.core.errors import InvalidInput, Violation
+from openvpp.model.columns import RESOURCE_COLUMNS
+from openvpp.model.roles import Perm
+from openvpp.services import registry
+from openvpp.services import resources as svc
+from openvpp.services.scope import require, scope_of
+from openvpp.store.audit import Actor
+
+router = APIRouter(prefix="/resources", tags=["resources"])
+
+
+@router.get("")
+def list_resources(
+    resource_type: str | None = None, operator_id: str | None = None, owner_id: str | None = None,
+    district_id: str | None = None, substation_id: str | None = None, feeder_id: str | None = None,
+    ta_id: str | None = None, state: str | None = None, q: str | None = None,
+    limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0),
+    actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn),
+) -> dict:
+    """A page of resources within your scope (server-side filters and paging)."""
+    filters = {"resource_type": resource_type, "operator_id": operator_id, "owner_id": owner_id,
+               "district_id": district_id, "substation_id": substation_id, "feeder_id": feeder_id,
+               "ta_id": ta_id, "state": state}
+    return svc.list_page(conn, actor, filters, q, limit, offset)
+
+
+@router.get("/summary")
+def summary(by: str = "district", actor: Actor = Depends(current_actor),
+            conn: Connection = Depends(read_conn)) -> dict:
+    """Connected and adjustable kW grouped by district, substation, feeder, transformer_area, type, operator..."""
+    scope = scope_of(actor)
+    return {"by": by, "scope": scope.label(), "rows": registry.summary(conn, by, scope)}
+
+
+@router.get("/{resource_id}")
+def get_resource(resource_id: str, actor: Actor = Depends(current_actor),
+                 conn: Connection = Depends(read_conn)) -> dict:
+    return svc.get(conn, actor, resource_id)
+
+
+@router.post("", status_code=201)
+def register(body: dict[str, Any] = Body(..., examples=[{
+        "resource_id": "R9000001", "name": "Tower A chiller", "resource_type": "central_ac",
+        "operator_id": "OP01", "owner_id": "OW000001", "site_id": "S000001", "ta_id": "GZ-TH-S01-F01-T001",
+        "capacity_kw": 800, "profile_archetype": "central_ac_office", "profile_scale_kw": 600, "noise_seed": 7,
+        "latency_s": 120, "response_mode": "semi_automatic", "adjustable_up_kw": 0, "adjustable_down_kw": 160,
+        "adjustable_duration_h": 2, "control_protocol": "mqtt", "meter_id": "M900000000001"}]),
+        actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn)) -> dict:
+    """Register one resource. Fields and rules as the columns of resources.csv (docs/city-files.md)."""
+    return svc.register(conn, actor, body)
+
+
+@router.patch("/{resource_id}")
+def update(resource_id: str, body: dict[str, Any] = Body(..., examples=[{"adjustable_down_kw": 120}]),
+           reason: str | None = None, actor: Actor = Depends(current_actor),
+           conn: Connection = Depends(write_conn)) -> dict:
+    """Change declared attributes (capability, latency, response mode, protocol); audited with before/after."""
+    return svc.update(conn, actor, resource_id, body, reason)
+
+
+@router.post("/import", status_code=201)
+async def import_file(file: UploadFile, actor: Actor = Depends(current_actor),
+                      conn: Connection = Depends(write_conn)) -> dict:
+    """Bulk import (CSV or Parquet with the columns of resources.csv): all rows or none."""
+    require(actor, Perm.REGISTER_RESOURCES)
+    data = await file.read()
+    name = (file.filename or "").lower()
+    try:
+        if name.endswith(".parquet"):
+            table = pq.read_table(io.BytesIO(data))
+        else:
+            header = data.split(b"\n", 1)[0].decode("utf-8-sig").strip().split(",")
+            table = pacsv.read_csv(io.BytesIO(data), convert_options=pacsv.ConvertOptions(
+                column_types={h.strip('"'): "string" for h in header},
+                strings_can_be_null=False, quoted_strings_can_be_null=False))
+    except Exception as exc:  # noqa: BLE001 - any parser failure is the client's malformed file
+        raise InvalidInput(Violation("file", f"is not a well-formed CSV/Parquet file: {exc}", file.filename)) \
+            from exc
+    state = "active" if actor.role == "city_admin" else "registered"
+    n = registry.import_resources(conn, table, actor, state=state, source=file.filename or "upload")
+    return {"imported": n, "state": state, "columns": [c.name for c in RESOURCE_COLUMNS]}

@@ -1,0 +1,120 @@
+"""One resource at a time: read within the caller's scope, register, change declared capability."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from sqlalchemy import Connection, func, select
+
+from openvpp.core.errors import Forbidden, InvalidInput, NotFound, Violation
+from openvpp.model.columns import RESOURCE_COLUMNS
+from openvpp.model.enums import Role
+from openvpp.model.roles import Perm
+from openvpp.services import registry
+from openvpp.services.scope import Scope, require, scope_of
+from openvpp.services.validation import validate_table
+from openvpp.store import audit
+from openvpp.store.audit import Actor
+from openvpp.store.schema import grid_nodes, resources
+
+#: fields an operator or the center may change on a registered resource
+EDITABLE = ("name", "latency_s", "response_mode", "adjustable_up_kw", "adjustable_down_kw",
+            "adjustable_duration_h", "control_protocol", "capacity_kva")
+FILTERS = {
+    "resource_type": resources.c.resource_type, "operator_id": resources.c.operator_id,
+    "owner_id": resources.c.owner_id, "ta_id": resources.c.ta_id, "state": resources.c.state,
+    "district_id": grid_nodes.c.district_id, "substation_id": grid_nodes.c.substation_id,
+    "feeder_id": grid_nodes.c.feeder_id, "response_mode": resources.c.response_mode,
+    "verified_grade": resources.c.verified_grade,
+}
+
+
+def _in_scope(row: dict, scope: Scope) -> bool:
+    if scope.operator_id and row["operator_id"] != scope.operator_id:
+        return False
+    return not (scope.owner_id and row["owner_id"] != scope.owner_id)
+
+
+def get(conn: Connection, actor: Actor, resource_id: str) -> dict:
+    scope = scope_of(actor)
+    q = select(resources, grid_nodes.c.district_id, grid_nodes.c.substation_id, grid_nodes.c.feeder_id) \
+        .select_from(resources.join(grid_nodes, grid_nodes.c.node_id == resources.c.ta_id)) \
+        .where(resources.c.resource_id == resource_id)
+    row = conn.execute(q).mappings().first()
+    if row is None:
+        raise NotFound("resource", resource_id)
+    row = dict(row)
+    if not _in_scope(row, scope):
+        raise Forbidden(f"resource {resource_id} is outside your scope ({scope.label()})")
+    return row
+
+
+def list_page(conn: Connection, actor: Actor, filters: dict[str, str] | None = None, search: str | None = None,
+              limit: int = 50, offset: int = 0) -> dict:
+    """A page of resources in the caller's scope, filtered; ``total`` counts all matches."""
+    scope = scope_of(actor)
+    if not 1 <= limit <= 1000:
+        raise InvalidInput(Violation("limit", "must be between 1 and 1000", limit))
+    if offset < 0:
+        raise InvalidInput(Violation("offset", "must be >= 0", offset))
+    base = select(resources.c.resource_id).select_from(
+        resources.join(grid_nodes, grid_nodes.c.node_id == resources.c.ta_id))
+    for name, value in (filters or {}).items():
+        if value in (None, ""):
+            continue
+        if name not in FILTERS:
+            raise InvalidInput(Violation(name, f"unknown filter; use one of {', '.join(FILTERS)}", value))
+        base = base.where(FILTERS[name] == value)
+    if search:
+        like = f"%{search}%"
+        base = base.where(resources.c.resource_id.like(like) | resources.c.name.like(like)
+                          | resources.c.meter_id.like(like))
+    base = registry.apply_scope(base, scope)
+    total = conn.execute(select(func.count()).select_from(base.subquery())).scalar_one()
+    ids = base.order_by(resources.c.resource_id).limit(limit).offset(offset).subquery()
+    q = select(resources, grid_nodes.c.district_id).select_from(
+        resources.join(ids, ids.c.resource_id == resources.c.resource_id)
+        .join(grid_nodes, grid_nodes.c.node_id == resources.c.ta_id)).order_by(resources.c.resource_id)
+    items = [dict(r) for r in conn.execute(q).mappings()]
+    return {"total": total, "limit": limit, "offset": offset, "scope": scope.label(), "items": items}
+
+
+def register(conn: Connection, actor: Actor, fields: dict) -> dict:
+    """Register one resource (same rules as a bulk import). An operator's registration awaits approval."""
+    require(actor, Perm.REGISTER_RESOURCES)
+    unknown = [k for k in fields if k not in {c.name for c in RESOURCE_COLUMNS}]
+    if unknown:
+        raise InvalidInput([Violation(k, "unknown field", fields[k]) for k in unknown])
+    table = pa.table({c.name: pa.array([_text(fields.get(c.name))], pa.string()) for c in RESOURCE_COLUMNS})
+    state = "active" if actor.role == Role.CITY_ADMIN.value else "registered"
+    registry.import_resources(conn, table, actor, state=state, first_line=1, source="api")
+    # the batch audit entry above names the id; add a per-resource entry with the full record
+    row = get(conn, actor, fields["resource_id"])
+    audit.record(conn, actor, "resource.register", "resource", row["resource_id"], after=row)
+    return row
+
+
+def _text(v) -> str | None:
+    return None if v is None else str(v)
+
+
+def update(conn: Connection, actor: Actor, resource_id: str, patch: dict, reason: str | None = None) -> dict:
+    """Change declared attributes; refused fields and broken rules name the field; audit keeps before/after."""
+    if actor.role not in (Role.CITY_ADMIN.value, Role.OPERATOR_ADMIN.value):
+        raise Forbidden(f"role {actor.role} may not change resources")
+    before = get(conn, actor, resource_id)
+    bad = [k for k in patch if k not in EDITABLE]
+    if bad:
+        raise InvalidInput([Violation(k, f"cannot be changed here; editable: {', '.join(EDITABLE)}", patch[k])
+                            for k in bad])
+    merged = {c.name: before.get(c.name) for c in RESOURCE_COLUMNS}
+    merged.update(patch)
+    merged["commissioned_on"] = before["commissioned_on"].isoformat() if before["commissioned_on"] else None
+    table = pa.table({c.name: pa.array([_text(merged.get(c.name))], pa.string()) for c in RESOURCE_COLUMNS})
+    # the row itself is in the table already: uniqueness is checked in-file only, so this is safe
+    checked = validate_table(table, RESOURCE_COLUMNS, first_line=1)
+    values = {k: checked.table.column(k)[0].as_py() for k in patch}
+    conn.execute(resources.update().where(resources.c.resource_id == resource_id).values(**values))
+    after = get(conn, actor, resource_id)
+    audit.record(conn, actor, "resource.update", "resource", resource_id,
+                 before={k: before[k] for k in patch}, after={k: after[k] for k in patch}, reason=reason)
+    return after
