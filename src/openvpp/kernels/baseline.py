@@ -49,7 +49,7 @@ from openvpp.core.timeslots import SLOTS_PER_DAY
 
 WORKING_KINDS = (0,)
 NON_WORKING_KINDS = (1, 2)
-_CHUNK_BYTES = 1 << 19  # meters per block so one (block, 96) accumulator stays in L2
+_CHUNK_BYTES = 1 << 20  # meters per block: one (block, 96) accumulator stays in cache
 
 
 class Baseline(NamedTuple):
@@ -208,8 +208,8 @@ def _masked_mean(load: np.ndarray, selected: np.ndarray) -> np.ndarray:
             if not shared:
                 gaps = gaps[count[lo + gaps] > 0]  # meters without any day stay NaN
             if gaps.size:
-                rows = load[lo + gaps]
-                use = selected[0 if shared else lo + gaps][..., None] & ~np.isnan(rows)
+                rows = load[(lo + gaps)[:, None], days]
+                use = selected[0 if shared else lo + gaps][..., days, None] & ~np.isnan(rows)
                 acc[gaps] = np.where(use, rows, 0).sum(axis=1) / use.sum(axis=1)
     return out
 
