@@ -96,7 +96,9 @@ def _typed(col: Column, raw: pa.Array, blank: np.ndarray, out: _Collector) -> pa
         shaped = _mask(pc.match_substring_regex(s, DATE_RE))
         clean = pc.if_else(pa.array(shaped), s, pa.scalar(None, pa.string()))
         parsed = pc.strptime(clean, format="%Y-%m-%d", unit="s", error_is_null=True)
-        bad = (~blank) & _mask(pc.is_null(parsed))
+        # strptime rolls impossible days over (2024-02-30 → 03-01): a real date prints back unchanged
+        same = pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), clean)
+        bad = (~blank) & ~_mask(same)
         out.add(bad, col.name, "must be a date YYYY-MM-DD", s)
         return pc.cast(parsed, pa.date32())
     s = _as_strings(raw)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import io
 
+import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from sqlalchemy import Connection, Table
+from sqlalchemy.exc import IntegrityError
 
 CHUNK_ROWS = 100_000
 
@@ -24,12 +26,15 @@ def csv_bytes(data: pa.Table) -> bytes:
 def copy_csv(conn: Connection, table_name: str, columns: list[str], payload: bytes) -> None:
     """Stream CSV bytes into ``table_name`` with PostgreSQL COPY on the connection's transaction."""
     raw = conn.connection.driver_connection
-    cols = ", ".join(columns)
-    with raw.cursor() as cur, cur.copy(f"COPY {table_name} ({cols}) FROM STDIN (FORMAT csv)") as cp:
-        view = memoryview(payload)
-        step = 8 << 20
-        for i in range(0, len(view), step):
-            cp.write(view[i:i + step])
+    sql = f"COPY {table_name} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
+    try:
+        with raw.cursor() as cur, cur.copy(sql) as cp:
+            view = memoryview(payload)
+            step = 8 << 20
+            for i in range(0, len(view), step):
+                cp.write(view[i:i + step])
+    except psycopg.IntegrityError as exc:  # same exception type as the SQLite path raises
+        raise IntegrityError(sql, None, exc) from exc
 
 
 def insert_arrow(conn: Connection, table: Table, data: pa.Table) -> int:
