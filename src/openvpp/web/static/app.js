@@ -292,23 +292,28 @@ async function loadOverview() {
   }
 }
 
-function renderScope() {
+/** Scope label: the server's own word for the data's scope ("city", "operator OP01", "owner OW1")
+ *  when it sent one, else what the role implies. */
+function renderScope(serverScope = null) {
   const label = $("scope-label");
   const role = session?.role;
   let scope = "unknown";
-  let text = t("scope.unknown");
-  if (CITY_ROLES.has(role)) {
+  let id = null;
+  const m = typeof serverScope === "string" ? /^(city|operator|owner)(?:\s+(.+))?$/.exec(serverScope.trim()) : null;
+  if (m) {
+    scope = m[1];
+    id = m[2] ?? null;
+  } else if (CITY_ROLES.has(role)) {
     scope = "city";
-    text = t("scope.city");
   } else if (OPERATOR_ROLES.has(role)) {
     scope = "operator";
-    text = t("scope.operator", { id: session.operator_id ?? "?" });
+    id = session.operator_id;
   } else if (role === "owner") {
     scope = "owner";
-    text = t("scope.owner", { id: session.owner_id ?? "?" });
+    id = session.owner_id;
   }
   label.dataset.scope = scope;
-  label.textContent = text;
+  label.textContent = scope === "unknown" ? t("scope.unknown") : t(`scope.${scope}`, { id: id ?? "?" });
 }
 
 function setKpi(id, value, formatted) {
@@ -349,7 +354,7 @@ function renderOverview() {
   if (!lastData) return;
   const { targets, byType, at } = lastData;
   const city = targets.city || {};
-  renderScope();
+  renderScope(targets.scope ?? byType.scope ?? null);
   $("ruleset").textContent = targets.ruleset ? t("overview.ruleset", { v: targets.ruleset }) : "";
   $("updated-at").textContent = t("overview.updated", {
     t: at.toLocaleString(locale(), { timeZone: "Asia/Shanghai", hour12: false }),
@@ -502,7 +507,7 @@ function start() {
   window.addEventListener("resize", () => Object.values(charts).forEach((c) => c.resize()));
   onLangChange(() => {
     renderUser();
-    renderScope();
+    renderScope(lastData?.targets?.scope ?? null);
     try {
       renderOverview();
     } catch (err) {
