@@ -12,6 +12,7 @@ Chromium is required: when /usr/bin/chromium is missing these tests fail, never 
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import threading
 import time
@@ -80,19 +81,16 @@ def _free_port() -> int:
 
 
 def _demo_users(settings: Settings, work: Path) -> dict[str, tuple[str, str]]:
-    """A generated city with one account per role, through ``openvpp.services.demo.prepare_demo``.
+    """A generated city of 300 resources with one account per role (``openvpp.sim.demo.prepare_demo``).
 
-    Until that helper exists, the hand-made mini city of ``conftest.py`` with the demo accounts
-    of ``services.setup`` stands in for it.
+    While the city generator (``openvpp.sim.city``) has not landed, the hand-made mini city of
+    ``conftest.py`` with the same demo accounts (``services.setup``) stands in for it.
     """
-    try:
-        from openvpp.services.demo import prepare_demo
-    except ImportError:
-        prepare_demo = None
-    if prepare_demo is not None:
+    if importlib.util.find_spec("openvpp.sim.city") is not None:
+        from openvpp.sim.demo import prepare_demo
+
         result = prepare_demo(settings, n_resources=300, seed=1)
-        users = result["users"] if isinstance(result, dict) else result.users
-        return {str(role): tuple(pair) for role, pair in users.items()}
+        return {str(role): tuple(pair) for role, pair in result["users"].items()}
 
     from conftest import write_mini_city
     from openvpp.services import setup
