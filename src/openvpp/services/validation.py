@@ -65,7 +65,7 @@ def _as_strings(arr: pa.ChunkedArray) -> pa.Array:
 
 def _blank(arr: pa.Array) -> np.ndarray:
     s = _as_strings(arr)
-    return _mask(pc.or_(pc.is_null(s), pc.equal(pc.utf8_trim_whitespace(s), "")))
+    return _mask(pc.or_kleene(pc.is_null(s), pc.equal(pc.utf8_trim_whitespace(s), "")))
 
 
 def _typed(col: Column, raw: pa.Array, blank: np.ndarray, out: _Collector) -> pa.Array:
