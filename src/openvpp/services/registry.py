@@ -222,8 +222,11 @@ class LoadResult:
 
 
 def load_city(conn: Connection, city_dir: Path, actor: Actor = audit.SYSTEM,
-              progress: Progress = _noop) -> LoadResult:
-    """Load grid, operators, owners, sites, resources and archetype profiles of a generated city."""
+              progress: Progress = _noop, with_resources: bool = True) -> LoadResult:
+    """Load grid, operators, owners, sites, resources and archetype profiles of a generated city.
+
+    ``with_resources=False`` loads everything but ``resources.csv`` (to import it separately).
+    """
     t0 = datetime.now(UTC)
     city_dir = Path(city_dir)
     counts: dict[str, int] = {}
@@ -260,8 +263,9 @@ def load_city(conn: Connection, city_dir: Path, actor: Actor = audit.SYSTEM,
     counts["sites"] = bulk.insert_arrow(conn, sites, st)
 
     progress("resources", 0.4)
-    counts["resources"] = import_resources(conn, read_table(city_dir / "resources.csv", RESOURCE_COLUMNS),
-                                           actor, source=str(city_dir / "resources.csv"))
+    if with_resources:
+        counts["resources"] = import_resources(conn, read_table(city_dir / "resources.csv", RESOURCE_COLUMNS),
+                                               actor, source=str(city_dir / "resources.csv"))
 
     progress("profiles", 0.85)
     counts["profile_archetypes"] = load_profiles(conn, city_dir)
