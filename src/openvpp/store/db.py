@@ -52,7 +52,7 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "heads") -> None:
     """Apply migrations up to ``revision`` (``openvpp db upgrade``)."""
     command.upgrade(alembic_config(url), revision)
 
