@@ -62,10 +62,18 @@ def downgrade(url: str, revision: str) -> None:
 
 
 def current_revision(url: str) -> str | None:
+    """The applied head revision(s), comma-separated when feature branches are open."""
     from alembic.runtime.migration import MigrationContext
 
     with get_engine(url).connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        heads = MigrationContext.configure(conn).get_current_heads()
+    return ",".join(sorted(heads)) or None
+
+
+def head_revisions() -> list[str]:
+    from alembic.script import ScriptDirectory
+
+    return sorted(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
 
 
 def table_names(url: str) -> list[str]:

@@ -117,6 +117,8 @@ resources = Table(
     Column("meter_id", String(ID), nullable=False),
     Column("commissioned_on", Date),
     Column("state", String(16), nullable=False, server_default="active"),
+    Column("operator_since", DateTime(timezone=True)),  # NULL = since registration; history in resource_links
+    Column("flagged", String(200)),                     # why it is excluded (e.g. failed verification)
     # verified capability (capability verification, 能力校核); NULL until tested
     Column("verified_up_kw", Float),
     Column("verified_down_kw", Float),
@@ -204,6 +206,87 @@ jobs = Table(
     Column("progress", Float, nullable=False, server_default="0"),
     Column("message", Text),
     Column("result", JSON),
+    Column("created_by", String(100), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# ---------------------------------------------------------------- admission, access, verification, pools (0002)
+
+operator_checks = Table(
+    "operator_checks",
+    metadata,
+    Column("check_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("operator_id", String(ID), ForeignKey("operators.operator_id"), nullable=False),
+    Column("check", String(40), nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("detail", JSON),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+    Column("checked_by", String(100), nullable=False),
+    Index("ix_operator_checks_operator", "operator_id", "checked_at"),
+)
+
+# closed operator links of a resource; the open one is resources.operator_id since resources.operator_since
+resource_links = Table(
+    "resource_links",
+    metadata,
+    Column("link_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("resource_id", String(ID), ForeignKey("resources.resource_id"), nullable=False),
+    Column("operator_id", String(ID), ForeignKey("operators.operator_id"), nullable=False),
+    Column("valid_from", DateTime(timezone=True)),   # NULL = since registration
+    Column("valid_to", DateTime(timezone=True), nullable=False),
+    Column("reason", Text),
+    Index("ix_resource_links_resource", "resource_id"),
+)
+
+contracts = Table(
+    "contracts",
+    metadata,
+    Column("contract_id", String(ID), primary_key=True),
+    Column("owner_id", String(ID), ForeignKey("owners.owner_id"), nullable=False),
+    Column("operator_id", String(ID), ForeignKey("operators.operator_id"), nullable=False),
+    Column("resource_id", String(ID), ForeignKey("resources.resource_id")),  # NULL = all the owner's resources
+    Column("scheme", String(16), nullable=False),   # fixed | tiered
+    Column("owner_share", Float),                    # fixed: owner's share of revenue, 0..1
+    Column("tiers", JSON),                           # tiered: [{"up_to_yuan": x|null, "owner_share": s}, ...]
+    Column("valid_from", Date, nullable=False),
+    Column("valid_to", Date),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_contracts_owner", "owner_id", "operator_id"),
+)
+
+verification_tests = Table(
+    "verification_tests",
+    metadata,
+    Column("test_id", String(ID), primary_key=True),
+    Column("target_kind", String(16), nullable=False),   # resource | site | trading_unit
+    Column("target_id", String(ID), nullable=False),
+    Column("operator_id", String(ID), ForeignKey("operators.operator_id")),
+    Column("direction", String(8), nullable=False),      # down (reduce load) | up (raise load)
+    Column("declared_kw", Float, nullable=False),
+    Column("declared_duration_h", Float, nullable=False),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("window_end", DateTime(timezone=True), nullable=False),
+    Column("state", String(16), nullable=False),         # scheduled | done | cancelled
+    Column("baseline_method", String(64)),
+    Column("verified_kw", Float),
+    Column("latency_s", Float),
+    Column("ratio", Float),
+    Column("grade", String(2)),
+    Column("result", JSON),
+    Column("created_by", String(100), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("completed_at", DateTime(timezone=True)),
+)
+
+pools = Table(
+    "pools",
+    metadata,
+    Column("pool_id", String(ID), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("scenario", String(32), nullable=False),
+    Column("node_id", String(ID), ForeignKey("grid_nodes.node_id"), nullable=False),
+    Column("rules", JSON, nullable=False),
     Column("created_by", String(100), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
