@@ -2,9 +2,9 @@
 
 from fastapi import FastAPI
 
-from openvpp.api.routes import auth, grid, meta, operators, reports, resources
+from openvpp.api.routes import auth, grid, meta, operators, reports, resources, tss
 
 
 def include(app: FastAPI) -> None:
-    for module in (meta, auth, grid, operators, resources, reports):
+    for module in (meta, auth, grid, operators, resources, reports, tss):
         app.include_router(module.router, prefix="/api/v1")
