@@ -57,8 +57,9 @@ class Baseline(NamedTuple):
 
     power_kw : (n_meters, 96) float, kW — the baseline, NaN where it cannot be formed.
     days_used : (n_meters,) int — number of days the baseline of each meter is built on.
-    selected : (n_meters, n_days) bool — which days were used (a read-only broadcast
-        view when all meters share one choice).
+    selected : (n_meters, n_days) bool — which days were used.
+    ``days_used`` and ``selected`` are read-only broadcast views when all meters
+    share one choice of days.
     """
 
     power_kw: np.ndarray
