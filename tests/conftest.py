@@ -157,7 +157,7 @@ def write_mini_city(out: Path) -> Path:
     for k, (a, _t, _p) in enumerate(archetypes):
         ids += [a] * n
         tss.append(ts)
-        vals.append(np.sin(np.arange(n) * 2 * np.pi / 96 + k).astype("float32") * 0.5 + 0.5)
+        vals.append((0.6 + 0.05 * np.sin(np.arange(n) * 2 * np.pi / 96 + k)).astype("float32"))
     pq.write_table(pa.table({
         "archetype_id": pa.array(ids),
         "ts": pa.array(np.concatenate(tss).astype("datetime64[us]"), pa.timestamp("us", "UTC")),

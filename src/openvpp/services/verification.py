@@ -1,0 +1,181 @@
+"""Capability verification (能力校核): the center tests what resources really deliver.
+
+schedule → a test instruction for a window → telemetry of the window and the hour before →
+baseline (``pre-window-mean-60min``: each resource's mean power over the 60 minutes before the
+instruction, held flat over the window) → ``kernels.verification.assess`` → the resource's
+verified capability, latency and grade (rule set ``verification``: A >= 90 %, B >= 70 % of
+declared, C below). C-graded resources are flagged and drop out of pools that need
+verification; a later A/B test clears the flag.
+
+Telemetry comes through a ``TelemetrySource``: ``source(resource_ids, start, end, step_s)``
+returns an (n, T) kW array — the time-series store in production, a simulator in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from sqlalchemy import Connection, case, func, select
+
+from openvpp.core import rules
+from openvpp.core.errors import Forbidden, InvalidInput, NotFound, TransitionRefused, Violation
+from openvpp.core.ids import new_id
+from openvpp.kernels.verification import assess
+from openvpp.store import audit
+from openvpp.store.audit import Actor
+from openvpp.store.schema import grid_nodes, operators, resources, verification_tests
+
+TelemetrySource = Callable[[list[str], datetime, datetime, int], np.ndarray]
+BASELINE_METHOD = "pre-window-mean-60min"
+PRE_WINDOW = timedelta(minutes=60)
+RAMP_ALLOWANCE = timedelta(minutes=15)
+KINDS = ("resource", "site", "trading_unit")
+
+
+def members(conn: Connection, target_kind: str, target_id: str) -> list[dict]:
+    """Active resources under test: one resource, a site's, or a trading unit ``OPERATOR@SUBSTATION``."""
+    cols = [resources.c.resource_id, resources.c.operator_id, resources.c.adjustable_down_kw,
+            resources.c.adjustable_up_kw, resources.c.adjustable_duration_h, resources.c.state]
+    q = select(*cols).select_from(resources.join(grid_nodes, grid_nodes.c.node_id == resources.c.ta_id))
+    if target_kind == "resource":
+        q = q.where(resources.c.resource_id == target_id)
+    elif target_kind == "site":
+        q = q.where(resources.c.site_id == target_id, resources.c.state == "active")
+    elif target_kind == "trading_unit":
+        if "@" not in target_id:
+            raise InvalidInput(Violation("target_id", "a trading unit is OPERATOR@SUBSTATION", target_id))
+        op, sub = target_id.split("@", 1)
+        q = q.where(resources.c.operator_id == op, grid_nodes.c.substation_id == sub, resources.c.state == "active")
+    else:
+        raise InvalidInput(Violation("target_kind", f"must be one of {', '.join(KINDS)}", target_kind))
+    rows = [dict(r) for r in conn.execute(q.order_by(resources.c.resource_id)).mappings()]
+    if not rows:
+        raise NotFound(target_kind, target_id)
+    inactive = [r["resource_id"] for r in rows if r["state"] != "active"]
+    if inactive:
+        raise InvalidInput(Violation("target_id", "only active resources can be verified", inactive[0]))
+    return rows
+
+
+def schedule(conn: Connection, actor: Actor, target_kind: str, target_id: str, window_start: datetime,
+             direction: str = "down", duration_h: float | None = None) -> dict:
+    """The center schedules a verification test; the declared capability and duration come from the register."""
+    if actor.role != "city_admin":
+        raise Forbidden("only the city management center schedules verification tests")
+    if direction not in ("down", "up"):
+        raise InvalidInput(Violation("direction", "must be down (reduce load) or up (raise load)", direction))
+    if window_start.tzinfo is None:
+        raise InvalidInput(Violation("window_start", "must carry a time zone", window_start.isoformat()))
+    rows = members(conn, target_kind, target_id)
+    key = "adjustable_down_kw" if direction == "down" else "adjustable_up_kw"
+    declared = float(sum(r[key] for r in rows))
+    if declared <= 0:
+        raise InvalidInput(Violation(key, f"nothing declared to verify in direction {direction}", declared))
+    dur = float(duration_h if duration_h is not None else min(r["adjustable_duration_h"] for r in rows))
+    if not 0 < dur <= 24:
+        raise InvalidInput(Violation("duration_h", "must be in (0, 24]", dur))
+    ops = {r["operator_id"] for r in rows}
+    row = {"test_id": new_id("VT"), "target_kind": target_kind, "target_id": target_id,
+           "operator_id": ops.pop() if len(ops) == 1 else None, "direction": direction, "declared_kw": declared,
+           "declared_duration_h": dur, "window_start": window_start,
+           "window_end": window_start + timedelta(hours=dur) + RAMP_ALLOWANCE, "state": "scheduled",
+           "baseline_method": BASELINE_METHOD,
+           "result": {"members": [r["resource_id"] for r in rows],
+                      "declared_kw": {r["resource_id"]: r[key] for r in rows}},
+           "created_by": actor.name, "created_at": datetime.now(UTC)}
+    conn.execute(verification_tests.insert().values(**row))
+    audit.record(conn, actor, "verification.schedule", "verification_test", row["test_id"], after=row)
+    return row
+
+
+def get(conn: Connection, test_id: str) -> dict:
+    row = conn.execute(select(verification_tests).where(verification_tests.c.test_id == test_id)).mappings().first()
+    if row is None:
+        raise NotFound("verification_test", test_id)
+    return dict(row)
+
+
+def instruction(test: dict) -> dict:
+    """The test instruction sent down to the operator / devices for the window."""
+    return {"test_id": test["test_id"], "direction": test["direction"], "start": test["window_start"],
+            "end": test["window_end"], "resources": test["result"]["declared_kw"]}
+
+
+def complete(conn: Connection, actor: Actor, test_id: str, source: TelemetrySource, step_s: int = 60,
+             ruleset: str = rules.DEFAULT_RULESET) -> dict:
+    """Evaluate a scheduled test from telemetry; update the verified capability of each member."""
+    if actor.role != "city_admin":
+        raise Forbidden("only the city management center completes verification tests")
+    test = get(conn, test_id)
+    if test["state"] != "scheduled":
+        raise TransitionRefused("verification_test", test_id, test["state"], "complete",
+                                "'complete' needs state scheduled", [])
+    ids = test["result"]["members"]
+    declared = np.array([test["result"]["declared_kw"][i] for i in ids], dtype=float)
+    start, end = _aware(test["window_start"]), _aware(test["window_end"])
+    data = np.asarray(source(ids, start - PRE_WINDOW, end, step_s), dtype=float)
+    pre = int(PRE_WINDOW.total_seconds() // step_s)
+    expected_t = pre + int((end - start).total_seconds() // step_s)
+    if data.shape != (len(ids), expected_t):
+        raise InvalidInput(Violation("telemetry", f"expected shape {(len(ids), expected_t)}", data.shape))
+    baseline = np.repeat(np.nanmean(data[:, :pre], axis=1, keepdims=True), data.shape[1], axis=1)
+    ver = rules.load(ruleset).section("verification")
+    kw = dict(start=pre, step_s=step_s, duration_h=test["declared_duration_h"], direction=test["direction"],
+              reach=ver["latency_reach_ratio"], grade_a=ver["grade_a_min_ratio"], grade_b=ver["grade_b_min_ratio"])
+    each = assess(baseline, data, declared_kw=declared, **kw)
+    whole = assess(baseline.sum(axis=0, keepdims=True), data.sum(axis=0, keepdims=True),
+                   declared_kw=np.array([declared.sum()]), **kw)
+    now = datetime.now(UTC)
+    col = "verified_down_kw" if test["direction"] == "down" else "verified_up_kw"
+    per_resource = {}
+    for i, rid in enumerate(ids):
+        grade = str(each["grade"][i])
+        latency = None if np.isnan(each["latency_s"][i]) else float(each["latency_s"][i])
+        flagged = (f"verification {test_id}: grade C, {each['ratio'][i]:.0%} of declared" if grade == "C" else None)
+        conn.execute(resources.update().where(resources.c.resource_id == rid).values(
+            **{col: float(each["verified_kw"][i])}, verified_latency_s=latency, verified_grade=grade,
+            verified_at=now, flagged=flagged))
+        per_resource[rid] = {"declared_kw": float(declared[i]), "verified_kw": float(each["verified_kw"][i]),
+                             "latency_s": latency, "ratio": float(each["ratio"][i]), "grade": grade}
+    latency = None if np.isnan(whole["latency_s"][0]) else float(whole["latency_s"][0])
+    result = {**test["result"], "resources": per_resource, "step_s": step_s, "ruleset": ruleset,
+              "baseline_kw": float(baseline[:, 0].sum())}
+    values = {"state": "done", "verified_kw": float(whole["verified_kw"][0]), "latency_s": latency,
+              "ratio": float(whole["ratio"][0]), "grade": str(whole["grade"][0]), "result": result,
+              "completed_at": now}
+    conn.execute(verification_tests.update().where(verification_tests.c.test_id == test_id).values(**values))
+    audit.record(conn, actor, "verification.complete", "verification_test", test_id,
+                 before={"state": "scheduled"}, after={k: v for k, v in values.items() if k != "result"})
+    return get(conn, test_id)
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def declared_vs_verified(conn: Connection, operator_id: str | None = None) -> list[dict]:
+    """Per operator: declared down capability, the verified share, grades, flagged resources."""
+    tested = resources.c.verified_grade.is_not(None)
+    q = (select(resources.c.operator_id, operators.c.name,
+                func.count().label("resources"),
+                func.sum(resources.c.adjustable_down_kw).label("declared_down_kw"),
+                func.sum(case((tested, resources.c.adjustable_down_kw), else_=0.0)).label("declared_tested_kw"),
+                func.sum(func.coalesce(resources.c.verified_down_kw, 0.0)).label("verified_down_kw"),
+                func.sum(case((tested, 1), else_=0)).label("tested"),
+                func.sum(case((resources.c.verified_grade == "A", 1), else_=0)).label("grade_a"),
+                func.sum(case((resources.c.verified_grade == "B", 1), else_=0)).label("grade_b"),
+                func.sum(case((resources.c.verified_grade == "C", 1), else_=0)).label("grade_c"),
+                func.sum(case((resources.c.flagged.is_not(None), 1), else_=0)).label("flagged"))
+         .select_from(resources.join(operators, operators.c.operator_id == resources.c.operator_id))
+         .where(resources.c.state == "active").group_by(resources.c.operator_id, operators.c.name)
+         .order_by(resources.c.operator_id))
+    if operator_id:
+        q = q.where(resources.c.operator_id == operator_id)
+    out = []
+    for r in conn.execute(q).mappings():
+        d = {k: (float(v) if k.endswith("_kw") else v) for k, v in r.items()}
+        d["verified_ratio"] = d["verified_down_kw"] / d["declared_tested_kw"] if d["declared_tested_kw"] else None
+        out.append(d)
+    return out

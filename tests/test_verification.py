@@ -1,0 +1,95 @@
+"""Capability verification end to end: schedule, telemetry, baseline, grade, flag, report."""
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from openvpp.core.errors import Forbidden, InvalidInput, NotFound, TransitionRefused
+from openvpp.services import verification as ver
+from openvpp.sim.responses import Behaviour, SimulatedFleet
+from openvpp.store import db
+from openvpp.store.audit import Actor
+
+ADMIN = Actor("center", "city_admin")
+START = datetime(2025, 7, 15, 6, 0, tzinfo=UTC)  # 14:00 Beijing time
+
+
+def flat_source(deliveries: dict[str, tuple[float, int]], base_kw: float = 1000.0):
+    """Flat 1000 kW loads; resource r drops by kw after `delay` steps from the instruction."""
+    def source(ids, start, end, step_s):
+        t = int((end - start).total_seconds() // step_s)
+        out = np.full((len(ids), t), base_kw)
+        pre = int(ver.PRE_WINDOW.total_seconds() // step_s)
+        for k, rid in enumerate(ids):
+            kw, delay = deliveries.get(rid, (0.0, 0))
+            out[k, pre + delay:] -= kw
+        return out
+    return source
+
+
+def test_resource_test_grades_and_updates_capability(loaded):
+    with db.get_engine(loaded.database_url).begin() as conn:
+        t = ver.schedule(conn, ADMIN, "resource", "R1", START)
+        assert (t["declared_kw"], t["declared_duration_h"], t["state"]) == (160.0, 2.0, "scheduled")
+        assert t["window_end"] - t["window_start"] == timedelta(hours=2, minutes=15)
+        done = ver.complete(conn, ADMIN, t["test_id"], flat_source({"R1": (120.0, 2)}))
+    assert (done["state"], done["grade"]) == ("done", "B")
+    assert done["verified_kw"] == pytest.approx(120.0) and done["ratio"] == pytest.approx(0.75)
+    assert done["latency_s"] == 120.0            # two 1-minute steps after the instruction
+    with db.get_engine(loaded.database_url).connect() as conn:
+        rep = {r["operator_id"]: r for r in ver.declared_vs_verified(conn)}
+    assert rep["OP01"]["tested"] == 1 and rep["OP01"]["grade_b"] == 1
+    assert rep["OP01"]["verified_down_kw"] == pytest.approx(120.0)
+    assert rep["OP01"]["verified_ratio"] == pytest.approx(0.75)
+
+
+def test_trading_unit_failing_member_is_flagged(loaded):
+    with db.get_engine(loaded.database_url).begin() as conn:
+        t = ver.schedule(conn, ADMIN, "trading_unit", "OP01@GZ-TH-S01", START)
+        assert t["declared_kw"] == 160 + 200 + 500
+        done = ver.complete(conn, ADMIN, t["test_id"],
+                            flat_source({"R1": (160.0, 1), "R2": (200.0, 0), "R3": (100.0, 0)}))
+    res = done["result"]["resources"]
+    assert [res[r]["grade"] for r in ("R1", "R2", "R3")] == ["A", "A", "C"]
+    assert done["verified_kw"] == pytest.approx(460.0) and done["grade"] == "C"   # 460 / 860 = 53 %
+    with db.get_engine(loaded.database_url).connect() as conn:
+        rep = ver.declared_vs_verified(conn, "OP01")[0]
+        r3 = conn.exec_driver_sql("SELECT flagged, verified_grade FROM resources WHERE resource_id='R3'").one()
+    assert rep["flagged"] == 1 and rep["grade_c"] == 1
+    assert r3[1] == "C" and "grade C" in r3[0]
+
+
+def test_simulated_fleet_full_and_weak_delivery(loaded):
+    with db.get_engine(loaded.database_url).begin() as conn:
+        fleet = SimulatedFleet.from_db(conn)
+        good = ver.schedule(conn, ADMIN, "resource", "R3", START)
+        fleet.instruct("R3", START, good["window_end"], -500.0)
+        good = ver.complete(conn, ADMIN, good["test_id"], fleet)
+        weak = ver.schedule(conn, ADMIN, "resource", "R6", START)
+        fleet.behaviours["R6"] = Behaviour(delivery=0.25, tau_s=120)
+        fleet.instruct("R6", START, weak["window_end"], -300.0)
+        weak = ver.complete(conn, ADMIN, weak["test_id"], fleet)
+    # the mini city's profiles drift over two hours, so the baseline is not exact: bounds, not equality
+    assert good["grade"] in ("A", "B") and 0.8 < good["ratio"] < 1.2
+    assert weak["grade"] == "C" and weak["ratio"] < 0.5
+    assert 0 <= good["latency_s"] <= 180
+
+
+def test_refusals(loaded):
+    with db.get_engine(loaded.database_url).begin() as conn:
+        with pytest.raises(Forbidden):
+            ver.schedule(conn, Actor("op", "operator_admin", operator_id="OP01"), "resource", "R1", START)
+        with pytest.raises(NotFound):
+            ver.schedule(conn, ADMIN, "resource", "R404", START)
+        with pytest.raises(InvalidInput, match="target_kind"):
+            ver.schedule(conn, ADMIN, "feeder", "x", START)
+        with pytest.raises(InvalidInput, match="nothing declared"):
+            ver.schedule(conn, ADMIN, "resource", "R1", START, direction="up")   # R1 declares 0 kW up
+        t = ver.schedule(conn, ADMIN, "resource", "R2", START)
+        ver.complete(conn, ADMIN, t["test_id"], flat_source({"R2": (200.0, 0)}))
+        with pytest.raises(TransitionRefused, match="done"):
+            ver.complete(conn, ADMIN, t["test_id"], flat_source({}))
+        t2 = ver.schedule(conn, ADMIN, "resource", "R1", START)
+        with pytest.raises(InvalidInput, match="telemetry"):
+            ver.complete(conn, ADMIN, t2["test_id"], lambda ids, s, e, st: np.zeros((1, 3)))
