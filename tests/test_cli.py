@@ -1,0 +1,57 @@
+"""The `openvpp` command, run as a user runs it (a subprocess with its own environment)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import RES_HEADER, write_csv
+
+EXE = [sys.executable, "-m", "openvpp.cli.main"]
+
+
+def run(args, home: Path, db_url: str | None = None, check=True):
+    env = {**os.environ, "OPENVPP_HOME": str(home), "OPENVPP_BCRYPT_ROUNDS": "4"}
+    if db_url:
+        env["OPENVPP_DATABASE_URL"] = db_url
+    p = subprocess.run(EXE + args, env=env, capture_output=True, text=True, timeout=600)
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def test_help_lists_every_command_with_an_example(tmp_path):
+    out = run(["--help"], tmp_path).stdout
+    for cmd in ("demo", "serve", "db", "sim", "city", "resources", "report", "users"):
+        assert cmd in out
+    assert "openvpp demo --headless --json" in out
+    for sub in (["resources", "import", "--help"], ["sim", "city", "--help"], ["city", "load", "--help"]):
+        assert "Example:" in run(sub, tmp_path).stdout
+
+
+def test_demo_headless_json_is_json_alone_on_stdout(tmp_path):
+    p = run(["demo", "--headless", "--json", "--resources", "300", "--seed", "3"], tmp_path)
+    summary = json.loads(p.stdout)              # the whole of stdout parses as one JSON document
+    assert summary["resources"] == 300
+    assert summary["targets"]["city"]["connected_mw"] > 0
+    assert {t["year"] for t in summary["targets"]["targets"]} == {2025, 2026, 2027}
+    assert len(summary["targets"]["by_district"]) == 11
+    assert set(summary["logins"]) >= {"city_admin", "dispatcher", "operator_admin", "owner", "auditor"}
+    assert {r["key"] for r in summary["by_type"]} >= {"central_ac", "ev_charging", "distributed_pv"}
+
+
+def test_city_load_summary_and_failed_import_on_postgres(tmp_path, mini_city, db_url):
+    run(["city", "load", str(mini_city)], tmp_path, db_url)
+    rows = json.loads(run(["resources", "summary", "--by", "district", "--json"], tmp_path, db_url).stdout)["rows"]
+    assert {r["key"]: r["resources"] for r in rows} == {"GZ-HZ": 4, "GZ-TH": 3}
+    bad = tmp_path / "bad.csv"
+    write_csv(bad, RES_HEADER, [["R9", "x", "central_ac", "OP01", "OW1", "S1", "GZ-TH-S01-F01-T001", 100, 100,
+                                 "ac_office", 50, 1, 60, "manual", 0, 500, 1, "mqtt", "M9", ""]])
+    p = run(["resources", "import", str(bad)], tmp_path, db_url, check=False)
+    assert p.returncode == 2
+    assert "line 2: adjustable_down_kw: must not exceed capacity_kw" in p.stderr
+    rows = json.loads(run(["resources", "summary", "--by", "type", "--json"], tmp_path, db_url).stdout)["rows"]
+    assert sum(r["resources"] for r in rows) == 7      # nothing written
+    p = run(["city", "load", str(mini_city)], tmp_path, db_url, check=False)
+    assert p.returncode == 2 and "already holds a city" in p.stderr
