@@ -1,0 +1,466 @@
+"""Telemetry time series: idempotent raw writes, daily partitions, retention, rollups.
+
+PostgreSQL: a batch is COPY'd into a session-local staging table, then ONE statement inserts it
+into ``telemetry_raw`` (``ON CONFLICT DO NOTHING``: a re-sent point is a no-op) and merges only
+the rows really inserted into the 1-minute and 15-minute device rollups, marking their buckets
+dirty. SQLite (embedded default): the same steps with ``INSERT`` after removing known points.
+
+Group rollups (grid node at every level, operator, pool) are recomputed from the device rollups
+for dirty buckets by :func:`refresh_group_rollups`, so a late point updates every total it touches.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from sqlalchemy import (
+    Connection,
+    Select,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    union_all,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from openvpp.store.schema import grid_nodes, resources
+from openvpp.store.schema_telemetry import (
+    telemetry_counters,
+    telemetry_dirty,
+    telemetry_gaps,
+    telemetry_group_rollup,
+    telemetry_raw,
+    telemetry_rollup,
+)
+
+DAY_MS = 86_400_000
+LOCAL_OFFSET_MS = 8 * 3_600_000   # partitions follow Asia/Shanghai days (UTC+8, no DST)
+STEPS_S = (60, 900)
+GROUP_KINDS = ("city", "district", "substation", "feeder", "transformer_area", "operator")
+
+#: extra group memberships (e.g. pools): functions returning a select of (group_kind, group_id, device_id)
+MEMBERSHIP_HOOKS: list[Callable[[], Select]] = []
+
+
+@dataclass
+class RawBatch:
+    """Accepted points ready to store (arrays of equal length; NaN = not measured)."""
+
+    device: np.ndarray     # object (str)
+    ts_ms: np.ndarray      # int64 epoch ms UTC
+    p_kw: np.ndarray
+    q_kvar: np.ndarray
+    e_kwh: np.ndarray
+    eq_kvarh: np.ndarray
+    soc: np.ndarray
+    quality: np.ndarray    # int16
+    source: np.ndarray     # object (str): gateway or API key that reported each point
+
+    def __len__(self) -> int:
+        return len(self.device)
+
+
+@dataclass
+class WriteResult:
+    inserted: int
+    duplicates: int
+
+
+# ---------------------------------------------------------------- partitions (PostgreSQL)
+
+_known_partitions: dict[str, set[int]] = {}
+
+
+def local_day_numbers(ts_ms: np.ndarray) -> np.ndarray:
+    """Local (Asia/Shanghai) day of each timestamp, as days since 1970-01-01."""
+    return np.unique((np.asarray(ts_ms, np.int64) + LOCAL_OFFSET_MS) // DAY_MS)
+
+
+def partition_name(day_number: int) -> str:
+    return f"telemetry_raw_p{(date(1970, 1, 1) + timedelta(days=int(day_number))):%Y%m%d}"
+
+
+def _day_bounds(day_number: int) -> tuple[datetime, datetime]:
+    start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(day_number) * DAY_MS - LOCAL_OFFSET_MS)
+    return start, start + timedelta(days=1)
+
+
+def ensure_partitions(conn: Connection, day_numbers: Iterable[int], ahead: int = 1) -> list[str]:
+    """Create the daily partitions (and ``ahead`` following days) that do not exist yet. PostgreSQL only."""
+    if conn.dialect.name != "postgresql":
+        return []
+    key = str(conn.engine.url)
+    known = _known_partitions.setdefault(key, set())
+    wanted = {int(d) + k for d in day_numbers for k in range(ahead + 1)} - known
+    created = []
+    for d in sorted(wanted):
+        name = partition_name(d)
+        if conn.exec_driver_sql(f"SELECT to_regclass('{name}')").scalar() is None:
+            start, end = _day_bounds(d)
+            conn.exec_driver_sql(
+                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF telemetry_raw "
+                f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')")
+            created.append(name)
+        known.add(d)
+    return created
+
+
+def forget_partitions(conn: Connection) -> None:
+    _known_partitions.pop(str(conn.engine.url), None)
+
+
+def partitions(conn: Connection) -> list[str]:
+    """Names of the existing daily partitions of ``telemetry_raw``, oldest first."""
+    if conn.dialect.name != "postgresql":
+        return []
+    rows = conn.exec_driver_sql(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'telemetry_raw' ORDER BY 1").all()
+    return [r[0] for r in rows]
+
+
+def apply_retention(conn: Connection, retention_days: int, now: datetime | None = None) -> list[str]:
+    """Drop raw points older than ``retention_days`` local days: whole partitions on PostgreSQL."""
+    now = now or datetime.now(UTC)
+    today = (int(now.timestamp() * 1000) + LOCAL_OFFSET_MS) // DAY_MS
+    first_kept = today - retention_days
+    if conn.dialect.name != "postgresql":
+        cutoff = _day_bounds(first_kept)[0]
+        n = conn.execute(delete(telemetry_raw).where(telemetry_raw.c.ts < cutoff)).rowcount
+        return [f"{n} rows"] if n else []
+    dropped = []
+    for name in partitions(conn):
+        day = datetime.strptime(name.rsplit("_p", 1)[1], "%Y%m%d").date()
+        if (day - date(1970, 1, 1)).days < first_kept:
+            conn.exec_driver_sql(f"DROP TABLE {name}")
+            dropped.append(name)
+    forget_partitions(conn)
+    return dropped
+
+
+# ---------------------------------------------------------------- writes
+
+def write_points(conn: Connection, batch: RawBatch, received_at: datetime | None = None) -> WriteResult:
+    """Store accepted points idempotently on the caller's transaction and merge them into the rollups.
+
+    A point whose (device, ts) is already stored, or repeated within the batch, is counted as a
+    duplicate and changes nothing, so re-sending a batch (QoS 1 redelivery) is harmless.
+    """
+    if not len(batch):
+        return WriteResult(0, 0)
+    received_at = received_at or datetime.now(UTC)
+    if conn.dialect.name == "postgresql":
+        ensure_partitions(conn, local_day_numbers(batch.ts_ms))
+        inserted = _write_pg(conn, batch, received_at)
+    else:
+        inserted = _write_sqlite(conn, batch, received_at)
+    return WriteResult(inserted, len(batch) - inserted)
+
+
+def _nullable(a: np.ndarray) -> pa.Array:
+    a = np.asarray(a, np.float64)
+    return pa.array(a, mask=np.isnan(a))
+
+
+def stage_csv(batch: RawBatch) -> bytes:
+    """The batch as headerless CSV in the staging table's column order (empty = NULL)."""
+    t = pa.table({
+        "device_id": pa.array(batch.device, pa.string()),
+        "ts_ms": pa.array(np.asarray(batch.ts_ms, np.int64)),
+        "power_kw": pa.array(np.asarray(batch.p_kw, np.float64)),
+        "reactive_kvar": _nullable(batch.q_kvar),
+        "energy_kwh": _nullable(batch.e_kwh),
+        "reactive_kvarh": _nullable(batch.eq_kvarh),
+        "soc": _nullable(batch.soc),
+        "quality": pa.array(np.asarray(batch.quality, np.int16)),
+        "source": pa.array(batch.source, pa.string()),
+    })
+    buf = io.BytesIO()
+    pacsv.write_csv(t, buf, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    return buf.getvalue()
+
+
+STAGE_COLUMNS = "device_id, ts_ms, power_kw, reactive_kvar, energy_kwh, reactive_kvarh, soc, quality, source"
+_PG_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS telemetry_stage (device_id text, ts_ms bigint, power_kw float8, "
+             "reactive_kvar float8, energy_kwh float8, reactive_kvarh float8, soc float8, quality int2, source text) "
+             "ON COMMIT DELETE ROWS")
+_PG_WRITE = """
+WITH ins AS (
+    INSERT INTO telemetry_raw (device_id, ts, power_kw, reactive_kvar, energy_kwh, reactive_kvarh, soc,
+                               quality, source, received_at)
+    SELECT device_id, to_timestamp(ts_ms / 1000.0), power_kw, reactive_kvar, energy_kwh, reactive_kvarh, soc,
+           quality, source, %(received_at)s
+    FROM telemetry_stage
+    ON CONFLICT DO NOTHING
+    RETURNING device_id, ts, power_kw, reactive_kvar, energy_kwh, reactive_kvarh, soc, quality
+), agg AS (
+    SELECT s.step_s, i.device_id, date_bin(s.step, i.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
+           count(*) AS n, sum(i.power_kw) AS ps, min(i.power_kw) AS pmin, max(i.power_kw) AS pmax,
+           coalesce(sum(i.reactive_kvar), 0) AS qs, count(i.reactive_kvar) AS nq,
+           max(i.energy_kwh) AS e, max(i.reactive_kvarh) AS eq, coalesce(sum(i.soc), 0) AS ss, count(i.soc) AS ns
+    FROM ins i CROSS JOIN (VALUES (60, INTERVAL '1 minute'), (900, INTERVAL '15 minutes')) AS s(step_s, step)
+    WHERE i.quality < 2
+    GROUP BY s.step_s, i.device_id, 3
+), up AS (
+    INSERT INTO telemetry_rollup AS r (step_s, device_id, bucket, n, power_sum_kw, power_min_kw, power_max_kw,
+                                       reactive_sum_kvar, n_reactive, energy_max_kwh, reactive_max_kvarh,
+                                       soc_sum, n_soc)
+    SELECT step_s, device_id, bucket, n, ps, pmin, pmax, qs, nq, e, eq, ss, ns FROM agg
+    ON CONFLICT (step_s, device_id, bucket) DO UPDATE SET
+        n = r.n + EXCLUDED.n,
+        power_sum_kw = r.power_sum_kw + EXCLUDED.power_sum_kw,
+        power_min_kw = LEAST(r.power_min_kw, EXCLUDED.power_min_kw),
+        power_max_kw = GREATEST(r.power_max_kw, EXCLUDED.power_max_kw),
+        reactive_sum_kvar = r.reactive_sum_kvar + EXCLUDED.reactive_sum_kvar,
+        n_reactive = r.n_reactive + EXCLUDED.n_reactive,
+        energy_max_kwh = GREATEST(r.energy_max_kwh, EXCLUDED.energy_max_kwh),
+        reactive_max_kvarh = GREATEST(r.reactive_max_kvarh, EXCLUDED.reactive_max_kvarh),
+        soc_sum = r.soc_sum + EXCLUDED.soc_sum,
+        n_soc = r.n_soc + EXCLUDED.n_soc
+    RETURNING 1
+), dirty AS (
+    INSERT INTO telemetry_dirty (step_s, bucket) SELECT DISTINCT step_s, bucket FROM agg
+    ON CONFLICT DO NOTHING RETURNING 1
+)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM up), (SELECT count(*) FROM dirty)
+"""
+
+
+def _write_pg(conn: Connection, batch: RawBatch, received_at: datetime) -> int:
+    raw = conn.connection.driver_connection
+    info = conn.connection.info
+    with raw.cursor() as cur:
+        if not info.get("telemetry_stage"):
+            cur.execute(_PG_STAGE)
+            info["telemetry_stage"] = True
+        cur.execute("TRUNCATE telemetry_stage")
+        payload = stage_csv(batch)
+        with cur.copy(f"COPY telemetry_stage ({STAGE_COLUMNS}) FROM STDIN (FORMAT csv)") as cp:
+            view = memoryview(payload)
+            for i in range(0, len(view), 8 << 20):
+                cp.write(view[i:i + (8 << 20)])
+        cur.execute(_PG_WRITE, {"received_at": received_at})
+        inserted = cur.fetchone()[0]
+    return int(inserted)
+
+
+def ts_text(ts_ms: np.ndarray) -> np.ndarray:
+    """Epoch ms → 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC), the text SQLAlchemy stores for DateTime on SQLite."""
+    s = np.datetime_as_string(np.asarray(ts_ms, np.int64).astype("datetime64[ms]"), unit="us")
+    return np.char.replace(s, "T", " ")
+
+
+_SQLITE_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS telemetry_stage (device_id TEXT, ts TEXT, b60 TEXT, b900 TEXT, "
+                 "power_kw REAL, reactive_kvar REAL, energy_kwh REAL, reactive_kvarh REAL, soc REAL, "
+                 "quality INTEGER, source TEXT)")
+_SQLITE_ROLLUP = """
+INSERT INTO telemetry_rollup (step_s, device_id, bucket, n, power_sum_kw, power_min_kw, power_max_kw,
+                              reactive_sum_kvar, n_reactive, energy_max_kwh, reactive_max_kvarh, soc_sum, n_soc)
+SELECT {step}, device_id, b{step}, count(*), sum(power_kw), min(power_kw), max(power_kw),
+       coalesce(sum(reactive_kvar), 0), count(reactive_kvar), max(energy_kwh), max(reactive_kvarh),
+       coalesce(sum(soc), 0), count(soc)
+FROM telemetry_stage WHERE quality < 2 GROUP BY device_id, b{step}
+ON CONFLICT (step_s, device_id, bucket) DO UPDATE SET
+    n = telemetry_rollup.n + excluded.n,
+    power_sum_kw = telemetry_rollup.power_sum_kw + excluded.power_sum_kw,
+    power_min_kw = min(telemetry_rollup.power_min_kw, excluded.power_min_kw),
+    power_max_kw = max(telemetry_rollup.power_max_kw, excluded.power_max_kw),
+    reactive_sum_kvar = telemetry_rollup.reactive_sum_kvar + excluded.reactive_sum_kvar,
+    n_reactive = telemetry_rollup.n_reactive + excluded.n_reactive,
+    energy_max_kwh = max(coalesce(telemetry_rollup.energy_max_kwh, excluded.energy_max_kwh),
+                         coalesce(excluded.energy_max_kwh, telemetry_rollup.energy_max_kwh)),
+    reactive_max_kvarh = max(coalesce(telemetry_rollup.reactive_max_kvarh, excluded.reactive_max_kvarh),
+                             coalesce(excluded.reactive_max_kvarh, telemetry_rollup.reactive_max_kvarh)),
+    soc_sum = telemetry_rollup.soc_sum + excluded.soc_sum,
+    n_soc = telemetry_rollup.n_soc + excluded.n_soc
+"""
+
+
+def _write_sqlite(conn: Connection, batch: RawBatch, received_at: datetime) -> int:
+    ts_ms = np.asarray(batch.ts_ms, np.int64)
+    cols = [
+        batch.device.tolist(), ts_text(ts_ms).tolist(), ts_text(ts_ms - ts_ms % 60_000).tolist(),
+        ts_text(ts_ms - ts_ms % 900_000).tolist(),
+    ] + [[None if v != v else v for v in np.asarray(a, np.float64).tolist()]
+         for a in (batch.p_kw, batch.q_kvar, batch.e_kwh, batch.eq_kvarh, batch.soc)] \
+      + [np.asarray(batch.quality, np.int64).tolist(), batch.source.tolist()]
+    rows = list(zip(*cols, strict=True))
+    x = conn.exec_driver_sql
+    x(_SQLITE_STAGE)
+    x("DELETE FROM telemetry_stage")
+    conn.exec_driver_sql("INSERT INTO telemetry_stage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    x("DELETE FROM telemetry_stage WHERE rowid NOT IN (SELECT min(rowid) FROM telemetry_stage GROUP BY device_id, ts)")
+    x("DELETE FROM telemetry_stage WHERE EXISTS (SELECT 1 FROM telemetry_raw r "
+      "WHERE r.device_id = telemetry_stage.device_id AND r.ts = telemetry_stage.ts)")
+    inserted = x("SELECT count(*) FROM telemetry_stage").scalar()
+    received = received_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    x("INSERT INTO telemetry_raw (device_id, ts, power_kw, reactive_kvar, energy_kwh, reactive_kvarh, soc, "
+      "quality, source, received_at) SELECT device_id, ts, power_kw, reactive_kvar, energy_kwh, reactive_kvarh, "
+      "soc, quality, source, ? FROM telemetry_stage", (received,))
+    for step in STEPS_S:
+        x(_SQLITE_ROLLUP.format(step=step))
+        x(f"INSERT OR IGNORE INTO telemetry_dirty (step_s, bucket) "
+          f"SELECT DISTINCT {step}, b{step} FROM telemetry_stage WHERE quality < 2")
+    x("DELETE FROM telemetry_stage")
+    return int(inserted)
+
+
+# ---------------------------------------------------------------- group rollups
+
+def city_id(conn: Connection) -> str | None:
+    return conn.execute(select(grid_nodes.c.node_id).where(grid_nodes.c.level == "city")).scalar()
+
+
+def memberships(conn: Connection) -> Select:
+    """(group_kind, group_id, device_id) for every grid level, the operator, and ``MEMBERSHIP_HOOKS``."""
+    r, g = resources, grid_nodes
+    base = r.join(g, g.c.node_id == r.c.ta_id)
+    cols = {"district": g.c.district_id, "substation": g.c.substation_id, "feeder": g.c.feeder_id,
+            "transformer_area": r.c.ta_id, "operator": r.c.operator_id}
+    parts = [select(literal("city").label("group_kind"), literal(city_id(conn) or "city").label("group_id"),
+                    r.c.resource_id.label("device_id"))]
+    for kind, col in cols.items():
+        parts.append(select(literal(kind).label("group_kind"), col.label("group_id"),
+                            r.c.resource_id.label("device_id")).select_from(base).where(col.is_not(None)))
+    parts += [hook() for hook in MEMBERSHIP_HOOKS]
+    return union_all(*parts).subquery("m")
+
+
+def refresh_group_rollups(conn: Connection, max_buckets: int = 200) -> int:
+    """Recompute the group rollups of dirty buckets from the device rollups; return buckets done."""
+    dirty = conn.execute(select(telemetry_dirty.c.step_s, telemetry_dirty.c.bucket)
+                         .order_by(telemetry_dirty.c.bucket).limit(max_buckets)).all()
+    if not dirty:
+        return 0
+    m = memberships(conn)
+    r = telemetry_rollup
+    by_step: dict[int, list] = {}
+    for step, bucket in dirty:
+        by_step.setdefault(step, []).append(bucket)
+    for step, buckets in by_step.items():
+        # remove first: the dirty row and the stale totals (a concurrent writer re-marks a bucket it changes)
+        conn.execute(delete(telemetry_dirty).where(telemetry_dirty.c.step_s == step,
+                                                   telemetry_dirty.c.bucket.in_(buckets)))
+        conn.execute(delete(telemetry_group_rollup).where(telemetry_group_rollup.c.step_s == step,
+                                                          telemetry_group_rollup.c.bucket.in_(buckets)))
+        q = (select(r.c.step_s, m.c.group_kind, m.c.group_id, r.c.bucket,
+                    func.sum(r.c.power_sum_kw / r.c.n),
+                    func.sum(r.c.reactive_sum_kvar / func.nullif(r.c.n_reactive, 0)).label("q"),
+                    func.count(), func.sum(r.c.n))
+             .select_from(r.join(m, m.c.device_id == r.c.device_id))
+             .where(r.c.step_s == step, r.c.bucket.in_(buckets), r.c.n > 0)
+             .group_by(r.c.step_s, m.c.group_kind, m.c.group_id, r.c.bucket))
+        rows = [{"step_s": s, "group_kind": k, "group_id": gid, "bucket": b, "power_kw": float(p),
+                 "reactive_kvar": float(qv or 0.0), "n_devices": int(nd), "n_points": int(npt)}
+                for s, k, gid, b, p, qv, nd, npt in conn.execute(q)]
+        if rows:
+            conn.execute(insert(telemetry_group_rollup), rows)
+    return len(dirty)
+
+
+# ---------------------------------------------------------------- reads
+
+def _utc(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def read_raw(conn: Connection, device_ids: list[str], start: datetime, end: datetime) -> list[dict]:
+    t = telemetry_raw
+    q = (select(t).where(t.c.device_id.in_(device_ids), t.c.ts >= start, t.c.ts < end)
+         .order_by(t.c.device_id, t.c.ts))
+    out = []
+    for row in conn.execute(q).mappings():
+        d = dict(row)
+        d["ts"], d["received_at"] = _utc(d["ts"]), _utc(d["received_at"])
+        out.append(d)
+    return out
+
+
+def read_rollup(conn: Connection, step_s: int, device_ids: list[str], start: datetime, end: datetime
+                ) -> list[dict]:
+    r = telemetry_rollup
+    q = (select(r).where(r.c.step_s == step_s, r.c.device_id.in_(device_ids), r.c.bucket >= start,
+                         r.c.bucket < end).order_by(r.c.device_id, r.c.bucket))
+    out = []
+    for row in conn.execute(q).mappings():
+        d = dict(row)
+        d["bucket"] = _utc(d["bucket"])
+        d["power_avg_kw"] = d["power_sum_kw"] / d["n"] if d["n"] else None
+        d["soc_avg"] = d["soc_sum"] / d["n_soc"] if d["n_soc"] else None
+        out.append(d)
+    return out
+
+
+def read_group_rollup(conn: Connection, step_s: int, group_kind: str, group_ids: list[str] | None,
+                      start: datetime, end: datetime) -> list[dict]:
+    g = telemetry_group_rollup
+    q = select(g).where(g.c.step_s == step_s, g.c.group_kind == group_kind, g.c.bucket >= start, g.c.bucket < end)
+    if group_ids is not None:
+        q = q.where(g.c.group_id.in_(group_ids))
+    out = []
+    for row in conn.execute(q.order_by(g.c.group_id, g.c.bucket)).mappings():
+        d = dict(row)
+        d["bucket"] = _utc(d["bucket"])
+        out.append(d)
+    return out
+
+
+def count_raw(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(telemetry_raw)).scalar())
+
+
+# ---------------------------------------------------------------- counters and gaps
+
+def _upsert(conn: Connection, table):
+    return pg_insert(table) if conn.dialect.name == "postgresql" else sqlite_insert(table)
+
+
+def add_counters(conn: Connection, day: date, source: str, counts: dict[str, int]) -> None:
+    """Add ``counts`` (reason → n; 'accepted', 'duplicate' and rejection rules) to the day's counters."""
+    rows = [{"day": day, "source": source, "reason": k, "n": int(v)} for k, v in counts.items() if v]
+    if not rows:
+        return
+    stmt = _upsert(conn, telemetry_counters)
+    stmt = stmt.on_conflict_do_update(index_elements=["day", "source", "reason"],
+                                      set_={"n": telemetry_counters.c.n + stmt.excluded.n})
+    conn.execute(stmt, rows)
+
+
+def read_counters(conn: Connection, since: date, sources: list[str] | None = None) -> list[dict]:
+    c = telemetry_counters
+    q = select(c.c.day, c.c.source, c.c.reason, c.c.n).where(c.c.day >= since)
+    if sources is not None:
+        q = q.where(c.c.source.in_(sources))
+    return [dict(r._mapping) for r in conn.execute(q.order_by(c.c.day, c.c.source, c.c.reason))]
+
+
+def record_gap(conn: Connection, source: str, kind: str, started_at: datetime, ended_at: datetime,
+               detail: str | None = None) -> None:
+    conn.execute(insert(telemetry_gaps).values(source=source, kind=kind, started_at=started_at,
+                                               ended_at=ended_at,
+                                               seconds=(ended_at - started_at).total_seconds(),
+                                               detail=(detail or "")[:400]))
+
+
+def read_gaps(conn: Connection, limit: int = 100) -> list[dict]:
+    g = telemetry_gaps
+    out = []
+    for row in conn.execute(select(g).order_by(g.c.gap_id.desc()).limit(limit)).mappings():
+        d = dict(row)
+        d["started_at"], d["ended_at"] = _utc(d["started_at"]), _utc(d["ended_at"])
+        out.append(d)
+    return out
+
+
+__all__ = ["RawBatch", "WriteResult", "write_points", "refresh_group_rollups", "apply_retention",
+           "ensure_partitions", "partitions", "memberships", "read_raw", "read_rollup", "read_group_rollup",
+           "add_counters", "read_counters", "record_gap", "read_gaps"]
