@@ -501,9 +501,9 @@ def base_station_suburban(y, b, s, r):
     return _base_station(y, bdew_year(y, b["h0"]), 0.65, 0.06)
 
 
-ASSUMED = "synthetic assumption (see docs/city-files.md)"
+ASSUMED = "synthetic assumption"
 CALENDAR = "chinese_calendar day types"
-PVLIB = ("pvlib 0.11+ solar position, Ineichen clear sky (Linke turbidity climatology), Erbs; "
+PVLIB = ("pvlib solar position, Ineichen clear sky (Linke turbidity climatology), Erbs; "
          "seeded daily sunshine from Guangzhou monthly sunshine hours")
 TEMP = "seeded daily temperature around Guangzhou monthly normals"
 

@@ -3,8 +3,8 @@
 Sites whose connected capacity reaches ``DEDICATED_SITE_KW`` get their own
 customer substation (专变), a transformer area of their own sized to them;
 the other sites share public transformer areas (公变) of standard ratings,
-drawn with skewed weights so that some areas are crowded (the congestion
-the 2025 pilots target). The number of transformer areas follows the city
+drawn with weights proportional to the rating times a lognormal spread, so
+that some areas are crowded (the congestion the 2025 pilots target). The number of transformer areas follows the city
 size: about one per 20 resources, at least 300, at most 50,000 public and
 dedicated together, except that public areas never drop below a third of
 that target (large cities can then exceed it by their customer substations).
@@ -112,7 +112,7 @@ def build_grid(rng: np.random.Generator, n_resources: int, site_district: np.nda
     first = np.r_[0, np.cumsum(pub_per_d)[:-1]]
     for d in range(nd):
         sites_d = np.flatnonzero(~dedicated & (site_district == d))
-        w = rng.lognormal(0.0, 0.7, pub_per_d[d])
+        w = ta_kva[first[d]:first[d] + pub_per_d[d]] * rng.lognormal(0.0, 0.5, pub_per_d[d])
         site_ta[sites_d] = first[d] + rng.choice(pub_per_d[d], len(sites_d), p=w / w.sum())
 
     # substations (5-15 per district by load weight) and feeders (about 20 areas each, at least 2)
