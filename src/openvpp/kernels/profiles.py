@@ -58,8 +58,8 @@ def materialise(archetypes: np.ndarray, archetype_idx: np.ndarray, scale_kw: np.
 
     Returns
     -------
-    (n, stop - start) float32 array of power [kW]. Memory is ~16 bytes per cell
-    while computing: materialise large fleets in resource chunks.
+    (n, stop - start) float32 array of power [kW]. Computing needs a few tens of
+    bytes per cell (uint64 hashes): materialise large fleets in resource chunks.
     """
     n_slots = archetypes.shape[1]
     if not 0 <= start <= stop <= n_slots:

@@ -408,19 +408,24 @@ def generate_city(out_dir: Path, n_resources: int, seed: int, year: int = 2025,
     owner_op = np.full(len(owners["kind"]), -1, dtype=np.int64)
     first_owner, first_idx = np.unique(res["owner"], return_index=True)
     owner_op[first_owner] = res["operator"][first_idx]
-    report("grid", 0.55)
 
     # ---- tables
+    report("tables", 0.55)
     op_ids = pa.array([o.operator_id for o in OPERATORS], pa.string())
     rw = _width(n_resources, 7)
     site_ids = _ids("ST", np.arange(1, n_sites + 1), _width(n_sites, 7))
     owner_ids = _ids("OW", np.arange(1, len(owner_op) + 1), _width(len(owner_op), 7))
     meter_no = (np.arange(n_resources, dtype=np.int64) * 48271 + seed % 10**8) % 10**8
 
+    nd = len(gz.DISTRICTS)
+    site_labels = [f"{d.name} {c.label}" for c in SITE_CATEGORIES for d in gz.DISTRICTS]
+    site_key = site_cat.astype(np.int64) * nd + site_district
+    site_names = _labelled(site_labels, site_key, ordinal_within(site_key))
     ordinal = ordinal_within(res["site"] * len(GROUPS) + res["group"])
     resources = {
         "resource_id": _ids("R", np.arange(1, n_resources + 1), rw),
-        "name": _labelled([g.label for g in GROUPS], res["group"], ordinal),
+        "name": pc.binary_join_element_wise(site_names.take(pa.array(res["site"])),
+                                            _labelled([g.label for g in GROUPS], res["group"], ordinal), ", "),
         "resource_type": _take([t.value for t in RTYPES], res["rtype"]),
         "operator_id": _optional(res["operator"], op_ids),
         "owner_id": owner_ids.take(pa.array(res["owner"])),
@@ -444,12 +449,9 @@ def generate_city(out_dir: Path, n_resources: int, seed: int, year: int = 2025,
 
     site_lat = np.round(grid.ta_lat[site_ta] + city.rng.normal(0, 0.002, n_sites), 5)
     site_lon = np.round(grid.ta_lon[site_ta] + city.rng.normal(0, 0.002, n_sites), 5)
-    nd = len(gz.DISTRICTS)
-    site_labels = [f"{d.name} {c.label}" for c in SITE_CATEGORIES for d in gz.DISTRICTS]
     sites = {
         "site_id": site_ids,
-        "name": _labelled(site_labels, site_cat.astype(np.int64) * nd + site_district,
-                          ordinal_within(site_cat.astype(np.int64) * nd + site_district)),
+        "name": site_names,
         "ta_id": grid.ta_ids.take(pa.array(site_ta)),
         "owner_id": owner_ids.take(pa.array(site_owner)),
         "lat": pa.array(site_lat),
@@ -472,6 +474,7 @@ def generate_city(out_dir: Path, n_resources: int, seed: int, year: int = 2025,
     }
     assert list(owner_table) == names(OWNER_COLUMNS)
 
+    report("tables", 0.65)
     tables = {
         "grid.csv": grid.table,
         "operators.csv": _operators_table(),
@@ -495,7 +498,7 @@ def generate_city(out_dir: Path, n_resources: int, seed: int, year: int = 2025,
     meta = _metadata(n_resources, seed, year, rows, per_type, grid.levels, yr.calendar_source, matrix.shape)
     meta["dedicated_transformer_areas"] = grid.n_dedicated
 
-    _write_all(out_dir, tables, matrix, yr.ts_utc, meta, lambda f: report("writing", 0.55 + 0.45 * f))
+    _write_all(out_dir, tables, matrix, yr.ts_utc, meta, lambda f: report("writing", 0.65 + 0.35 * f))
     report("done", 1.0)
     return CitySummary(out_dir, n_resources, seed, year, rows, per_type, grid.levels,
                        seconds=time.perf_counter() - t0)
