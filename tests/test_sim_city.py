@@ -111,6 +111,14 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_other_resources(c
     assert file_hashes(other)["resources.csv"] != file_hashes(city)["resources.csv"]
 
 
+@pytest.mark.parametrize("n", [10, 11, 37])
+def test_tiny_cities_still_have_every_resource_type(tmp_path, n):
+    summary = generate_city(tmp_path / "tiny", n, SEED, YEAR)
+    assert {k: v["count"] >= 1 for k, v in summary.per_type.items()} == {t.value: True for t in ResourceType}
+    assert sum(v["count"] for v in summary.per_type.values()) == n
+    assert spec_violations(read(tmp_path / "tiny", "resources.csv"), RESOURCE_COLUMNS) == []
+
+
 def test_invalid_arguments_are_refused_and_write_nothing(tmp_path):
     out = tmp_path / "nothing"
     with pytest.raises(InvalidInput) as err:

@@ -180,6 +180,9 @@ class _City:
         else:
             arch = _choice(rng, g.archetypes, ARCH_IDS, m)
             op = _choice(rng, g.operators, list(OPERATOR_INDEX), m)
+        if g.core_archetype:
+            core = np.array([d.ring == "core" for d in gz.DISTRICTS])[np.concatenate(self.site_district)[site]]
+            arch[core] = ARCH_IDS.index(g.core_archetype)
         mode = _choice(rng, g.modes, MODES, m)
         auto = rng.lognormal(np.log(g.latency_s), 0.5, m)
         semi = rng.uniform(300.0, 900.0, m)
@@ -218,21 +221,16 @@ class _City:
 
     def finish_resources(self) -> dict[str, np.ndarray]:
         r = {k: np.concatenate(v) for k, v in self.res.items()}
-        district = np.concatenate(self.site_district)[r["site"]]
-        core = np.array([d.ring == "core" for d in gz.DISTRICTS])[district]
-        for gi, g in enumerate(GROUPS):
-            if g.core_archetype:
-                sel = core & (r["group"] == gi)
-                r["archetype"][sel] = ARCH_IDS.index(g.core_archetype)
         r["noise_seed"] = self.rng.integers(0, 2**31 - 1, len(r["site"]), dtype=np.int64)
         return r
 
 
 def _type_counts(n: int) -> np.ndarray:
+    """Resources per type by share (largest remainder); every type gets at least one (n >= 10)."""
     counts = allocate(n, np.array([TYPE_SHARES[t] for t in RTYPES]), minimum=0)
-    short = np.maximum(1 - counts, 0)
-    counts += short
-    counts[np.argmax(counts)] -= short.sum()
+    for i in np.flatnonzero(counts == 0):      # at most 10 steps; the largest type always has >= 2 here
+        counts[np.argmax(counts)] -= 1
+        counts[i] = 1
     return counts
 
 
@@ -255,13 +253,19 @@ def _owners(c: _City, res: dict[str, np.ndarray], site_cat: np.ndarray
         first, n_owners = n_owners, n_owners + n
         return np.arange(first, n_owners)
 
+    def pool(key: str, n_sites: int) -> np.ndarray:
+        if key not in pools:
+            cat = next(c for c in SITE_CATEGORIES if c.pool == key)
+            k = cat.pool_size or max(1, -(-n_sites // cat.pool_per))
+            pools[key] = add(cat.owner_kind, cat.owner_label, k)
+        return pools[key]
+
     site_owner = np.empty(len(site_cat), dtype=np.int64)
     for ci, cat in enumerate(SITE_CATEGORIES):
         sites = np.flatnonzero(site_cat == ci)
-        if cat.pool:
-            k = cat.pool_size or max(1, -(-len(sites) // cat.pool_per))
-            pools[cat.pool] = add(cat.owner_kind, cat.owner_label, k)
-            site_owner[sites] = pools[cat.pool][rng.integers(0, k, len(sites))]
+        if len(sites) and cat.pool:
+            members = pool(cat.pool, len(sites))
+            site_owner[sites] = members[rng.integers(0, len(members), len(sites))]
         elif len(sites):
             site_owner[sites] = add(cat.owner_kind, cat.owner_label, len(sites))
 
@@ -271,8 +275,9 @@ def _owners(c: _City, res: dict[str, np.ndarray], site_cat: np.ndarray
     for gi, g in enumerate(GROUPS):
         if g.owner.startswith("pool:"):
             sel = np.flatnonzero(res["group"] == gi)
-            pool = pools[g.owner[5:]]
-            owner[sel] = pool[rng.integers(0, len(pool), len(sel))]
+            if len(sel):
+                members = pool(g.owner[5:], 1)
+                owner[sel] = members[rng.integers(0, len(members), len(sel))]
     res["owner"] = owner
     owners = {"kind": np.concatenate(kinds), "label": np.concatenate(labels_of)}
     return site_owner, owners, labels
