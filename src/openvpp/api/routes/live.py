@@ -1,0 +1,103 @@
+"""Live monitoring: current power and flexibility by grid level and operator, and an SSE stream.
+
+Every answer is fenced to the caller's scope (``services.scope.scope_of``): an operator sees the
+totals of its own devices only, an owner those of its own resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from openvpp.api.deps import current_actor
+from openvpp.api.routes.telemetry import runtime
+from openvpp.core.errors import InvalidInput, Violation
+from openvpp.services.live import check_level
+from openvpp.services.scope import scope_of
+from openvpp.store.audit import Actor
+
+router = APIRouter(prefix="/live", tags=["live"])
+DEFAULT_STREAM_LEVELS = ("city", "district", "operator")
+
+
+async def _live(request: Request):
+    return await (await runtime(request)).live_service()
+
+
+@router.get("/summary")
+async def summary(request: Request, actor: Actor = Depends(current_actor)) -> dict:
+    """City totals of the caller's scope: power, available up/down flexibility, online/offline devices."""
+    scope = scope_of(actor)
+    live = await _live(request)
+    return live.totals(scope, ("city",)).summary() | {"tick": live.tick}
+
+
+@router.get("/nodes/{level}")
+async def nodes(level: str, request: Request, parent: str | None = None,
+                parent_level: str | None = Query(None, description="level of `parent` (default: the level above)"),
+                actor: Actor = Depends(current_actor)) -> dict:
+    """Totals per group of ``level`` (city, district, substation, feeder, transformer_area, operator, pools),
+    optionally only the children of ``parent``. Example: /api/v1/live/nodes/feeder?parent=GZ-HZ-S01"""
+    scope = scope_of(actor)
+    live = await _live(request)
+    check_level(level, live.state)
+    totals = live.totals(scope, (level,))
+    keep = None
+    if parent is not None:
+        order = ["city", "district", "substation", "feeder", "transformer_area"]
+        if parent_level is None:
+            if level not in order[1:]:
+                raise InvalidInput(Violation("parent_level", "is required for this level", None))
+            parent_level = order[order.index(level) - 1]
+        check_level(parent_level, live.state)
+        keep = live.state.children(level, parent_level, parent)
+    return {"at": totals.at.isoformat(), "scope": totals.scope, "level": level, "parent": parent,
+            "rows": totals.rows(level, keep)}
+
+
+@router.get("/devices/{device_id}")
+async def device(device_id: str, request: Request, actor: Actor = Depends(current_actor)) -> dict:
+    """One device's last point, online flag and available flexibility."""
+    scope = scope_of(actor)
+    live = await _live(request)
+    mask = live.state.mask_of(scope)
+    i = live.state.index.pos.get(device_id)
+    if i is not None and mask is not None and not mask[i]:
+        i = None
+    if i is None:
+        from openvpp.core.errors import NotFound
+
+        raise NotFound("device", device_id)
+    return live.state.device(device_id, int(live.clock() * 1000))
+
+
+@router.get("/stream", response_class=EventSourceResponse)
+async def stream(request: Request, levels: str = Query(",".join(DEFAULT_STREAM_LEVELS)),
+                 max_events: int = Query(0, ge=0, description="stop after this many events (0 = never)"),
+                 actor: Actor = Depends(current_actor)) -> AsyncIterator[ServerSentEvent]:
+    """Server-Sent Events: one ``live`` event per recompute (every few seconds) with the totals of
+    ``levels`` in the caller's scope. In a browser: ``new EventSource('/api/v1/live/stream')``."""
+    scope = scope_of(actor)
+    live = await _live(request)
+    wanted = tuple(x for x in levels.split(",") if x)
+    for level in wanted:
+        check_level(level, live.state)
+    tick, sent = -1, 0
+    while True:
+        if tick >= 0:
+            tick = await live.wait_tick(tick, 15.0)
+            if await request.is_disconnected():
+                return
+        else:
+            tick = live.tick
+        totals = live.totals(scope, wanted) if not scope.city_wide else live.latest
+        data = {"at": totals.at.isoformat(), "scope": totals.scope, "tick": tick,
+                "levels": {lv: totals.rows(lv) for lv in wanted}}
+        yield ServerSentEvent(data=data, event="live", id=str(tick))
+        sent += 1
+        if max_events and sent >= max_events:
+            return
+        await asyncio.sleep(0)

@@ -1,0 +1,102 @@
+"""Live state: the flexibility kernel, offline devices leaving the totals, scoped API and SSE stream."""
+
+import json
+import time
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from openvpp.services.live import LiveState, live_flex
+from openvpp.services.scope import Scope
+from openvpp.services.telemetry import NO_TS, DeviceIndex, TelemetryConfig
+from openvpp.store import db
+from tests.test_telemetry_api import api, login  # noqa: F401  (fixture)
+
+NOW = 1_764_000_000_000
+
+
+def test_flex_of_loads_storage_and_offline_devices():
+    online, p, up, down = live_flex(
+        p_kw=np.array([100.0, 100.0, -50.0, 20.0, 20.0, 5.0]),
+        soc=np.array([np.nan, np.nan, np.nan, 0.5, 0.99, np.nan]),
+        last_ts_ms=np.array([NOW, NOW - 200_000, NOW, NOW, NOW, NO_TS]),
+        now_ms=NOW, offline_after_ms=180_000,
+        capacity_kw=np.array([150.0, 150.0, 100.0, 60.0, 60.0, 10.0]),
+        adjustable_up_kw=np.array([80.0, 80.0, 0.0, 60.0, 60.0, 5.0]),
+        adjustable_down_kw=np.array([160.0, 160.0, 100.0, 60.0, 60.0, 5.0]),
+        bidirectional=np.array([False, False, False, True, True, False]))
+    assert online.tolist() == [True, False, True, True, True, False]
+    assert p.tolist() == [100.0, 0.0, -50.0, 20.0, 20.0, 0.0]
+    assert down.tolist() == [100.0, 0.0, 0.0, 60.0, 60.0, 0.0]   # a load cannot shed more than it draws
+    assert up.tolist() == [50.0, 0.0, 0.0, 60.0, 0.0, 0.0]       # headroom to capacity; a full battery takes none
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(-100, 100), st.floats(0, 1), st.integers(0, 400_000), st.booleans()),
+                min_size=1, max_size=40))
+def test_flex_is_never_negative_nor_above_the_declared_range(rows):
+    p, soc, age, bidir = (np.array(x) for x in zip(*rows, strict=True))
+    online, power, up, down = live_flex(p, soc, NOW - age, NOW, 180_000, np.full(len(p), 100.0),
+                                        np.full(len(p), 30.0), np.full(len(p), 40.0), bidir)
+    assert (up >= 0).all() and (up <= 30).all() and (down >= 0).all() and (down <= 40).all()
+    assert (power[~online] == 0).all() and (up[~online] == 0).all()
+
+
+def test_offline_devices_leave_the_totals_at_every_level(loaded):
+    with db.get_engine(loaded.database_url).connect() as conn:
+        index = DeviceIndex.load(conn)
+    state = LiveState(index, TelemetryConfig(interval_s=60, offline_intervals=3))
+    ids = np.array(["R1", "R4", "R5", "R6", "R4"], dtype=object)
+    # R4 reports twice: the newer point wins, in whatever order they arrive
+    state.update(index.lookup(ids), np.array([NOW, NOW - 1000, NOW, NOW - 200_000, NOW - 500]),
+                 np.array([300.0, 40.0, -20.0, 900.0, 50.0]), np.array([np.nan, np.nan, 0.5, np.nan, np.nan]))
+    t = state.compute(NOW)
+    city = t.rows("city")[0]
+    assert city["power_kw"] == 330.0 and city["online"] == 3 and city["devices"] == 7
+    hz = {r["id"]: r for r in t.rows("district")}["GZ-HZ"]
+    assert hz["power_kw"] == 30.0 and hz["online"] == 2 and hz["offline"] == 2   # R6 silent 200 s, R7 never
+    # R1: AC 800 kW, declared down 160 → 160 at 300 kW; R4 pile 50 of 120 → down 50, up 70; R5 V2G 60/60
+    assert city["down_kw"] == 160.0 + 50.0 + 60.0
+    assert city["up_kw"] == 0.0 + 0.0 + 60.0    # R1 and R4 declare no up
+    op2 = state.compute(NOW, Scope(operator_id="OP02")).rows("city")[0]
+    assert (op2["power_kw"], op2["devices"]) == (30.0, 2)
+    keep = state.children("transformer_area", "district", "GZ-HZ")
+    assert {r["id"] for r in t.rows("transformer_area", keep)} == {"GZ-HZ-S01-F01-T001", "GZ-HZ-S01-F01-T002"}
+    # the same devices a little later: R1 and R5 go silent too
+    later = state.compute(NOW + 181_000).rows("city")[0]
+    assert later["online"] == 0 and later["power_kw"] == 0.0 and later["down_kw"] == 0.0
+
+
+def test_live_api_and_sse_stream_follow_http_ingest_in_scope(api):  # noqa: F811
+    t = int(time.time() * 1000) - 2000
+    api.post("/api/v1/telemetry", headers={"X-API-Key": api.keys["dev1"]},
+             content=json.dumps({"points": [{"d": "R1", "t": t, "p": 300.0}, {"d": "R6", "t": t, "p": 1000.0}]}))
+    api.post("/api/v1/telemetry", headers={"X-API-Key": api.keys["eng2"]},
+             content=json.dumps({"points": [{"d": "R4", "t": t, "p": 60.0}]}))
+    admin = login(api, "admin")
+    deadline = time.time() + 10
+    while True:
+        s = api.get("/api/v1/live/summary", headers=admin).json()
+        if s["city"]["power_kw"] == 1360.0 or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert s["city"]["power_kw"] == 1360.0 and s["city"]["online"] == 3 and s["scope"] == "city"
+    op2 = api.get("/api/v1/live/summary", headers=login(api, "op2")).json()
+    assert op2["city"]["power_kw"] == 60.0 and op2["scope"] == "operator OP02"
+    feeders = api.get("/api/v1/live/nodes/feeder?parent=GZ-HZ-S01", headers=admin).json()["rows"]
+    assert [(r["id"], r["power_kw"]) for r in feeders] == [("GZ-HZ-S01-F01", 1060.0)]
+    dev = api.get("/api/v1/live/devices/R4", headers=login(api, "op1"))
+    assert dev.status_code == 404   # another operator's device
+    assert api.get("/api/v1/live/devices/R1", headers=login(api, "op1")).json()["power_kw"] == 300.0
+    events = []
+    with api.stream("GET", "/api/v1/live/stream?max_events=2&levels=city,operator",
+                    headers=login(api, "op1")) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                events.append(json.loads(line[5:]))
+    assert len(events) == 2 and events[1]["tick"] > events[0]["tick"]
+    assert events[0]["scope"] == "operator OP01"
+    assert [(r["id"], r["power_kw"]) for r in events[0]["levels"]["operator"]] == [("OP01", 1300.0)]
+    assert api.get("/api/v1/live/nodes/planet", headers=admin).status_code == 422
