@@ -519,6 +519,7 @@ def _metadata(n: int, seed: int, year: int, rows: dict, per_type: dict, levels: 
     totals = {k: round(sum(v[k] for v in per_type.values()), 3)
               for k in ("capacity_kw", "adjustable_up_kw", "adjustable_down_kw")}
     return {
+        "city_id": f"GZ-{year}-n{n}-s{seed}",
         "generator": "openvpp.sim.city",
         "generator_version": GENERATOR_VERSION,
         "openvpp_version": getattr(openvpp, "__version__", ""),
