@@ -247,13 +247,19 @@ def _block(ranges: list[tuple[float, float]], value: float = 1.0) -> np.ndarray:
     return day
 
 
+TIMER_START = np.array([0.45, 0.3, 0.15, 0.1])            # home timers: starts over 00:00-01:00
+NIGHT_START = np.full(24, 1 / 24)                           # station schedulers: starts over 00:00-06:00
+
+
 def sessions(y: Year, arrivals: dict[int, list[tuple[float, float, float]]], per_day: tuple[float, float, float],
-             median_h: float, sigma: float, power_pu: float, valley_share: float = 0.0) -> np.ndarray:
+             median_h: float, sigma: float, power_pu: float, valley_share: float = 0.0,
+             valley_start: np.ndarray = TIMER_START) -> np.ndarray:
     """Expected charging power (per unit of rating) of a pile from an arrival-time model.
 
     Sessions arrive with a day-type dependent time density and daily rate; a
-    share ``valley_share`` waits for the 00:00 TOU valley (timer charging). Each
-    session charges for a lognormal duration (median, sigma) at ``power_pu``.
+    share ``valley_share`` waits for the 00:00 TOU valley and starts over the
+    next night's first slots with weights ``valley_start``. Each session charges
+    for a lognormal duration (median, sigma) at ``power_pu``.
     Expected power = power_pu x sum_k arrivals(t - k) x P(duration > k).
     """
     dens = np.stack([_mixture(arrivals[t]) * per_day[t] for t in (WORKDAY, REST, SUNDAY)])
@@ -261,8 +267,7 @@ def sessions(y: Year, arrivals: dict[int, list[tuple[float, float, float]]], per
     if valley_share:
         delayed = rate.sum(axis=1) * valley_share
         rate = rate * (1 - valley_share)
-        start = np.array([0.45, 0.3, 0.15, 0.1])             # timers at 00:00-01:00 of the next day
-        rate[:, :4] += np.roll(delayed, 1)[:, None] * start[None, :]
+        rate[:, :len(valley_start)] += np.roll(delayed, 1)[:, None] * valley_start[None, :]
     rate = rate.ravel()
     k = np.arange(4 * 24)
     from scipy import special
@@ -287,8 +292,8 @@ def _scale_to(values: np.ndarray, peak: float) -> np.ndarray:
 Builder = Callable[[Year, dict[str, np.ndarray], pd.DataFrame, np.random.Generator], np.ndarray]
 
 
-def _ev(y, arrivals, per_day, median_h, sigma, power_pu, valley=0.0, spring=1.0):
-    v = sessions(y, arrivals, per_day, median_h, sigma, power_pu, valley)
+def _ev(y, arrivals, per_day, median_h, sigma, power_pu, valley=0.0, spring=1.0, valley_start=TIMER_START):
+    v = sessions(y, arrivals, per_day, median_h, sigma, power_pu, valley, valley_start)
     return v * y.per_slot(np.where(y.spring_festival, spring, 1.0))
 
 
@@ -315,14 +320,16 @@ def ev_fleet(y, b, s, r):
 def ev_swap_taxi(y, b, s, r):
     """Swap station recharging its battery stock: taxi shift changes (04:30, 16:30) plus daytime swaps."""
     mix = [(4.5, 1.0, 0.25), (16.5, 1.0, 0.25), (11.0, 3.0, 0.3), (21.0, 2.0, 0.2)]
-    v = _ev(y, {WORKDAY: mix, REST: mix, SUNDAY: mix}, (1.0, 0.95, 0.9), 1.0, 0.3, 1.0, valley=0.3, spring=0.6)
+    v = _ev(y, {WORKDAY: mix, REST: mix, SUNDAY: mix}, (1.0, 0.95, 0.9), 1.0, 0.3, 1.0, valley=0.3, spring=0.6,
+            valley_start=NIGHT_START)
     return 0.04 + _scale_to(v, 0.85)
 
 
 def ev_swap_private(y, b, s, r):
     mix = [(8.0, 1.5, 0.2), (13.0, 2.0, 0.3), (19.5, 2.0, 0.5)]
     wk = [(10.0, 2.0, 0.3), (15.0, 2.5, 0.4), (19.0, 2.0, 0.3)]
-    v = _ev(y, {WORKDAY: mix, REST: wk, SUNDAY: wk}, (1.0, 1.3, 1.3), 1.0, 0.3, 1.0, valley=0.2)
+    v = _ev(y, {WORKDAY: mix, REST: wk, SUNDAY: wk}, (1.0, 1.3, 1.3), 1.0, 0.3, 1.0, valley=0.2,
+            valley_start=NIGHT_START)
     return 0.04 + _scale_to(v, 0.8)
 
 
@@ -521,10 +528,10 @@ ARCHETYPES: tuple[tuple[Archetype, Builder], ...] = (
                "DC pile used by taxis/ride-hailing: night valley, lunch and shift-change charging",
                f"arrival-time model ({ASSUMED})"), ev_fleet),
     (Archetype("ev_swap_taxi", RT.EV_SWAPPING, "taxi",
-               "swap station recharging packs after taxi shift changes (04:30, 16:30), 30 % shifted to valley",
+               "swap station recharging packs after taxi shift changes (04:30, 16:30), 30 % deferred to 00-06",
                f"arrival-time model ({ASSUMED})"), ev_swap_taxi),
     (Archetype("ev_swap_private", RT.EV_SWAPPING, "private",
-               "swap station for private cars: evening and weekend swaps",
+               "swap station for private cars: evening and weekend swaps, 20 % of recharging deferred to 00-06",
                f"arrival-time model ({ASSUMED}); {CALENDAR}"), ev_swap_private),
     (Archetype("v2g_workplace", RT.V2G_CHARGER, "workplace",
                "V2G at work: charge after the morning arrival, discharge 16-18 (15-17 in Jul-Sep critical peak)",
