@@ -1,7 +1,8 @@
 """The dashboard and the API docs in a real browser: Debian's headless Chromium driven by Playwright.
 
 The real app runs under uvicorn in a background thread on a free loopback port, against a
-temporary SQLite database holding a small city and one demo account per role. Every request
+temporary SQLite database holding a generated city of 300 resources (seed 1) and one demo
+account per role (``openvpp.sim.demo.prepare_demo``). Every request
 the browser makes is recorded; anything not addressed to 127.0.0.1 is aborted and fails the
 test, so the page and Swagger UI are proven to work with no internet.
 
@@ -12,7 +13,6 @@ Chromium is required: when /usr/bin/chromium is missing these tests fail, never 
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import threading
 import time
@@ -28,7 +28,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, BrowserContext, Page, Request, Route, expect, sync_playwright
 
+from openvpp.api.app import create_app
 from openvpp.core.settings import Settings
+from openvpp.sim.demo import prepare_demo
 from openvpp.web import BUILD_COMMAND, missing_vendor_files, mount_web
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -80,38 +82,17 @@ def _free_port() -> int:
     raise RuntimeError("no free loopback port")
 
 
-def _demo_users(settings: Settings, work: Path) -> dict[str, tuple[str, str]]:
-    """A generated city of 300 resources with one account per role (``openvpp.sim.demo.prepare_demo``).
-
-    While the city generator (``openvpp.sim.city``) has not landed, the hand-made mini city of
-    ``conftest.py`` with the same demo accounts (``services.setup``) stands in for it.
-    """
-    if importlib.util.find_spec("openvpp.sim.city") is not None:
-        from openvpp.sim.demo import prepare_demo
-
-        result = prepare_demo(settings, n_resources=300, seed=1)
-        return {str(role): tuple(pair) for role, pair in result["users"].items()}
-
-    from conftest import write_mini_city
-    from openvpp.services import setup
-
-    setup.init_database(settings)
-    setup.load_city(settings, write_mini_city(work / "city"))
-    return setup.create_demo_accounts(settings).users
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Iterator[Site]:
     missing = missing_vendor_files()
     if missing:
         pytest.fail(f"web vendor files are not built ({', '.join(missing)}): run `{BUILD_COMMAND}` first")
 
-    from openvpp.api.app import create_app
-
     work = tmp_path_factory.mktemp("dashboard")
     settings = Settings(home=work, database_url=f"sqlite:///{work / 'openvpp.db'}",
                         jwt_secret="browser-test-secret-" + "x" * 32, bcrypt_rounds=4)
-    users = _demo_users(settings, work)
+    users = {str(role): tuple(pair)
+             for role, pair in prepare_demo(settings, n_resources=300, seed=1)["users"].items()}
     app = create_app(settings)
 
     port = _free_port()
