@@ -1,0 +1,147 @@
+"""MQTT ingest against the real Mosquitto (127.0.0.1:1883) and the embedded amqtt broker.
+
+Every test uses its own topic root and client id, so parallel runs never see each other's
+messages. A broker that cannot be reached fails the test (never skips).
+"""
+
+import asyncio
+import json
+import time
+import uuid
+
+import aiomqtt
+import pytest
+
+from openvpp.adapters.mqtt import parse_url
+from openvpp.adapters.mqtt.broker import EmbeddedBroker
+from openvpp.adapters.mqtt.ingest import MqttIngest
+from openvpp.services.telemetry import TelemetryConfig, TelemetryService
+from openvpp.store import db, timeseries
+
+MOSQUITTO = "127.0.0.1:1883"
+
+
+def unique_root() -> str:
+    return f"openvpp-test-{uuid.uuid4().hex[:10]}/v1"
+
+
+def batch(points, gw="S1") -> bytes:
+    return json.dumps({"gw": gw, "points": points}).encode()
+
+
+async def publish_all(url: str, messages, protocol=aiomqtt.ProtocolVersion.V5) -> None:
+    u = parse_url(url)
+    try:
+        async with aiomqtt.Client(u.host, u.port, protocol=protocol, timeout=10) as c:
+            for topic, payload in messages:
+                await c.publish(topic, payload, qos=1)
+    except aiomqtt.MqttError as exc:
+        pytest.fail(f"the MQTT broker at {u.host}:{u.port} is required: {exc}")
+
+
+async def wait_for(pred, timeout=20.0):
+    t0 = time.monotonic()
+    while not pred():
+        if time.monotonic() - t0 > timeout:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+def count(url):
+    with db.get_engine(url).connect() as conn:
+        return timeseries.count_raw(conn)
+
+
+def test_gateway_batches_over_mosquitto_are_validated_stored_once_and_acknowledged(loaded):
+    root = unique_root()
+    url = f"mqtt://{MOSQUITTO}/{root}"
+    svc = TelemetryService(db.get_engine(loaded.database_url), TelemetryConfig())
+    now = int(time.time() * 1000)
+
+    async def main():
+        ingest = MqttIngest(svc, url, client_id=f"ingest-{uuid.uuid4().hex[:8]}", max_wait_s=0.02)
+        stop = asyncio.Event()
+        task = asyncio.create_task(ingest.run(stop))
+        if not await wait_for(ingest.subscribed.is_set, 10):
+            stop.set()
+            await task
+            pytest.fail(f"Mosquitto is required at {MOSQUITTO}")
+        op1 = f"{root}/tele/OP01/S1"
+        msgs = [(op1, batch([{"d": "R1", "t": now - i * 1000, "p": 100.0 + i} for i in range(50)])),
+                (op1, batch([{"d": "R1", "t": now - i * 1000, "p": 100.0 + i} for i in range(50)])),   # re-sent
+                (op1, batch([{"d": "R4", "t": now, "p": 10.0}, {"d": "R2", "t": now, "p": -50.0}])),  # R4: OP02's
+                (op1, b"garbage"),
+                (f"{root}/tele/OP02/S2", json.dumps({"gw": "S2", "cols": {"d": ["R4", "R5"], "t": [now, now],
+                                                                          "p": [60.0, -30.0]}}).encode())]
+        await publish_all(url, msgs)
+        assert await wait_for(lambda: ingest.stats.messages >= 5)
+        stop.set()
+        await task
+        return ingest.stats
+
+    stats = asyncio.run(main())
+    assert count(loaded.database_url) == 50 + 1 + 2
+    assert (stats.inserted, stats.duplicates, stats.rejected, stats.refused_messages) == (53, 50, 1, 1)
+    with db.get_engine(loaded.database_url).connect() as conn:
+        c = {r["reason"]: r["n"] for r in timeseries.read_counters(conn, __import__("datetime").date(2000, 1, 1))}
+        sources = {r[0] for r in conn.exec_driver_sql("SELECT DISTINCT source FROM telemetry_raw")}
+    assert c["foreign_device"] == 1 and c["refused_message"] == 1 and c["duplicate"] == 50
+    assert sources == {"S1", "S2"}
+
+
+def test_the_broker_queues_for_a_persistent_session_while_the_ingest_is_down(loaded):
+    root = unique_root()
+    url = f"mqtt://{MOSQUITTO}/{root}"
+    svc = TelemetryService(db.get_engine(loaded.database_url), TelemetryConfig())
+    client_id = f"ingest-{uuid.uuid4().hex[:8]}"
+    now = int(time.time() * 1000)
+
+    async def run_until(ingest, pred):
+        stop = asyncio.Event()
+        task = asyncio.create_task(ingest.run(stop))
+        assert await wait_for(ingest.subscribed.is_set, 10), f"Mosquitto is required at {MOSQUITTO}"
+        ok = await wait_for(pred)
+        stop.set()
+        await task
+        return ok
+
+    async def main():
+        first = MqttIngest(svc, url, client_id=client_id)
+        assert await run_until(first, lambda: True)   # creates the session and its subscription
+        # while the ingest is down the broker keeps what arrives for the session
+        await publish_all(url, [(f"{root}/tele/OP01/S1", batch([{"d": "R1", "t": now - k * 1000, "p": float(k)}]))
+                                for k in range(1, 21)])
+        second = MqttIngest(svc, url, client_id=client_id)
+        assert await run_until(second, lambda: second.stats.messages >= 20)
+        # clean up the session on the broker
+        async with aiomqtt.Client("127.0.0.1", 1883, identifier=client_id, clean_session=True):
+            pass
+
+    asyncio.run(main())
+    assert count(loaded.database_url) == 20
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_embedded_broker_carries_telemetry_without_mosquitto(loaded):
+    svc = TelemetryService(db.get_engine(loaded.database_url), TelemetryConfig())
+    now = int(time.time() * 1000)
+
+    async def main():
+        broker = await EmbeddedBroker().start()
+        assert broker.port != 1883
+        root = unique_root()
+        url = f"{broker.url}/{root}"
+        ingest = MqttIngest(svc, url, client_id="embedded-ingest", protocol=311)
+        stop = asyncio.Event()
+        task = asyncio.create_task(ingest.run(stop))
+        assert await wait_for(ingest.subscribed.is_set, 10)
+        await publish_all(url, [(f"{root}/tele/OP01/S1", batch([{"d": "R1", "t": now, "p": 5.0}]))],
+                          protocol=aiomqtt.ProtocolVersion.V311)
+        assert await wait_for(lambda: ingest.stats.inserted >= 1)
+        stop.set()
+        await task
+        await broker.stop()
+
+    asyncio.run(main())
+    assert count(loaded.database_url) == 1
