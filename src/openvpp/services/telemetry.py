@@ -41,7 +41,8 @@ REASONS = ("unknown_device", "foreign_device", "bad_timestamp", "future_timestam
            "negative_counter")
 CODE = {name: i + 1 for i, name in enumerate(REASONS)}
 NO_TS = np.iinfo(np.int64).min
-ANY_OPERATOR = -1
+ANY_OPERATOR = -100       # a city-wide sender: every device
+NO_OPERATOR = -1          # devices without an operator (topic segment "-")
 NO_SUCH_OPERATOR = -2
 QUALITY_GOOD, QUALITY_ESTIMATED, QUALITY_BAD = 0, 1, 2
 #: payload keys → Points attribute
@@ -362,6 +363,8 @@ class DeviceIndex:
     def operator_code(self, operator_id: str | None) -> int:
         if operator_id is None:
             return ANY_OPERATOR
+        if operator_id == "-":
+            return NO_OPERATOR
         try:
             return self.reg.categories["operator_id"].index(operator_id)
         except ValueError:

@@ -1,0 +1,113 @@
+"""The device simulator: profile power, gateway batches, instructions; end to end over Mosquitto."""
+
+import asyncio
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+
+import aiomqtt
+import numpy as np
+import pytest
+
+from openvpp.adapters.mqtt.ingest import MqttIngest
+from openvpp.kernels.profiles import materialise
+from openvpp.services.telemetry import TelemetryConfig, TelemetryService, decode
+from openvpp.sim.devices import DeviceFleet, run_devices
+from openvpp.store import db, timeseries
+
+T = 1_764_000_000_000
+
+
+@pytest.fixture
+def fleet(mini_city):
+    return DeviceFleet.from_city(mini_city, wall_start_ms=T, sim_start_ms=0, speed=60.0)
+
+
+def test_power_follows_the_archetype_profile_at_accelerated_time(fleet):
+    # speed 60: ten wall minutes are ten profile hours later, i.e. 40 slots on
+    slot0 = (fleet.profile_ms(T) - fleet.year_start_ms) // (15 * 60_000)
+    slot = (fleet.profile_ms(T + 600_000) - fleet.year_start_ms) // (15 * 60_000)
+    assert slot - slot0 == 40
+    expected = materialise(fleet.archetypes, fleet.archetype_idx, fleet.scale_kw, fleet.noise_seed,
+                           int(slot), int(slot) + 1)[:, 0]
+    np.testing.assert_allclose(fleet.power(T + 600_000), np.clip(expected, -fleet.capacity_kw, fleet.capacity_kw),
+                               rtol=1e-6)
+
+
+def test_one_batch_per_site_and_operator_and_dropped_devices_stay_silent(mini_city):
+    f = DeviceFleet.from_city(mini_city, wall_start_ms=T, drop=0.0)
+    msgs = f.messages(T, root="r/v1")
+    topics = sorted(t for t, _ in msgs)
+    assert topics == ["r/v1/tele/-/S3", "r/v1/tele/OP01/S1", "r/v1/tele/OP01/S3", "r/v1/tele/OP02/S2"]
+    pts = {t: decode(p)[1] for t, p in msgs}
+    assert sorted(pts["r/v1/tele/OP01/S1"].device.tolist()) == ["R1", "R2", "R3"]
+    assert (pts["r/v1/tele/OP01/S1"].ts_ms == T).all()
+    silent = DeviceFleet.from_city(mini_city, wall_start_ms=T, drop=1.0)
+    assert silent.messages(T) == []
+
+
+def test_instructions_setpoint_limit_release_and_refusals(fleet):
+    ack = fleet.apply("R3", {"id": "I1", "kind": "setpoint", "p": -400.0, "duration_s": 60}, T)
+    assert ack["status"] == "accepted"
+    i = fleet.pos["R3"]
+    assert fleet.power(T + 1000)[i] == -400.0
+    assert fleet.power(T + 61_000)[i] != -400.0            # expired
+    fleet.apply("R1", {"id": "I2", "kind": "limit", "max_kw": 5.0, "duration_s": 600}, T)
+    assert fleet.power(T + 1000)[fleet.pos["R1"]] <= 5.0
+    fleet.apply("R1", {"id": "I3", "kind": "release"}, T + 2000)
+    assert fleet.mode[fleet.pos["R1"]] == 0
+    clipped = fleet.apply("R3", {"id": "I4", "kind": "setpoint", "p": 9999, "duration_s": 60}, T)
+    assert clipped["status"] == "accepted" and "clipped" in clipped["reason"]
+    assert fleet.power(T + 1)[i] == 500.0
+    assert fleet.apply("R9", {"kind": "release"}, T)["status"] == "rejected"
+    assert fleet.apply("R1", {"kind": "dance"}, T)["status"] == "rejected"
+    assert fleet.apply("R1", {"kind": "setpoint", "p": "x"}, T)["status"] == "rejected"
+    assert fleet.apply("R1", {"kind": "limit", "duration_s": 5}, T)["status"] == "rejected"
+
+
+def test_soc_and_energy_counter_integrate_power(fleet):
+    i = fleet.pos["R3"]   # 500 kW storage, 1000 kWh
+    fleet.apply("R3", {"kind": "setpoint", "p": 500.0, "duration_s": 3600}, T)
+    fleet.step(T)
+    fleet.step(T + 60_000)   # one wall minute = one profile hour at speed 60
+    assert fleet.soc[i] == pytest.approx(1.0) and fleet.energy_kwh[i] == pytest.approx(500.0)
+
+
+def test_simulator_over_mosquitto_feeds_the_ingest_and_obeys_a_setpoint(loaded, mini_city):
+    root = f"openvpp-test-{uuid.uuid4().hex[:10]}/v1"
+    url = f"mqtt://127.0.0.1:1883/{root}"
+    svc = TelemetryService(db.get_engine(loaded.database_url), TelemetryConfig())
+    fleet = DeviceFleet.from_city(mini_city, speed=600.0, interval_s=60.0)   # a report every 0.1 s
+
+    async def main():
+        ingest = MqttIngest(svc, url, client_id=f"ingest-{uuid.uuid4().hex[:8]}", max_wait_s=0.02)
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(ingest.run(stop))]
+        t0 = time.monotonic()
+        while not ingest.subscribed.is_set():
+            assert time.monotonic() - t0 < 10, "Mosquitto is required at 127.0.0.1:1883"
+            await asyncio.sleep(0.05)
+        sim = asyncio.create_task(run_devices(fleet, url, stop))
+        tasks.append(sim)
+        async with aiomqtt.Client("127.0.0.1", 1883) as dispatcher:
+            await dispatcher.subscribe(f"{root}/ack/+/+", qos=1)
+            await asyncio.sleep(0.5)   # the simulator subscribes to its commands
+            await dispatcher.publish(f"{root}/cmd/OP01/R3", json.dumps(
+                {"id": "INS-1", "kind": "setpoint", "p": -250.0, "duration_s": 30}), qos=1)
+            ack = await asyncio.wait_for(anext(aiter(dispatcher.messages)), 10)
+            sent_at = time.time() * 1000
+        await asyncio.sleep(0.6)
+        stop.set()
+        counts = (await asyncio.gather(*tasks))[1]
+        return json.loads(ack.payload), counts, ingest.stats, sent_at
+
+    ack, counts, stats, sent_at = asyncio.run(main())
+    assert ack["status"] == "accepted" and ack["device"] == "R3" and ack["id"] == "INS-1"
+    assert counts["reports"] >= 5 and stats.rejected == 0
+    with db.get_engine(loaded.database_url).connect() as conn:
+        n = timeseries.count_raw(conn)
+        r3 = timeseries.read_raw(conn, ["R3"], datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+    assert n == stats.inserted and n >= 7 * 3
+    late = [r["power_kw"] for r in r3 if r["ts"].timestamp() * 1000 > sent_at + 200]
+    assert late and all(p == -250.0 for p in late)
