@@ -117,12 +117,23 @@ class Bus:
 
 
 class MemoryBus(Bus):
-    """In-process bus: delivers to the subscriptions of this process only."""
+    """In-process bus: delivers to the subscriptions of this process only.
+
+    ``memory://`` is one bus per process (:meth:`shared`), so the API's live view and an
+    embedded ingest running in another thread see the same messages.
+    """
 
     url = "memory://"
+    _shared: MemoryBus | None = None
 
     def __init__(self) -> None:
         self._subs: list[Subscription] = []
+
+    @classmethod
+    def shared(cls) -> MemoryBus:
+        if cls._shared is None:
+            cls._shared = cls()
+        return cls._shared
 
     async def publish(self, subject: str, data: bytes) -> None:
         self.publish_threadsafe(subject, data)
@@ -130,7 +141,10 @@ class MemoryBus(Bus):
     def publish_threadsafe(self, subject: str, data: bytes) -> None:
         msg = Message(subject, data)
         for sub in list(self._subs):
-            if matches(sub.pattern, subject):
+            if sub.loop.is_closed():   # its event loop ended without closing it
+                with contextlib.suppress(ValueError):
+                    self._subs.remove(sub)
+            elif matches(sub.pattern, subject):
                 sub.deliver(msg)
 
     async def subscribe(self, pattern: str, maxsize: int = 1000) -> Subscription:
@@ -145,6 +159,8 @@ class MemoryBus(Bus):
         return sub
 
     async def close(self) -> None:
+        if self is MemoryBus._shared:
+            return   # shared by the process: its subscriptions close themselves
         for sub in list(self._subs):
             await sub.close()
 
@@ -209,7 +225,7 @@ class NatsBus(Bus):
 def make_bus(url: str | None) -> Bus:
     """``memory://`` (or empty) → :class:`MemoryBus`; ``nats://host:4222[/prefix]`` → :class:`NatsBus`."""
     if not url or url.startswith("memory://"):
-        return MemoryBus()
+        return MemoryBus.shared()
     if url.startswith(("nats://", "tls://")):
         base, _, prefix = url.partition("://")[2].partition("/")
         scheme = url.split("://", 1)[0]
