@@ -83,6 +83,7 @@ def test_series_respect_the_tenant_scope(api):
     t = now_ms() - 60_000
     api.post("/api/v1/telemetry", headers={"X-API-Key": api.keys["dev1"]},
              content=json.dumps({"points": [{"d": "R1", "t": t, "p": 100.0}, {"d": "R1", "t": t + 1000, "p": 300.0}]}))
+    api.app.state.telemetry.service.refresh_rollups(include_open=True)   # the ingest worker's periodic job
     op1 = login(api, "op1")
     raw = api.get("/api/v1/telemetry/devices/R1", headers=op1).json()
     assert [p["power_kw"] for p in raw["points"]] == [100.0, 300.0]

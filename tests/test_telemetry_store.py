@@ -39,10 +39,12 @@ def test_reingest_is_idempotent_and_counts_duplicates(loaded):
     batch = pts([("R1", 0, 100.0), ("R1", 30_000, 200.0), ("R4", 0, 50.0), ("R4", 0, 50.0)])
     first = svc.ingest(batch, "test", "gw1")
     assert (first.inserted, first.duplicates) == (3, 1)
+    assert svc.refresh_rollups() == 1
     with db.get_engine(loaded.database_url).connect() as conn:
         before = rollups(conn, 60)
     second = svc.ingest(batch, "test", "gw1")
     assert (second.inserted, second.duplicates) == (0, 4)
+    assert svc.refresh_rollups() == 0      # nothing new: nothing to recompute
     with db.get_engine(loaded.database_url).connect() as conn:
         assert timeseries.count_raw(conn) == 3
         assert rollups(conn, 60) == before
@@ -78,7 +80,7 @@ def test_group_rollups_cover_every_level_and_late_points_recompute_them(loaded):
     # minute 0: R1 (Tianhe T001) 100 and 300 → mean 200; R4, R5 (Haizhu T001) 40, 20; R6 (Haizhu T002) 1000
     svc.ingest(pts([("R1", 0, 100.0), ("R1", 20_000, 300.0), ("R4", 0, 40.0), ("R5", 0, 20.0),
                     ("R6", 0, 1000.0)]), "t", "g")
-    assert svc.refresh_rollups() == 2   # one 1-min and one 15-min bucket
+    assert svc.refresh_rollups() == 1   # one minute (and the quarter-hour holding it)
     url = loaded.database_url
 
     def group(kind, gid, step=60):
@@ -98,7 +100,7 @@ def test_group_rollups_cover_every_level_and_late_points_recompute_them(loaded):
     # a late point in the same minute for R1 (500) → R1 mean 300; totals follow after the refresh
     late = service(url, now=T0 + timedelta(hours=5))
     assert late.ingest(pts([("R1", 40_000, 500.0)]), "t", "g").inserted == 1
-    assert late.refresh_rollups() == 2
+    assert late.refresh_rollups() == 1
     assert group("city", "GZ") == [(T0, 1360.0, 4, 6)]
     assert group("operator", "OP01") == [(T0, 1300.0, 2, 4)]
     assert group("transformer_area", "GZ-TH-S01-F01-T001") == [(T0, 300.0, 1, 3)]
@@ -112,6 +114,7 @@ def test_bad_quality_points_are_stored_but_left_out_of_rollups(loaded):
     svc = service(loaded.database_url)
     p = Points.from_columns({"d": ["R1", "R1"], "t": [T0_MS, T0_MS + 1000], "p": [10.0, 700.0], "qf": [1, 2]})
     assert svc.ingest(p, "t", "g").inserted == 2
+    svc.refresh_rollups()
     with db.get_engine(loaded.database_url).connect() as conn:
         assert rollups(conn, 900)[("R1", T0)] == (1, 10.0, 10.0, 10.0)
 
@@ -158,7 +161,8 @@ point = st.tuples(st.sampled_from(["R1", "R2", "R4"]), st.integers(0, 1799), st.
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(point, max_size=25), st.lists(point, max_size=25))
 def test_rollup_of_a_union_equals_rollups_of_its_parts(loaded, a, b):
-    """Writing A then B (duplicates included) gives the rollups of writing A ∪ B once."""
+    """Writing A then B (duplicates included) gives the rollups of writing A ∪ B once, whether the
+    rollups are refreshed between the parts or not."""
     eng = db.get_engine(loaded.database_url)
     w = next(_window)
     base1, base2 = T0_MS + w * 4 * 3600_000, T0_MS + w * 4 * 3600_000 + 2 * 3600_000   # two disjoint windows
@@ -168,9 +172,12 @@ def test_rollup_of_a_union_equals_rollups_of_its_parts(loaded, a, b):
 
     with eng.begin() as conn:
         timeseries.write_points(conn, batch(a, base1))
+        timeseries.refresh_rollups(conn)
         timeseries.write_points(conn, batch(b, base1))
         timeseries.write_points(conn, batch(a + b, base2))
         timeseries.write_points(conn, batch(b, base2))   # re-sent: nothing changes
+        while timeseries.refresh_rollups(conn):
+            pass
 
     def view(base):
         start = datetime.fromtimestamp(base / 1000, UTC)
@@ -190,3 +197,17 @@ def test_rollup_of_a_union_equals_rollups_of_its_parts(loaded, a, b):
             telemetry_rollup.c.bucket >= datetime.fromtimestamp(base1 / 1000, UTC),
             telemetry_rollup.c.bucket < datetime.fromtimestamp(base2 / 1000, UTC))).scalar()
     assert (n or 0) == len(distinct)
+
+
+def test_minutes_and_quarter_hours_are_rolled_up_once_they_have_closed(loaded):
+    inside = service(loaded.database_url, now=T0 + timedelta(seconds=30))
+    inside.ingest(pts([("R1", 0, 10.0), ("R1", 20_000, 30.0)]), "t", "g")
+    assert inside.refresh_rollups() == 0                 # the minute is still open
+    assert service(loaded.database_url, now=T0 + timedelta(seconds=62)).refresh_rollups() == 0   # grace
+    assert service(loaded.database_url, now=T0 + timedelta(seconds=66)).refresh_rollups() == 1
+    with db.get_engine(loaded.database_url).connect() as conn:
+        assert rollups(conn, 60)[("R1", T0)] == (2, 40.0, 10.0, 30.0)
+        assert ("R1", T0) not in rollups(conn, 900)      # its quarter-hour is still open
+    service(loaded.database_url, now=T0 + timedelta(minutes=15, seconds=6)).refresh_rollups()
+    with db.get_engine(loaded.database_url).connect() as conn:
+        assert rollups(conn, 900)[("R1", T0)] == (2, 40.0, 10.0, 30.0)

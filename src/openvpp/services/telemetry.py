@@ -516,12 +516,14 @@ class TelemetryService:
                            expected_operator=np.concatenate(ops), refused_messages=refused)
 
     # -- upkeep
-    def refresh_rollups(self, max_buckets: int = 200) -> int:
-        """Recompute the group rollups of every dirty bucket (run every few seconds by the ingest worker)."""
+    def refresh_rollups(self, include_open: bool = False, grace_s: float = 5.0, max_buckets: int = 120) -> int:
+        """(Re)compute the rollups of every dirty minute that has closed (``grace_s`` ago), or of all
+        dirty minutes with ``include_open``; run every few seconds by the ingest worker. Returns minutes done."""
+        closed = None if include_open else int((self.clock() - grace_s) * 1000)
         done = 0
         while True:
             with self.engine.begin() as conn:
-                n = timeseries.refresh_group_rollups(conn, max_buckets)
+                n = timeseries.refresh_rollups(conn, closed, max_buckets)
             done += n
             if n < max_buckets:
                 return done

@@ -38,6 +38,7 @@ telemetry_raw = Table(
     Column("source", String(ID)),                          # gateway or API key that reported it
     Column("received_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("device_id", "ts", name="pk_telemetry_raw"),
+    Index("ix_telemetry_raw_ts", "ts", postgresql_using="brin"),   # minutes to roll up; BRIN: points arrive in time order
     postgresql_partition_by="RANGE (ts)",
 )
 

@@ -1,12 +1,14 @@
 """Telemetry time series: idempotent raw writes, daily partitions, retention, rollups.
 
-PostgreSQL: a batch is COPY'd into a session-local staging table, then ONE statement inserts it
-into ``telemetry_raw`` (``ON CONFLICT DO NOTHING``: a re-sent point is a no-op) and merges only
-the rows really inserted into the 1-minute and 15-minute device rollups, marking their buckets
-dirty. SQLite (embedded default): the same steps with ``INSERT`` after removing known points.
+PostgreSQL: a batch is COPY'd into a session-local staging table, then one statement inserts it
+into ``telemetry_raw`` (``ON CONFLICT DO NOTHING``: a re-sent point is a no-op). SQLite (the
+embedded default): ``INSERT OR IGNORE`` from a staging table.
 
-Group rollups (grid node at every level, operator, pool) are recomputed from the device rollups
-for dirty buckets by :func:`refresh_group_rollups`, so a late point updates every total it touches.
+Writes only mark the minutes they touch as dirty; :func:`refresh_rollups` (run every few seconds
+by the ingest worker) recomputes those minutes from the raw points, the quarter-hours above them
+from the minutes, and the group rollups (grid node at every level, operator, pool) from the
+device rollups, so a late point updates every total it touches, and a minute that receives many
+points in many batches is aggregated once, after it closes.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from openvpp.store.schema import grid_nodes, resources
 from openvpp.store.schema_telemetry import (
     telemetry_counters,
-    telemetry_dirty,
     telemetry_gaps,
     telemetry_group_rollup,
     telemetry_raw,
@@ -150,10 +151,11 @@ def apply_retention(conn: Connection, retention_days: int, now: datetime | None 
 # ---------------------------------------------------------------- writes
 
 def write_points(conn: Connection, batch: RawBatch, received_at: datetime | None = None) -> WriteResult:
-    """Store accepted points idempotently on the caller's transaction and merge them into the rollups.
+    """Store accepted points idempotently on the caller's transaction and mark their minutes dirty.
 
     A point whose (device, ts) is already stored, or repeated within the batch, is counted as a
-    duplicate and changes nothing, so re-sending a batch (QoS 1 redelivery) is harmless.
+    duplicate and changes nothing, so re-sending a batch (QoS 1 redelivery) is harmless. The
+    rollups of the marked minutes are (re)computed by :func:`refresh_rollups`.
     """
     if not len(batch):
         return WriteResult(0, 0)
@@ -189,49 +191,31 @@ def stage_csv(batch: RawBatch) -> bytes:
     return buf.getvalue()
 
 
+def minute_buckets(ts_ms: np.ndarray, quality: np.ndarray | None = None) -> np.ndarray:
+    """Distinct 1-minute bucket starts (epoch ms) of the points that count in rollups (quality < 2)."""
+    ts = np.asarray(ts_ms, np.int64)
+    if quality is not None:
+        ts = ts[np.asarray(quality) < 2]
+    return np.unique(ts - ts % 60_000)
+
+
 STAGE_COLUMNS = "device_id, ts_ms, power_kw, reactive_kvar, energy_kwh, reactive_kvarh, soc, quality, source"
 _PG_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS telemetry_stage (device_id text, ts_ms bigint, power_kw float8, "
              "reactive_kvar float8, energy_kwh float8, reactive_kvarh float8, soc float8, quality int2, source text) "
              "ON COMMIT DELETE ROWS")
-_PG_WRITE = """
-WITH ins AS (
-    INSERT INTO telemetry_raw (device_id, ts, power_kw, reactive_kvar, energy_kwh, reactive_kvarh, soc,
-                               quality, source, received_at)
-    SELECT device_id, to_timestamp(ts_ms / 1000.0), power_kw, reactive_kvar, energy_kwh, reactive_kvarh, soc,
-           quality, source, %(received_at)s
-    FROM telemetry_stage
-    ON CONFLICT DO NOTHING
-    RETURNING device_id, ts, power_kw, reactive_kvar, energy_kwh, reactive_kvarh, soc, quality
-), agg AS (
-    SELECT s.step_s, i.device_id, date_bin(s.step, i.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
-           count(*) AS n, sum(i.power_kw) AS ps, min(i.power_kw) AS pmin, max(i.power_kw) AS pmax,
-           coalesce(sum(i.reactive_kvar), 0) AS qs, count(i.reactive_kvar) AS nq,
-           max(i.energy_kwh) AS e, max(i.reactive_kvarh) AS eq, coalesce(sum(i.soc), 0) AS ss, count(i.soc) AS ns
-    FROM ins i CROSS JOIN (VALUES (60, INTERVAL '1 minute'), (900, INTERVAL '15 minutes')) AS s(step_s, step)
-    WHERE i.quality < 2
-    GROUP BY s.step_s, i.device_id, 3
-), up AS (
-    INSERT INTO telemetry_rollup AS r (step_s, device_id, bucket, n, power_sum_kw, power_min_kw, power_max_kw,
-                                       reactive_sum_kvar, n_reactive, energy_max_kwh, reactive_max_kvarh,
-                                       soc_sum, n_soc)
-    SELECT step_s, device_id, bucket, n, ps, pmin, pmax, qs, nq, e, eq, ss, ns FROM agg
-    ON CONFLICT (step_s, device_id, bucket) DO UPDATE SET
-        n = r.n + EXCLUDED.n,
-        power_sum_kw = r.power_sum_kw + EXCLUDED.power_sum_kw,
-        power_min_kw = LEAST(r.power_min_kw, EXCLUDED.power_min_kw),
-        power_max_kw = GREATEST(r.power_max_kw, EXCLUDED.power_max_kw),
-        reactive_sum_kvar = r.reactive_sum_kvar + EXCLUDED.reactive_sum_kvar,
-        n_reactive = r.n_reactive + EXCLUDED.n_reactive,
-        energy_max_kwh = GREATEST(r.energy_max_kwh, EXCLUDED.energy_max_kwh),
-        reactive_max_kvarh = GREATEST(r.reactive_max_kvarh, EXCLUDED.reactive_max_kvarh),
-        soc_sum = r.soc_sum + EXCLUDED.soc_sum,
-        n_soc = r.n_soc + EXCLUDED.n_soc
-    RETURNING 1
-), dirty AS (
-    INSERT INTO telemetry_dirty (step_s, bucket) SELECT DISTINCT step_s, bucket FROM agg
-    ON CONFLICT DO NOTHING RETURNING 1
-)
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM up), (SELECT count(*) FROM dirty)
+_PG_INSERT = """
+INSERT INTO telemetry_raw (device_id, ts, power_kw, reactive_kvar, energy_kwh, reactive_kvarh, soc, quality,
+                           source, received_at)
+SELECT device_id, to_timestamp(ts_ms / 1000.0), power_kw, reactive_kvar, energy_kwh, reactive_kvarh, soc, quality,
+       source, %(received_at)s
+FROM telemetry_stage
+ON CONFLICT DO NOTHING
+"""
+# DO UPDATE (not DO NOTHING) locks an existing marker: a refresh that takes it waits for this commit
+_PG_DIRTY = """
+INSERT INTO telemetry_dirty (step_s, bucket)
+SELECT 60, to_timestamp(b / 1000.0) FROM unnest(%(buckets)s::bigint[]) AS b ORDER BY 1, 2
+ON CONFLICT (step_s, bucket) DO UPDATE SET step_s = EXCLUDED.step_s
 """
 
 
@@ -248,8 +232,10 @@ def _write_pg(conn: Connection, batch: RawBatch, received_at: datetime) -> int:
             view = memoryview(payload)
             for i in range(0, len(view), 8 << 20):
                 cp.write(view[i:i + (8 << 20)])
-        cur.execute(_PG_WRITE, {"received_at": received_at})
-        inserted = cur.fetchone()[0]
+        cur.execute(_PG_INSERT, {"received_at": received_at})
+        inserted = cur.rowcount
+        if inserted:
+            cur.execute(_PG_DIRTY, {"buckets": minute_buckets(batch.ts_ms, batch.quality).tolist()})
     return int(inserted)
 
 
@@ -259,62 +245,169 @@ def ts_text(ts_ms: np.ndarray) -> np.ndarray:
     return np.char.replace(s, "T", " ")
 
 
-_SQLITE_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS telemetry_stage (device_id TEXT, ts TEXT, b60 TEXT, b900 TEXT, "
+_SQLITE_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS telemetry_stage (device_id TEXT, ts TEXT, "
                  "power_kw REAL, reactive_kvar REAL, energy_kwh REAL, reactive_kvarh REAL, soc REAL, "
                  "quality INTEGER, source TEXT)")
-_SQLITE_ROLLUP = """
-INSERT INTO telemetry_rollup (step_s, device_id, bucket, n, power_sum_kw, power_min_kw, power_max_kw,
-                              reactive_sum_kvar, n_reactive, energy_max_kwh, reactive_max_kvarh, soc_sum, n_soc)
-SELECT {step}, device_id, b{step}, count(*), sum(power_kw), min(power_kw), max(power_kw),
-       coalesce(sum(reactive_kvar), 0), count(reactive_kvar), max(energy_kwh), max(reactive_kvarh),
-       coalesce(sum(soc), 0), count(soc)
-FROM telemetry_stage WHERE quality < 2 GROUP BY device_id, b{step}
-ON CONFLICT (step_s, device_id, bucket) DO UPDATE SET
-    n = telemetry_rollup.n + excluded.n,
-    power_sum_kw = telemetry_rollup.power_sum_kw + excluded.power_sum_kw,
-    power_min_kw = min(telemetry_rollup.power_min_kw, excluded.power_min_kw),
-    power_max_kw = max(telemetry_rollup.power_max_kw, excluded.power_max_kw),
-    reactive_sum_kvar = telemetry_rollup.reactive_sum_kvar + excluded.reactive_sum_kvar,
-    n_reactive = telemetry_rollup.n_reactive + excluded.n_reactive,
-    energy_max_kwh = max(coalesce(telemetry_rollup.energy_max_kwh, excluded.energy_max_kwh),
-                         coalesce(excluded.energy_max_kwh, telemetry_rollup.energy_max_kwh)),
-    reactive_max_kvarh = max(coalesce(telemetry_rollup.reactive_max_kvarh, excluded.reactive_max_kvarh),
-                             coalesce(excluded.reactive_max_kvarh, telemetry_rollup.reactive_max_kvarh)),
-    soc_sum = telemetry_rollup.soc_sum + excluded.soc_sum,
-    n_soc = telemetry_rollup.n_soc + excluded.n_soc
-"""
 
 
 def _write_sqlite(conn: Connection, batch: RawBatch, received_at: datetime) -> int:
     ts_ms = np.asarray(batch.ts_ms, np.int64)
-    cols = [
-        batch.device.tolist(), ts_text(ts_ms).tolist(), ts_text(ts_ms - ts_ms % 60_000).tolist(),
-        ts_text(ts_ms - ts_ms % 900_000).tolist(),
-    ] + [[None if v != v else v for v in np.asarray(a, np.float64).tolist()]
-         for a in (batch.p_kw, batch.q_kvar, batch.e_kwh, batch.eq_kvarh, batch.soc)] \
-      + [np.asarray(batch.quality, np.int64).tolist(), batch.source.tolist()]
-    rows = list(zip(*cols, strict=True))
+    cols = [batch.device.tolist(), ts_text(ts_ms).tolist()] \
+        + [[None if v != v else v for v in np.asarray(a, np.float64).tolist()]
+           for a in (batch.p_kw, batch.q_kvar, batch.e_kwh, batch.eq_kvarh, batch.soc)] \
+        + [np.asarray(batch.quality, np.int64).tolist(), batch.source.tolist()]
     x = conn.exec_driver_sql
     x(_SQLITE_STAGE)
     x("DELETE FROM telemetry_stage")
-    conn.exec_driver_sql("INSERT INTO telemetry_stage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    x("DELETE FROM telemetry_stage WHERE rowid NOT IN (SELECT min(rowid) FROM telemetry_stage GROUP BY device_id, ts)")
-    x("DELETE FROM telemetry_stage WHERE EXISTS (SELECT 1 FROM telemetry_raw r "
-      "WHERE r.device_id = telemetry_stage.device_id AND r.ts = telemetry_stage.ts)")
-    inserted = x("SELECT count(*) FROM telemetry_stage").scalar()
+    x("INSERT INTO telemetry_stage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", list(zip(*cols, strict=True)))
     received = received_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    x("INSERT INTO telemetry_raw (device_id, ts, power_kw, reactive_kvar, energy_kwh, reactive_kvarh, soc, "
-      "quality, source, received_at) SELECT device_id, ts, power_kw, reactive_kvar, energy_kwh, reactive_kvarh, "
-      "soc, quality, source, ? FROM telemetry_stage", (received,))
-    for step in STEPS_S:
-        x(_SQLITE_ROLLUP.format(step=step))
-        x(f"INSERT OR IGNORE INTO telemetry_dirty (step_s, bucket) "
-          f"SELECT DISTINCT {step}, b{step} FROM telemetry_stage WHERE quality < 2")
+    inserted = x("INSERT OR IGNORE INTO telemetry_raw (device_id, ts, power_kw, reactive_kvar, energy_kwh, "
+                 "reactive_kvarh, soc, quality, source, received_at) SELECT device_id, ts, power_kw, reactive_kvar, "
+                 "energy_kwh, reactive_kvarh, soc, quality, source, ? FROM telemetry_stage", (received,)).rowcount
     x("DELETE FROM telemetry_stage")
+    if inserted:
+        x("INSERT OR IGNORE INTO telemetry_dirty (step_s, bucket) VALUES (60, ?)",
+          [(b,) for b in ts_text(minute_buckets(ts_ms, batch.quality)).tolist()])
     return int(inserted)
 
 
-# ---------------------------------------------------------------- group rollups
+# ---------------------------------------------------------------- rollups
+
+_ROLLUP_COLS = ("step_s, device_id, bucket, n, power_sum_kw, power_min_kw, power_max_kw, reactive_sum_kvar, "
+                "n_reactive, energy_max_kwh, reactive_max_kvarh, soc_sum, n_soc")
+_REPLACE = ", ".join(f"{c} = excluded.{c}" for c in _ROLLUP_COLS.split(", ")[3:])
+_PG_MINUTES = f"""
+INSERT INTO telemetry_rollup ({_ROLLUP_COLS})
+SELECT 60, device_id, date_bin(INTERVAL '1 minute', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS b,
+       count(*), sum(power_kw), min(power_kw), max(power_kw), coalesce(sum(reactive_kvar), 0), count(reactive_kvar),
+       max(energy_kwh), max(reactive_kvarh), coalesce(sum(soc), 0), count(soc)
+FROM telemetry_raw
+WHERE ts >= %(lo)s AND ts < %(hi)s AND quality < 2
+  AND date_bin(INTERVAL '1 minute', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') = ANY(%(buckets)s)
+GROUP BY device_id, b
+ON CONFLICT (step_s, device_id, bucket) DO UPDATE SET {_REPLACE}
+"""
+_PG_QUARTERS = f"""
+INSERT INTO telemetry_rollup ({_ROLLUP_COLS})
+SELECT 900, device_id, date_bin(INTERVAL '15 minutes', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS b,
+       sum(n), sum(power_sum_kw), min(power_min_kw), max(power_max_kw), sum(reactive_sum_kvar), sum(n_reactive),
+       max(energy_max_kwh), max(reactive_max_kvarh), sum(soc_sum), sum(n_soc)
+FROM telemetry_rollup
+WHERE step_s = 60 AND bucket >= %(lo)s AND bucket < %(hi)s
+  AND date_bin(INTERVAL '15 minutes', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') = ANY(%(buckets)s)
+GROUP BY device_id, b
+ON CONFLICT (step_s, device_id, bucket) DO UPDATE SET {_REPLACE}
+"""
+_SQLITE_MINUTE = "substr(ts, 1, 17) || '00.000000'"
+_SQLITE_QUARTER = "printf('%s%02d:00.000000', substr(bucket, 1, 14), (CAST(substr(bucket, 15, 2) AS INTEGER) / 15) * 15)"
+
+
+def _in(values: list) -> str:
+    return "(" + ", ".join("?" for _ in values) + ")"
+
+
+def _take_dirty(conn: Connection, step_s: int, closed_before_ms: int | None, max_buckets: int) -> list:
+    """Lock, read and delete up to ``max_buckets`` dirty buckets of ``step_s`` that have closed by
+    ``closed_before_ms`` (None = all). PostgreSQL returns datetimes, SQLite the stored text."""
+    if conn.dialect.name == "postgresql":
+        q = "SELECT bucket FROM telemetry_dirty WHERE step_s = %(s)s"
+        params: dict = {"k": max_buckets, "s": step_s}
+        if closed_before_ms is not None:
+            q += " AND bucket + %(step)s * INTERVAL '1 second' <= to_timestamp(%(closed)s / 1000.0)"
+            params.update(closed=closed_before_ms, step=step_s)
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            cur.execute(q + " ORDER BY bucket LIMIT %(k)s FOR UPDATE", params)
+            buckets = [r[0] for r in cur.fetchall()]
+            if buckets:
+                cur.execute("DELETE FROM telemetry_dirty WHERE step_s = %(s)s AND bucket = ANY(%(b)s)",
+                            {"s": step_s, "b": buckets})
+        return buckets
+    q = "SELECT bucket FROM telemetry_dirty WHERE step_s = ?"
+    args: tuple = (step_s,)
+    if closed_before_ms is not None:
+        last_start = closed_before_ms - step_s * 1000
+        args += (ts_text(np.array([last_start - last_start % (step_s * 1000)]))[0],)
+        q += " AND bucket <= ?"
+    buckets = [r[0] for r in conn.exec_driver_sql(q + f" ORDER BY bucket LIMIT {int(max_buckets)}", args)]
+    if buckets:
+        conn.exec_driver_sql(f"DELETE FROM telemetry_dirty WHERE step_s = ? AND bucket IN {_in(buckets)}",
+                             (step_s, *buckets))
+    return buckets
+
+
+def _quarter_of(minute):
+    if isinstance(minute, str):
+        return f"{minute[:14]}{int(minute[14:16]) // 15 * 15:02d}:00.000000"
+    return minute - timedelta(minutes=minute.minute % 15, seconds=minute.second, microseconds=minute.microsecond)
+
+
+def _closed(bucket, step_s: int, closed_before_ms: int | None) -> bool:
+    if closed_before_ms is None:
+        return True
+    start = datetime.strptime(bucket, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC) if isinstance(bucket, str) \
+        else _utc(bucket)
+    return start.timestamp() * 1000 + step_s * 1000 <= closed_before_ms
+
+
+def refresh_rollups(conn: Connection, closed_before_ms: int | None = None, max_buckets: int = 120) -> int:
+    """(Re)compute the rollups of dirty buckets from the raw points; return the minutes done.
+
+    For each dirty minute that has closed: its per-device 1-minute rollups from ``telemetry_raw``;
+    the quarter-hour holding it is recomputed from its minutes once it has closed too (until then
+    it stays marked); then the group rollups (every grid level, operator, hooks) of both.
+    ``closed_before_ms`` = None treats every bucket as closed (tests, ``openvpp telemetry maintain``).
+    """
+    minutes = _take_dirty(conn, 60, closed_before_ms, max_buckets)
+    touched = {_quarter_of(m) for m in minutes}
+    quarters = set(_take_dirty(conn, 900, closed_before_ms, max_buckets))
+    later = sorted(q for q in touched if not _closed(q, 900, closed_before_ms))
+    quarters = sorted(quarters | {q for q in touched if _closed(q, 900, closed_before_ms)})
+    pg = conn.dialect.name == "postgresql"
+    if later:
+        if pg:
+            conn.exec_driver_sql("INSERT INTO telemetry_dirty (step_s, bucket) SELECT 900, b FROM unnest(%(b)s) AS b "
+                                 "ORDER BY 2 ON CONFLICT (step_s, bucket) DO UPDATE SET step_s = EXCLUDED.step_s",
+                                 {"b": later})
+        else:
+            conn.exec_driver_sql("INSERT OR IGNORE INTO telemetry_dirty (step_s, bucket) VALUES (900, ?)",
+                                 [(q,) for q in later])
+    if not minutes and not quarters:
+        return 0
+    if pg:
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            cur.execute("SET LOCAL work_mem = '64MB'")
+            if minutes:
+                cur.execute(_PG_MINUTES, {"lo": min(minutes), "hi": max(minutes) + timedelta(minutes=1),
+                                          "buckets": minutes})
+            if quarters:
+                cur.execute(_PG_QUARTERS, {"lo": quarters[0], "hi": quarters[-1] + timedelta(minutes=15),
+                                           "buckets": quarters})
+        refresh_group_rollups(conn, 60, minutes)
+        refresh_group_rollups(conn, 900, quarters)
+        return len(minutes)
+    x = conn.exec_driver_sql
+    if minutes:
+        x(f"INSERT INTO telemetry_rollup ({_ROLLUP_COLS}) "
+          f"SELECT 60, device_id, {_SQLITE_MINUTE} AS b, count(*), sum(power_kw), min(power_kw), max(power_kw), "
+          f"coalesce(sum(reactive_kvar), 0), count(reactive_kvar), max(energy_kwh), max(reactive_kvarh), "
+          f"coalesce(sum(soc), 0), count(soc) FROM telemetry_raw "
+          f"WHERE ts >= ? AND ts < ? AND quality < 2 AND {_SQLITE_MINUTE} IN {_in(minutes)} GROUP BY device_id, b "
+          f"ON CONFLICT (step_s, device_id, bucket) DO UPDATE SET {_REPLACE}",
+          (min(minutes), max(minutes)[:17] + "99", *minutes))
+    if quarters:
+        x(f"INSERT INTO telemetry_rollup ({_ROLLUP_COLS}) "
+          f"SELECT 900, device_id, {_SQLITE_QUARTER} AS b, sum(n), sum(power_sum_kw), min(power_min_kw), "
+          f"max(power_max_kw), sum(reactive_sum_kvar), sum(n_reactive), max(energy_max_kwh), max(reactive_max_kvarh), "
+          f"sum(soc_sum), sum(n_soc) FROM telemetry_rollup "
+          f"WHERE step_s = 60 AND bucket >= ? AND bucket < ? AND {_SQLITE_QUARTER} IN {_in(quarters)} "
+          f"GROUP BY device_id, b ON CONFLICT (step_s, device_id, bucket) DO UPDATE SET {_REPLACE}",
+          (quarters[0], quarters[-1][:14] + "99", *quarters))
+    refresh_group_rollups(conn, 60, [datetime.strptime(b, "%Y-%m-%d %H:%M:%S.%f") for b in minutes])
+    refresh_group_rollups(conn, 900, [datetime.strptime(b, "%Y-%m-%d %H:%M:%S.%f") for b in quarters])
+    return len(minutes)
+
 
 def city_id(conn: Connection) -> str | None:
     return conn.execute(select(grid_nodes.c.node_id).where(grid_nodes.c.level == "city")).scalar()
@@ -335,36 +428,57 @@ def memberships(conn: Connection) -> Select:
     return union_all(*parts).subquery("m")
 
 
-def refresh_group_rollups(conn: Connection, max_buckets: int = 200) -> int:
-    """Recompute the group rollups of dirty buckets from the device rollups; return buckets done."""
-    dirty = conn.execute(select(telemetry_dirty.c.step_s, telemetry_dirty.c.bucket)
-                         .order_by(telemetry_dirty.c.bucket).limit(max_buckets)).all()
-    if not dirty:
-        return 0
-    m = memberships(conn)
+_PG_GROUPS = """
+INSERT INTO telemetry_group_rollup (step_s, group_kind, group_id, bucket, power_kw, reactive_kvar, n_devices,
+                                    n_points)
+SELECT %(step)s,
+       CASE WHEN GROUPING(g.district_id) = 0 THEN 'district' WHEN GROUPING(g.substation_id) = 0 THEN 'substation'
+            WHEN GROUPING(g.feeder_id) = 0 THEN 'feeder' WHEN GROUPING(res.ta_id) = 0 THEN 'transformer_area'
+            WHEN GROUPING(res.operator_id) = 0 THEN 'operator' ELSE 'city' END,
+       coalesce(g.district_id, g.substation_id, g.feeder_id, res.ta_id, res.operator_id, %(city)s),
+       r.bucket, sum(r.power_sum_kw / r.n), coalesce(sum(r.reactive_sum_kvar / nullif(r.n_reactive, 0)), 0),
+       count(*), sum(r.n)
+FROM telemetry_rollup r
+JOIN resources res ON res.resource_id = r.device_id
+JOIN grid_nodes g ON g.node_id = res.ta_id
+WHERE r.step_s = %(step)s AND r.bucket = ANY(%(buckets)s) AND r.n > 0
+GROUP BY r.bucket, GROUPING SETS ((), (g.district_id), (g.substation_id), (g.feeder_id), (res.ta_id),
+                                  (res.operator_id))
+HAVING NOT (GROUPING(res.operator_id) = 0 AND res.operator_id IS NULL)
+"""
+
+
+def refresh_group_rollups(conn: Connection, step_s: int, buckets: list[datetime]) -> None:
+    """Recompute the group rollups of ``buckets`` from the device rollups of step ``step_s``.
+
+    PostgreSQL computes every level and the operator in one pass (``GROUPING SETS``); SQLite
+    joins the membership union. ``MEMBERSHIP_HOOKS`` groups (pools) are added on both.
+    """
+    if not buckets:
+        return
     r = telemetry_rollup
-    by_step: dict[int, list] = {}
-    for step, bucket in dirty:
-        by_step.setdefault(step, []).append(bucket)
-    for step, buckets in by_step.items():
-        # remove first: the dirty row and the stale totals (a concurrent writer re-marks a bucket it changes)
-        conn.execute(delete(telemetry_dirty).where(telemetry_dirty.c.step_s == step,
-                                                   telemetry_dirty.c.bucket.in_(buckets)))
-        conn.execute(delete(telemetry_group_rollup).where(telemetry_group_rollup.c.step_s == step,
-                                                          telemetry_group_rollup.c.bucket.in_(buckets)))
-        q = (select(r.c.step_s, m.c.group_kind, m.c.group_id, r.c.bucket,
-                    func.sum(r.c.power_sum_kw / r.c.n),
-                    func.sum(r.c.reactive_sum_kvar / func.nullif(r.c.n_reactive, 0)).label("q"),
-                    func.count(), func.sum(r.c.n))
-             .select_from(r.join(m, m.c.device_id == r.c.device_id))
-             .where(r.c.step_s == step, r.c.bucket.in_(buckets), r.c.n > 0)
-             .group_by(r.c.step_s, m.c.group_kind, m.c.group_id, r.c.bucket))
-        rows = [{"step_s": s, "group_kind": k, "group_id": gid, "bucket": b, "power_kw": float(p),
-                 "reactive_kvar": float(qv or 0.0), "n_devices": int(nd), "n_points": int(npt)}
-                for s, k, gid, b, p, qv, nd, npt in conn.execute(q)]
-        if rows:
-            conn.execute(insert(telemetry_group_rollup), rows)
-    return len(dirty)
+    conn.execute(delete(telemetry_group_rollup).where(telemetry_group_rollup.c.step_s == step_s,
+                                                      telemetry_group_rollup.c.bucket.in_(buckets)))
+    if conn.dialect.name == "postgresql":
+        with conn.connection.driver_connection.cursor() as cur:
+            cur.execute(_PG_GROUPS, {"step": step_s, "buckets": list(buckets), "city": city_id(conn) or "city"})
+        if not MEMBERSHIP_HOOKS:
+            return
+        m = union_all(*[hook() for hook in MEMBERSHIP_HOOKS]).subquery("m")
+    else:
+        m = memberships(conn)
+    q = (select(r.c.step_s, m.c.group_kind, m.c.group_id, r.c.bucket,
+                func.sum(r.c.power_sum_kw / r.c.n),
+                func.sum(r.c.reactive_sum_kvar / func.nullif(r.c.n_reactive, 0)).label("q"),
+                func.count(), func.sum(r.c.n))
+         .select_from(r.join(m, m.c.device_id == r.c.device_id))
+         .where(r.c.step_s == step_s, r.c.bucket.in_(buckets), r.c.n > 0)
+         .group_by(r.c.step_s, m.c.group_kind, m.c.group_id, r.c.bucket))
+    rows = [{"step_s": s, "group_kind": k, "group_id": gid, "bucket": b, "power_kw": float(p),
+             "reactive_kvar": float(qv or 0.0), "n_devices": int(nd), "n_points": int(npt)}
+            for s, k, gid, b, p, qv, nd, npt in conn.execute(q)]
+    if rows:
+        conn.execute(insert(telemetry_group_rollup), rows)
 
 
 # ---------------------------------------------------------------- reads
@@ -461,6 +575,6 @@ def read_gaps(conn: Connection, limit: int = 100) -> list[dict]:
     return out
 
 
-__all__ = ["RawBatch", "WriteResult", "write_points", "refresh_group_rollups", "apply_retention",
+__all__ = ["RawBatch", "WriteResult", "write_points", "refresh_rollups", "apply_retention",
            "ensure_partitions", "partitions", "memberships", "read_raw", "read_rollup", "read_group_rollup",
            "add_counters", "read_counters", "record_gap", "read_gaps"]

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("device_id", "ts", name="pk_telemetry_raw"),
         postgresql_partition_by="RANGE (ts)",
     )
+    op.create_index("ix_telemetry_raw_ts", "telemetry_raw", ["ts"], postgresql_using="brin")
     op.create_table(
         "telemetry_rollup",
         sa.Column("step_s", sa.Integer(), nullable=False),
@@ -93,4 +94,5 @@ def downgrade() -> None:
         op.drop_table(name)
     op.drop_index("ix_telemetry_rollup_bucket", table_name="telemetry_rollup")
     op.drop_table("telemetry_rollup")
+    op.drop_index("ix_telemetry_raw_ts", table_name="telemetry_raw")
     op.drop_table("telemetry_raw")   # drops its partitions with it on PostgreSQL
