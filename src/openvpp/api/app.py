@@ -10,6 +10,7 @@ from openvpp import __version__
 from openvpp.api import routes
 from openvpp.core.errors import OpenVPPError
 from openvpp.core.settings import Settings
+from openvpp.web import mount_web
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,12 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                              "total": len(violations)}, status_code=422)
 
     routes.include(app)
-    try:
-        from openvpp.web import mount_web
-    except ImportError:  # the dashboard package is optional for API-only deployments
-        mount_web = None
-    if mount_web is not None:
-        mount_web(app)
+    mount_web(app)
     return app
 
 

@@ -112,7 +112,7 @@ def _redact(url: str) -> str:
 # ---------------------------------------------------------------- sim
 
 @sim_app.command("city")
-def sim_city(resources: int = typer.Option(2000, "--resources", "-n", min=1, help="number of resources"),
+def sim_city(resources: int = typer.Option(2000, "--resources", "-n", min=10, help="number of resources (>= 10)"),
              seed: int = typer.Option(1, help="random seed: same seed, same files"),
              out_dir: Path = typer.Option(Path("var/city"), "--out", help="output folder"),
              year: int = typer.Option(2025, help="profile year (local calendar)")) -> None:
@@ -179,13 +179,15 @@ def resources_import(file: Path = typer.Argument(..., exists=True, dir_okay=Fals
     s = _settings()
     t0 = time.perf_counter()
     try:
-        table = registry.read_table(file, ())
-        with db.get_engine(s.database_url).begin() as conn:
-            n = registry.import_resources(conn, table, audit.Actor("cli", "city_admin"), state=state,
-                                          source=str(file))
+        engine = db.get_engine(s.database_url)
+        with engine.begin() as conn:
+            n = registry.import_resources_file(conn, file, audit.Actor("cli", "city_admin"), state=state)
+        committed = time.perf_counter() - t0
+        registry.finish_bulk(engine)
     except OpenVPPError as exc:
         _fail(exc)
-    err.print(f"imported {n} resources in {time.perf_counter() - t0:.2f} s")
+    err.print(f"imported {n} resources: committed in {committed:.2f} s, indexed and validated in "
+              f"{time.perf_counter() - t0:.2f} s")
 
 
 @res_app.command("summary")
@@ -273,10 +275,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """
     import uvicorn
 
+    from openvpp.services import registry
     from openvpp.store import db
 
     s = _settings()
     db.upgrade(s.database_url)
+    registry.finish_bulk(db.get_engine(s.database_url))  # an interrupted bulk load's indexes, if any
     if workers > 1:
         uvicorn.run("openvpp.api.asgi:app", host=host, port=port, workers=workers)
     else:

@@ -8,6 +8,7 @@ written; a city load is one transaction.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -128,16 +129,38 @@ def _grid_with_ancestors(checked: Checked) -> pa.Table:
             .append_column("feeder_id", pa.array(anc["feeder"], pa.string()))
 
 
-def _ids(conn: Connection, column, where=None) -> pa.Array:
-    q = select(column)
-    if where is not None:
-        q = q.where(where)
-    return pa.array([r[0] for r in conn.execute(q)], pa.string())
+def _ids(conn: Connection, sql: str) -> pa.Array:
+    return bulk.query_arrow(conn, sql, {"id": pa.string()}).column("id").combine_chunks()
 
 
 # ---------------------------------------------------------------- resources
 
-def check_resources(conn: Connection, checked: Checked, actor: Actor, first_line: int = 2) -> None:
+@dataclass
+class References:
+    """What a resource batch may point at, read once: transformer areas, sites (with their TA),
+    owners, and operators that have not exited or been rejected."""
+
+    ta_ids: pa.Array
+    site_ids: pa.Array
+    site_tas: pa.Array
+    owner_ids: pa.Array
+    open_operator_ids: pa.Array
+
+    @classmethod
+    def read(cls, conn: Connection) -> References:
+        sites_t = bulk.query_arrow(conn, "SELECT site_id, ta_id FROM sites",
+                                   {"site_id": pa.string(), "ta_id": pa.string()})
+        closed = ", ".join(f"'{s}'" for s in CLOSED_OPERATOR_STATES)
+        return cls(
+            ta_ids=_ids(conn, f"SELECT node_id FROM grid_nodes WHERE level = '{GridLevel.TRANSFORMER_AREA.value}'"),
+            site_ids=sites_t.column("site_id").combine_chunks(),
+            site_tas=sites_t.column("ta_id").combine_chunks(),
+            owner_ids=_ids(conn, "SELECT owner_id FROM owners"),
+            open_operator_ids=_ids(conn, f"SELECT operator_id FROM operators WHERE state NOT IN ({closed})"),
+        )
+
+
+def check_resources(refs: References, checked: Checked, actor: Actor, first_line: int = 2) -> None:
     """Referential and tenant rules of a resource batch; raise ``InvalidInput`` naming line/field/rule."""
     t = checked.table
     v: list[Violation] = []
@@ -147,24 +170,19 @@ def check_resources(conn: Connection, checked: Checked, actor: Actor, first_line
         bad = np.asarray(pc.fill_null(pc.not_equal(op, actor.operator_id), True).to_numpy(zero_copy_only=False))
         total += report(v, bad, "operator_id", f"an operator may register only its own resources "
                         f"({actor.operator_id})", op, first_line)
-    tas = _ids(conn, grid_nodes.c.node_id, grid_nodes.c.level == GridLevel.TRANSFORMER_AREA.value)
-    total += report(v, not_in(t.column("ta_id"), tas), "ta_id", "transformer area does not exist",
+    total += report(v, not_in(t.column("ta_id"), refs.ta_ids), "ta_id", "transformer area does not exist",
                     t.column("ta_id"), first_line)
-    site_rows = conn.execute(select(sites.c.site_id, sites.c.ta_id)).all()
-    site_ids = pa.array([r[0] for r in site_rows], pa.string())
-    total += report(v, not_in(t.column("site_id"), site_ids), "site_id", "site does not exist",
+    total += report(v, not_in(t.column("site_id"), refs.site_ids), "site_id", "site does not exist",
                     t.column("site_id"), first_line)
-    if site_rows:
-        idx = pc.index_in(t.column("site_id"), value_set=site_ids)
-        site_ta = pc.take(pa.array([r[1] for r in site_rows], pa.string()), idx)
+    if len(refs.site_ids):
+        site_ta = pc.take(refs.site_tas, pc.index_in(t.column("site_id"), value_set=refs.site_ids))
         mismatch = np.asarray(pc.fill_null(pc.not_equal(site_ta, t.column("ta_id")), False)
                               .to_numpy(zero_copy_only=False))
         total += report(v, mismatch, "ta_id", "must be the transformer area of its site",
                         t.column("ta_id"), first_line)
-    total += report(v, not_in(t.column("owner_id"), _ids(conn, owners.c.owner_id)), "owner_id",
-                    "owner does not exist", t.column("owner_id"), first_line)
-    open_ops = _ids(conn, operators.c.operator_id, operators.c.state.not_in(CLOSED_OPERATOR_STATES))
-    total += report(v, not_in(t.column("operator_id"), open_ops), "operator_id",
+    total += report(v, not_in(t.column("owner_id"), refs.owner_ids), "owner_id", "owner does not exist",
+                    t.column("owner_id"), first_line)
+    total += report(v, not_in(t.column("operator_id"), refs.open_operator_ids), "operator_id",
                     "operator does not exist or has exited/been rejected", t.column("operator_id"), first_line)
     if total:
         v.sort(key=lambda x: x.line or 0)
@@ -198,19 +216,89 @@ def import_resources(conn: Connection, table: pa.Table, actor: Actor, state: str
                      first_line: int = 2, source: str = "api") -> int:
     """Validate every row and insert all of them, or raise and write nothing (caller's transaction)."""
     checked = validate_table(table, RESOURCE_COLUMNS, first_line)
-    check_resources(conn, checked, actor, first_line)
+    check_resources(References.read(conn), checked, actor, first_line)
     data = checked.table.append_column("state", pa.array(np.full(checked.n_rows, state), pa.string()))
     try:
         with conn.begin_nested():
             bulk.insert_arrow(conn, resources, data)
     except IntegrityError:
         raise _existing_conflicts(conn, checked.table, first_line) from None
-    ids = checked.table.column("resource_id")
-    audit.record(conn, actor, "resources.import", "resource_batch", f"{ids[0]}..{ids[-1]}" if len(ids) else "-",
-                 after={"count": checked.n_rows, "state": state, "source": source,
-                        "first": ids[0].as_py() if len(ids) else None,
-                        "last": ids[-1].as_py() if len(ids) else None})
+    _audit_import(conn, actor, checked, state, source)
     return checked.n_rows
+
+
+#: a batch at least this large, into a table no more than BULK_RATIO times larger, takes the
+#: PostgreSQL bulk path (constraints rebuilt once instead of maintained row by row)
+BULK_MIN_ROWS = 100_000
+BULK_RATIO = 2.0
+
+
+def import_resources_file(conn: Connection, path: Path, actor: Actor, state: str = "active",
+                          source: str | None = None) -> int:
+    """Import a CSV or Parquet file of resources: all rows or none (caller's transaction).
+
+    On PostgreSQL, a large CSV batch of active resources takes the bulk path: while this thread
+    reads and validates every row (on its own connection), the database already COPYs the file's
+    bytes into the table with its constraints dropped and rebuilds them once; the transaction
+    commits only if validation passed, so an invalid file still writes nothing.
+    """
+    path = Path(path)
+    source = source or str(path)
+    if not _bulk_eligible(conn, path, state):
+        return import_resources(conn, read_table(path, RESOURCE_COLUMNS), actor, state=state, source=source)
+    header = _csv_header(path)
+    refs = References.read(conn)   # before the COPY takes its locks
+    server_error: list[BaseException] = []
+
+    def server() -> None:
+        try:
+            with conn.begin_nested(), bulk.rebuilt_constraints(conn, resources), open(path, "rb") as fh:
+                fh.readline()
+                bulk.copy_csv(conn, resources.name, header, fh.read())
+        except BaseException as exc:  # noqa: BLE001 - reported after validation, below
+            server_error.append(exc)
+
+    worker = threading.Thread(target=server, name="openvpp-bulk-copy")
+    worker.start()
+    try:
+        checked = validate_table(read_table(path, RESOURCE_COLUMNS), RESOURCE_COLUMNS)
+        check_resources(refs, checked, actor)
+    finally:
+        worker.join()
+    if server_error:
+        exc = server_error[0]
+        if isinstance(exc, IntegrityError):
+            raise _existing_conflicts(conn, checked.table, 2) from None
+        raise exc
+    _audit_import(conn, actor, checked, state, source, path="bulk")
+    return checked.n_rows
+
+
+def finish_bulk(engine) -> dict[str, float]:
+    """After the transaction of a bulk import has committed: build the performance indexes and
+    validate the foreign keys it left to do (``store.bulk.finish``); a no-op when nothing is left."""
+    return bulk.finish(engine, resources)
+
+
+def _bulk_eligible(conn: Connection, path: Path, state: str) -> bool:
+    if conn.dialect.name != "postgresql" or path.suffix.lower() != ".csv" or state != "active":
+        return False
+    with open(path, "rb") as fh:
+        rows = sum(buf.count(b"\n") for buf in iter(lambda: fh.read(1 << 24), b"")) - 1
+    if rows < BULK_MIN_ROWS:
+        return False
+    existing = conn.execute(select(func.count()).select_from(resources)).scalar_one()
+    return existing <= BULK_RATIO * rows
+
+
+def _audit_import(conn: Connection, actor: Actor, checked: Checked, state: str, source: str,
+                  path: str = "row") -> None:
+    ids = checked.table.column("resource_id")
+    first = ids[0].as_py() if len(ids) else None
+    last = ids[-1].as_py() if len(ids) else None
+    audit.record(conn, actor, "resources.import", "resource_batch", f"{first}..{last}" if first else "-",
+                 after={"count": checked.n_rows, "state": state, "source": source, "first": first, "last": last,
+                        "write_path": path})
 
 
 # ---------------------------------------------------------------- city
@@ -264,8 +352,7 @@ def load_city(conn: Connection, city_dir: Path, actor: Actor = audit.SYSTEM,
 
     progress("resources", 0.4)
     if with_resources:
-        counts["resources"] = import_resources(conn, read_table(city_dir / "resources.csv", RESOURCE_COLUMNS),
-                                               actor, source=str(city_dir / "resources.csv"))
+        counts["resources"] = import_resources_file(conn, city_dir / "resources.csv", actor)
 
     progress("profiles", 0.85)
     counts["profile_archetypes"] = load_profiles(conn, city_dir)

@@ -38,9 +38,12 @@ def init_database(settings: Settings) -> None:
 
 
 def load_city(settings: Settings, city_dir: Path, progress=None) -> registry.LoadResult:
-    with db.get_engine(settings.database_url).begin() as conn:
+    engine = db.get_engine(settings.database_url)
+    with engine.begin() as conn:
         registry.ensure_empty(conn)
-        return registry.load_city(conn, city_dir, audit.SYSTEM, progress or registry._noop)
+        result = registry.load_city(conn, city_dir, audit.SYSTEM, progress or registry._noop)
+    registry.finish_bulk(engine)
+    return result
 
 
 def _two_biggest_operators(conn: Connection) -> list[str]:

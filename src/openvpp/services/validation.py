@@ -68,41 +68,102 @@ def _blank(arr: pa.Array) -> np.ndarray:
     return _mask(pc.or_kleene(pc.is_null(s), pc.equal(pc.utf8_trim_whitespace(s), "")))
 
 
-def _typed(col: Column, raw: pa.Array, blank: np.ndarray, out: _Collector) -> pa.Array:
-    """Parse ``raw`` to the column's type; unparsable non-blank values are violations, become null."""
+class _Dict:
+    """A text column dictionary-encoded once: rules run on the distinct values, then map back to rows.
+
+    Ids of operators, sites, transformer areas and enums repeat a lot; a million rows often hold a few
+    thousand distinct values, so checking each distinct value once is what makes validation fast.
+    """
+
+    def __init__(self, raw: pa.Array):
+        enc = pc.dictionary_encode(_as_strings(raw))
+        self.values: pa.Array = enc.dictionary
+        idx = enc.indices
+        self.null_rows = np.asarray(pc.is_null(idx).to_numpy(zero_copy_only=False), dtype=bool)
+        self.idx = np.where(self.null_rows, 0, idx.fill_null(0).to_numpy(zero_copy_only=False)).astype(np.int64)
+        trimmed = pc.utf8_trim_whitespace(self.values)
+        self.clean = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+
+    def rows(self, per_value: np.ndarray) -> np.ndarray:
+        """Row mask from a mask over the distinct values (null rows: False)."""
+        if len(per_value) == 0:
+            return np.zeros(len(self.idx), dtype=bool)
+        return np.where(self.null_rows, False, per_value[self.idx])
+
+    def take(self, per_value: pa.Array) -> pa.Array:
+        """Row values from one value per distinct value (null rows stay null)."""
+        return pc.take(per_value, pa.array(self.idx, mask=self.null_rows))
+
+    @property
+    def blank(self) -> np.ndarray:
+        return self.null_rows | self.rows(_mask(pc.is_null(self.clean)))
+
+
+def _typed(col: Column, raw: pa.Array, out: _Collector) -> tuple[pa.Array, np.ndarray]:
+    """Parse ``raw`` to the column's type: (values, blank rows). Unparsable non-blank values are
+    violations and become null."""
     kind = col.kind
-    if kind in ("float", "int"):
+    numeric = kind in ("float", "int")
+    if numeric and (pa.types.is_floating(raw.type) or pa.types.is_integer(raw.type)):
         target = pa.float64() if kind == "float" else pa.int64()
-        if pa.types.is_floating(raw.type) or pa.types.is_integer(raw.type):
-            values = pc.cast(raw, target, safe=False)
-            if kind == "int" and pa.types.is_floating(raw.type):
-                frac = _mask(pc.not_equal(raw, pc.floor(raw)))
-                out.add(frac, col.name, "must be a whole number", raw)
-            if pa.types.is_floating(raw.type):
-                nonfinite = _mask(pc.invert(pc.is_finite(raw)))
-                out.add(nonfinite & ~blank, col.name, "must be a finite number", raw)
-                values = pc.if_else(pc.is_finite(raw), values, pa.scalar(None, target))
-            return values
-        s = _as_strings(raw)
-        ok = _mask(pc.match_substring_regex(s, FLOAT_RE if kind == "float" else INT_RE))
-        bad = ~ok & ~blank
-        out.add(bad, col.name, "must be a number" if kind == "float" else "must be a whole number", s)
-        clean = pc.if_else(pa.array(ok), pc.utf8_trim_whitespace(s), pa.scalar(None, pa.string()))
-        return pc.cast(clean, target)
+        blank = _mask(pc.is_null(raw))
+        values = pc.cast(raw, target, safe=False)
+        if pa.types.is_floating(raw.type):
+            if kind == "int":
+                out.add(_mask(pc.not_equal(raw, pc.floor(raw))), col.name, "must be a whole number", raw)
+            out.add(_mask(pc.invert(pc.is_finite(raw))) & ~blank, col.name, "must be a finite number", raw)
+            values = pc.if_else(pc.is_finite(raw), values, pa.scalar(None, target))
+        return values, blank
+    if kind == "date" and (pa.types.is_date(raw.type) or pa.types.is_timestamp(raw.type)):
+        return pc.cast(raw, pa.date32()), _mask(pc.is_null(raw))
+    if numeric:
+        return _parse_numbers(col, raw, out)
+    d = _Dict(raw)
+    blank = d.blank
     if kind == "date":
-        if pa.types.is_date(raw.type) or pa.types.is_timestamp(raw.type):
-            return pc.cast(raw, pa.date32())
-        s = _as_strings(raw)
-        shaped = _mask(pc.match_substring_regex(s, DATE_RE))
-        clean = pc.if_else(pa.array(shaped), s, pa.scalar(None, pa.string()))
+        shaped = _mask(pc.match_substring_regex(d.clean, DATE_RE))
+        clean = pc.if_else(pa.array(shaped), d.clean, pa.scalar(None, pa.string()))
         parsed = pc.strptime(clean, format="%Y-%m-%d", unit="s", error_is_null=True)
         # strptime rolls impossible days over (2024-02-30 → 03-01): a real date prints back unchanged
-        same = pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), clean)
-        bad = (~blank) & ~_mask(same)
-        out.add(bad, col.name, "must be a date YYYY-MM-DD", s)
-        return pc.cast(parsed, pa.date32())
+        same = _mask(pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), clean))
+        out.add(d.rows(~same) & ~blank, col.name, "must be a date YYYY-MM-DD", raw)
+        return d.take(pc.cast(parsed, pa.date32())), blank
+    if kind == "enum":
+        ok = _mask(pc.is_in(d.clean, value_set=pa.array(col.choices)))
+        out.add(d.rows(~ok) & ~blank, col.name, f"must be one of {', '.join(col.choices)}", raw)
+    if col.pattern:
+        ok = _mask(pc.match_substring_regex(d.clean, col.pattern))
+        out.add(d.rows(~ok) & ~blank, col.name, f"must match {col.pattern}", raw)
+    if col.unique:
+        # every occurrence of a distinct value after its first is a duplicate
+        first = np.full(len(d.values), -1, dtype=np.int64)
+        order = np.arange(len(d.idx))[::-1]
+        first[d.idx[order]] = order
+        dup = (first[d.idx] != np.arange(len(d.idx))) & ~d.null_rows
+        out.add(dup & ~blank, col.name, "must be unique in the file", raw)
+    return d.take(d.clean), blank
+
+
+def _parse_numbers(col: Column, raw: pa.Array, out: _Collector) -> tuple[pa.Array, np.ndarray]:
+    """Text → numbers: Arrow's cast parses the whole column in C++; only when it refuses a value do
+    we look for which rows are bad (regex), so the common, valid case costs one cast."""
+    target = pa.float64() if col.kind == "float" else pa.int64()
     s = _as_strings(raw)
-    return pc.if_else(pa.array(blank), pa.scalar(None, pa.string()), pc.utf8_trim_whitespace(s))
+    trimmed = pc.utf8_trim_whitespace(s)
+    blank = _mask(pc.or_kleene(pc.is_null(trimmed), pc.equal(trimmed, "")))
+    clean = pc.if_else(pa.array(blank), pa.scalar(None, pa.string()), trimmed)
+    try:
+        values = pc.cast(clean, target)
+        if col.kind == "float":
+            finite = _mask(pc.is_finite(values))
+            out.add(~finite & ~blank, col.name, "must be a finite number", s)
+            values = pc.if_else(pa.array(finite), values, pa.scalar(None, target))
+        return values, blank
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    ok = _mask(pc.match_substring_regex(clean, FLOAT_RE if col.kind == "float" else INT_RE))
+    out.add(~ok & ~blank, col.name, "must be a number" if col.kind == "float" else "must be a whole number", s)
+    return pc.cast(pc.if_else(pa.array(ok), clean, pa.scalar(None, pa.string())), target), blank
 
 
 def validate_table(table: pa.Table, columns: tuple[Column, ...], first_line: int = FIRST_DATA_LINE) -> Checked:
@@ -131,26 +192,18 @@ def validate_table(table: pa.Table, columns: tuple[Column, ...], first_line: int
             typed[col.name] = pa.nulls(n, _arrow_type(col))
             continue
         raw = table.column(col.name).combine_chunks()
-        blank = _blank(raw)
+        values, blank = _typed(col, raw, out)
         if col.required:
             out.add(blank, col.name, "is required", None)
-        values = _typed(col, raw, blank, out)
         typed[col.name] = values
-        present = ~_mask(pc.is_null(values))
-        if col.kind == "enum":
-            ok = _mask(pc.is_in(values, value_set=pa.array(col.choices)))
-            out.add(present & ~ok, col.name, f"must be one of {', '.join(col.choices)}", values)
-        if col.pattern and col.kind == "str":
-            ok = _mask(pc.match_substring_regex(values, col.pattern))
-            out.add(present & ~ok, col.name, f"must match {col.pattern}", values)
-        if col.min is not None:
-            below = pc.less_equal(values, col.min) if col.min_exclusive else pc.less(values, col.min)
-            rule = f"must be {'>' if col.min_exclusive else '>='} {col.min:g}"
-            out.add(present & _mask(below), col.name, rule, values)
-        if col.max is not None:
-            out.add(present & _mask(pc.greater(values, col.max)), col.name, f"must be <= {col.max:g}", values)
-        if col.unique:
-            out.add(present & duplicated(values), col.name, "must be unique in the file", values)
+        if col.kind in ("float", "int"):
+            present = ~blank
+            if col.min is not None:
+                below = pc.less_equal(values, col.min) if col.min_exclusive else pc.less(values, col.min)
+                rule = f"must be {'>' if col.min_exclusive else '>='} {col.min:g}"
+                out.add(present & _mask(below), col.name, rule, values)
+            if col.max is not None:
+                out.add(present & _mask(pc.greater(values, col.max)), col.name, f"must be <= {col.max:g}", values)
     for col in columns:
         if col.max_of:
             over = _mask(pc.greater(typed[col.name], typed[col.max_of]))
@@ -159,22 +212,6 @@ def validate_table(table: pa.Table, columns: tuple[Column, ...], first_line: int
         out.violations.sort(key=lambda v: (v.line or 0, spec_names.index(v.field) if v.field in spec_names else 0))
         raise InvalidInput(out.violations, out.total)
     return Checked(pa.table(typed), n)
-
-
-def duplicated(values: pa.Array) -> np.ndarray:
-    """True for every occurrence after the first of a repeated value (nulls never count)."""
-    enc = pc.dictionary_encode(values).combine_chunks() if isinstance(values, pa.ChunkedArray) \
-        else pc.dictionary_encode(values)
-    idx = enc.indices.to_numpy(zero_copy_only=False)
-    valid = ~np.asarray(pc.is_null(enc).to_numpy(zero_copy_only=False), dtype=bool)
-    idx = np.where(valid, idx, -1)
-    order = np.argsort(idx, kind="stable")
-    sorted_idx = idx[order]
-    repeat = np.zeros(len(idx), dtype=bool)
-    repeat[1:] = sorted_idx[1:] == sorted_idx[:-1]
-    out = np.zeros(len(idx), dtype=bool)
-    out[order] = repeat
-    return out & valid
 
 
 def _arrow_type(col: Column) -> pa.DataType:

@@ -6,12 +6,16 @@ Both run inside the caller's transaction, so a failure leaves nothing written.
 from __future__ import annotations
 
 import io
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from sqlalchemy import Connection, Table
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.schema import AddConstraint, CreateIndex, DropConstraint, DropIndex
 
 CHUNK_ROWS = 100_000
 
@@ -50,3 +54,90 @@ def insert_arrow(conn: Connection, table: Table, data: pa.Table) -> int:
         for batch in data.to_batches(max_chunksize=CHUNK_ROWS):
             conn.execute(stmt, batch.to_pylist())
     return data.num_rows
+
+
+def query_arrow(conn: Connection, sql: str, types: dict[str, pa.DataType]) -> pa.Table:
+    """Run a SELECT and return its columns as Arrow arrays. PostgreSQL streams the rows with
+    ``COPY (query) TO STDOUT`` (a million ids in a fraction of a second); SQLite fetches them."""
+    names = list(types)
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.driver_connection
+        buf = io.BytesIO()
+        with raw.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as cp:
+            for chunk in cp:
+                buf.write(chunk)
+        if buf.tell() == 0:
+            return pa.table({n: pa.array([], t) for n, t in types.items()})
+        buf.seek(0)
+        return pacsv.read_csv(buf, read_options=pacsv.ReadOptions(column_names=names),
+                              convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True))
+    rows = conn.exec_driver_sql(sql).fetchall()
+    cols = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    return pa.table({n: pa.array(list(c), t) for (n, t), c in zip(types.items(), cols, strict=True)})
+
+
+@contextmanager
+def rebuilt_constraints(conn: Connection, table: Table) -> Iterator[None]:
+    """PostgreSQL bulk-load mode ("Populating a Database" in the PostgreSQL manual), inside the
+    caller's transaction: drop the table's keys, indexes and foreign keys (and the foreign keys of
+    other tables that point at it), let the caller COPY, then
+
+    * build the primary key and the unique indexes, each in one sorted pass (a B-tree built at once
+      is several times cheaper than a million single inserts): integrity holds at commit;
+    * re-add the foreign keys ``NOT VALID``: enforced for every later write at once; the rows just
+      copied were checked against the same references by the caller, and ``finish`` validates them
+      again after commit (``VALIDATE CONSTRAINT`` does not block readers or writers);
+    * leave the plain (performance) indexes to ``finish``, which builds them ``CONCURRENTLY``.
+
+    Readers of the table wait for the transaction (ACCESS EXCLUSIVE) while it runs.
+    """
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    own_fks = list(table.foreign_key_constraints)
+    incoming = [fk for t in table.metadata.tables.values() if t is not table
+                for fk in t.foreign_key_constraints if fk.referred_table is table]
+    indexes = list(table.indexes)
+    conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '512MB'")
+    for fk in incoming + own_fks:
+        conn.execute(DropConstraint(fk))
+    for ix in indexes:
+        conn.execute(DropIndex(ix))
+    conn.execute(DropConstraint(table.primary_key))
+    yield
+    conn.execute(AddConstraint(table.primary_key))
+    for ix in indexes:
+        if ix.unique:
+            conn.execute(CreateIndex(ix))
+    for fk in own_fks + incoming:
+        ddl = str(AddConstraint(fk).compile(dialect=conn.dialect))
+        conn.exec_driver_sql(ddl + " NOT VALID")
+
+
+def finish(engine, table: Table) -> dict[str, float]:
+    """After a bulk load has committed: build the table's missing indexes ``CONCURRENTLY`` and
+    validate its ``NOT VALID`` foreign keys (and those pointing at it). Idempotent; returns the
+    seconds spent per step. Safe to run at any time (``openvpp serve`` runs it at start)."""
+    if engine.dialect.name != "postgresql":
+        return {}
+    spent: dict[str, float] = {}
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        present = {r[0] for r in conn.exec_driver_sql(
+            "SELECT indexname FROM pg_indexes WHERE tablename = %s", (table.name,))}
+        for ix in table.indexes:
+            if ix.name not in present:
+                t0 = time.perf_counter()
+                ddl = str(CreateIndex(ix).compile(dialect=conn.dialect))
+                conn.exec_driver_sql(ddl.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY", 1)
+                                     .replace("CREATE UNIQUE INDEX", "CREATE UNIQUE INDEX CONCURRENTLY", 1))
+                spent[f"index {ix.name}"] = time.perf_counter() - t0
+        pending = conn.exec_driver_sql(
+            "SELECT c.conname, r.relname FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid "
+            "WHERE NOT c.convalidated AND (c.conrelid = %s::regclass OR c.confrelid = %s::regclass)",
+            (table.name, table.name)).all()
+        for name, rel in pending:
+            t0 = time.perf_counter()
+            conn.exec_driver_sql(f'ALTER TABLE "{rel}" VALIDATE CONSTRAINT "{name}"')
+            spent[f"validate {name}"] = time.perf_counter() - t0
+    return spent

@@ -45,6 +45,20 @@ def get_engine(url: str) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
+def full_metadata():
+    """The metadata of every table: ``store.schema`` plus the ``store.schema_*`` modules of each area."""
+    import importlib
+    import pkgutil
+
+    import openvpp.store as store_pkg
+    from openvpp.store.schema import metadata
+
+    for mod in pkgutil.iter_modules(store_pkg.__path__):
+        if mod.name.startswith("schema_"):
+            importlib.import_module(f"openvpp.store.{mod.name}")
+    return metadata
+
+
 def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))

@@ -2,8 +2,9 @@
 
 from alembic import context
 
-from openvpp.store.db import get_engine
-from openvpp.store.schema import metadata
+from openvpp.store.db import full_metadata, get_engine
+
+metadata = full_metadata()
 
 config = context.config
 target_metadata = metadata
