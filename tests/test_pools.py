@@ -227,8 +227,11 @@ def test_members_are_paged_in_id_order(loaded):
         with pytest.raises(InvalidInput):
             pools.members(conn, "peak_shaving:GZ", limit=0)
         page = pools.evaluate(conn, ["valley_filling:GZ"], members_limit=10)[0]["members"]
+        reg = registry_arrays.load(conn)             # arrays held by the caller are reused, not changed
+        again = pools.members(conn, "peak_shaving:GZ", limit=4, offset=4, reg=reg)
+        assert pools.evaluate(conn, ["peak_shaving:GZ"], reg=reg)[0]["down_kw"] == 1340.0
     assert first["total"] == 6 and first["items"] == ["R1", "R2", "R3", "R4"] and rest["items"] == ["R5", "R6"]
-    assert page["items"] == ["R3", "R5"]
+    assert page["items"] == ["R3", "R5"] and again == rest
 
 
 def test_a_suspended_operators_resources_leave_every_pool(loaded):

@@ -550,13 +550,14 @@ class PoolEngine:
 
 def evaluate(source: Connection | RegistryArrays | PoolEngine, pool_ids: Sequence[str] | None = None, *,
              pools: Sequence[Pool] | None = None, actor: Actor | None = None, members_limit: int = 0,
-             members_offset: int = 0) -> list[dict]:
+             members_offset: int = 0, reg: RegistryArrays | None = None) -> list[dict]:
     """Totals of pools: adjustable up/down kW, energy for the pool's duration, member count.
 
     ``source`` is a database connection (definitions, flags and admitted operators are read from
     it; ``actor`` limits the pools to its scope), a ``RegistryArrays`` (give ``pools``; every
     operator counts, nothing is flagged) or a live ``PoolEngine``. With ``members_limit`` > 0 each
-    result also holds a page of member ids under ``members``.
+    result also holds a page of member ids under ``members``. ``reg``: registry arrays already
+    loaded from this connection (saves reading a million rows per call); they are not modified.
     """
     if isinstance(source, PoolEngine):
         engine = source
@@ -565,7 +566,7 @@ def evaluate(source: Connection | RegistryArrays | PoolEngine, pool_ids: Sequenc
             raise InvalidInput(Violation("pools", "give the pool definitions to evaluate arrays", None))
         engine = PoolEngine(source, pools)
     else:
-        engine = PoolEngine.from_db(source, pool_ids, actor)
+        engine = PoolEngine.from_db(source, pool_ids, actor, reg=reg)
     if pool_ids is None and pools is not None:
         pool_ids = [p.pool_id for p in pools]
     out = engine.totals(pool_ids)
@@ -576,7 +577,7 @@ def evaluate(source: Connection | RegistryArrays | PoolEngine, pool_ids: Sequenc
 
 
 def members(source: Connection | PoolEngine, pool_id: str, limit: int = 50, offset: int = 0,
-            actor: Actor | None = None) -> dict:
+            actor: Actor | None = None, reg: RegistryArrays | None = None) -> dict:
     """A page of a pool's member resource ids (in id order) with the total count."""
-    engine = source if isinstance(source, PoolEngine) else PoolEngine.from_db(source, [pool_id], actor)
+    engine = source if isinstance(source, PoolEngine) else PoolEngine.from_db(source, [pool_id], actor, reg=reg)
     return engine.members(pool_id, limit, offset)
