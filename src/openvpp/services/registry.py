@@ -469,6 +469,7 @@ def targets_report(conn: Connection, scope: Scope = Scope(), ruleset: str = rule
     connected = rs.target_mw("connected")
     adjustable = rs.target_mw("adjustable")
     districts = summary(conn, "district", scope)
+    types = summary(conn, "type", scope)
     city = {
         "connected_mw": sum(d["connected_kw"] for d in districts) / 1000,
         "adjustable_mw": sum(d["adjustable_down_kw"] for d in districts) / 1000,
@@ -485,8 +486,13 @@ def targets_report(conn: Connection, scope: Scope = Scope(), ruleset: str = rule
         "city": city,
         "by_district": [{"node_id": d["key"], "name": d["label"], "name_zh": d["label_zh"],
                          "connected_mw": d["connected_kw"] / 1000, "adjustable_mw": d["adjustable_down_kw"] / 1000,
-                         "adjustable_up_mw": d["adjustable_up_kw"] / 1000, "resources": d["resources"]}
+                         "adjustable_up_mw": d["adjustable_up_kw"] / 1000, "verified_mw": d["verified_down_kw"] / 1000,
+                         "resources": d["resources"], "verified_resources": d["verified"]}
                         for d in districts],
+        "by_type": [{"resource_type": d["key"], "connected_mw": d["connected_kw"] / 1000,
+                     "adjustable_mw": d["adjustable_down_kw"] / 1000, "adjustable_up_mw": d["adjustable_up_kw"] / 1000,
+                     "verified_mw": d["verified_down_kw"] / 1000, "resources": d["resources"],
+                     "verified_resources": d["verified"]} for d in types],
     }
 
 

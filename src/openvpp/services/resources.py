@@ -12,7 +12,7 @@ from openvpp.model.roles import Perm
 from openvpp.services import registry
 from openvpp.services.scope import Scope, require, scope_of
 from openvpp.services.validation import validate_table
-from openvpp.store import audit
+from openvpp.store import audit, bulk
 from openvpp.store.audit import Actor
 from openvpp.store.schema import grid_nodes, resources
 
@@ -118,3 +118,35 @@ def update(conn: Connection, actor: Actor, resource_id: str, patch: dict, reason
     audit.record(conn, actor, "resource.update", "resource", resource_id,
                  before={k: before[k] for k in patch}, after={k: after[k] for k in patch}, reason=reason)
     return after
+
+
+EXPORT_COLUMNS = [c.name for c in RESOURCE_COLUMNS] + [
+    "state", "operator_since", "verified_up_kw", "verified_down_kw", "verified_latency_s", "verified_grade",
+    "flagged", "district_id", "substation_id", "feeder_id"]
+
+
+def export_table(conn: Connection, actor: Actor, filters: dict[str, str] | None = None) -> pa.Table:
+    """Every resource in the caller's scope matching ``filters``, as an Arrow table (for CSV/Parquet).
+
+    The columns of resources.csv come first (so an export re-imports), then state, verification and
+    the grid ancestors. PostgreSQL streams the rows with COPY TO.
+    """
+    scope = scope_of(actor)
+    cols = [resources.c[n] for n in EXPORT_COLUMNS[:-3]] + [grid_nodes.c.district_id, grid_nodes.c.substation_id,
+                                                              grid_nodes.c.feeder_id]
+    q = select(*cols).select_from(resources.join(grid_nodes, grid_nodes.c.node_id == resources.c.ta_id))
+    for name, value in (filters or {}).items():
+        if value in (None, ""):
+            continue
+        if name not in FILTERS:
+            raise InvalidInput(Violation(name, f"unknown filter; use one of {', '.join(FILTERS)}", value))
+        q = q.where(FILTERS[name] == value)
+    q = registry.apply_scope(q, scope).order_by(resources.c.resource_id)
+    sql = str(q.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    kinds = {c.name: c.kind for c in RESOURCE_COLUMNS}
+    arrow = {"float": pa.float64(), "int": pa.int64(), "date": pa.date32()}
+    types = {n: arrow.get(kinds.get(n, ""), pa.string()) for n in EXPORT_COLUMNS}
+    for n in ("verified_up_kw", "verified_down_kw", "verified_latency_s"):
+        types[n] = pa.float64()
+    types["operator_since"] = pa.timestamp("us", "UTC")
+    return bulk.query_arrow(conn, sql, types)

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from sqlalchemy import Connection, Table
 from sqlalchemy.exc import IntegrityError
@@ -73,7 +74,21 @@ def query_arrow(conn: Connection, sql: str, types: dict[str, pa.DataType]) -> pa
                               convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True))
     rows = conn.exec_driver_sql(sql).fetchall()
     cols = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    return pa.table({n: pa.array(list(c), t) for (n, t), c in zip(types.items(), cols, strict=True)})
+    return pa.table({n: _sqlite_array(list(c), t) for (n, t), c in zip(types.items(), cols, strict=True)})
+
+
+def _sqlite_array(values: list, t: pa.DataType) -> pa.Array:
+    """SQLite hands dates and timestamps back as ISO text: parse those through Arrow's cast."""
+    try:
+        return pa.array(values, t)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        text = pa.array([None if v is None else str(v) for v in values], pa.string())
+        if pa.types.is_timestamp(t):
+            try:  # with a zone offset
+                return pc.cast(text, pa.timestamp("us", "UTC")).cast(t)
+            except pa.ArrowInvalid:  # naive text is UTC in storage
+                return pc.assume_timezone(pc.cast(text, pa.timestamp("us")), "UTC").cast(t)
+        return pc.cast(text, t)
 
 
 @contextmanager

@@ -5,7 +5,7 @@ from typing import Any
 
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from fastapi import APIRouter, Body, Depends, Query, UploadFile
+from fastapi import APIRouter, Body, Depends, Query, Response, UploadFile
 from sqlalchemy import Connection
 
 from openvpp.api.deps import current_actor, read_conn, write_conn
@@ -41,6 +41,28 @@ def summary(by: str = "district", actor: Actor = Depends(current_actor),
     """Connected and adjustable kW grouped by district, substation, feeder, transformer_area, type, operator..."""
     scope = scope_of(actor)
     return {"by": by, "scope": scope.label(), "rows": registry.summary(conn, by, scope)}
+
+
+@router.get("/export")
+def export(fmt: str = Query("csv", alias="format", pattern="^(csv|parquet)$"), resource_type: str | None = None,
+           operator_id: str | None = None, district_id: str | None = None, substation_id: str | None = None,
+           feeder_id: str | None = None, ta_id: str | None = None, state: str | None = None,
+           verified_grade: str | None = None,
+           actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn)) -> Response:
+    """Export the resources in your scope (filters as the list) as CSV or Parquet."""
+    filters = {"resource_type": resource_type, "operator_id": operator_id, "district_id": district_id,
+               "substation_id": substation_id, "feeder_id": feeder_id, "ta_id": ta_id, "state": state,
+               "verified_grade": verified_grade}
+    table = svc.export_table(conn, actor, filters)
+    buf = io.BytesIO()
+    if fmt == "parquet":
+        pq.write_table(table, buf)
+        media = "application/vnd.apache.parquet"
+    else:
+        pacsv.write_csv(table, buf)
+        media = "text/csv; charset=utf-8"
+    return Response(buf.getvalue(), media_type=media,
+                    headers={"Content-Disposition": f'attachment; filename="resources.{fmt}"'})
 
 
 @router.get("/{resource_id}")

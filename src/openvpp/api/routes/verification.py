@@ -1,0 +1,58 @@
+"""Capability verification (能力校核): schedule tests, complete them from telemetry, report."""
+
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import Connection
+
+from openvpp.api.deps import current_actor, read_conn, write_conn
+from openvpp.core.errors import Conflict, Forbidden
+from openvpp.services import verification as ver
+from openvpp.services.scope import scope_of
+from openvpp.store.audit import Actor
+
+router = APIRouter(prefix="/verification", tags=["verification"])
+
+
+class TestIn(BaseModel):
+    target_kind: str = Field(description="resource, site or trading_unit (OPERATOR@SUBSTATION)")
+    target_id: str
+    window_start: datetime
+    direction: str = "down"
+    duration_h: float | None = None
+
+
+@router.post("/tests", status_code=201)
+def schedule(body: TestIn, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn)) -> dict:
+    """Schedule a verification test; the response carries the test instruction for the window."""
+    t = ver.schedule(conn, actor, **body.model_dump())
+    return {**t, "instruction": ver.instruction(t)}
+
+
+@router.get("/tests/{test_id}")
+def get_test(test_id: str, actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn)) -> dict:
+    t = ver.get(conn, test_id)
+    scope = scope_of(actor)
+    if scope.operator_id and t["operator_id"] != scope.operator_id:
+        raise Forbidden(f"test {test_id} is outside your scope")
+    return t
+
+
+@router.post("/tests/{test_id}/complete")
+def complete(test_id: str, request: Request, actor: Actor = Depends(current_actor),
+             conn: Connection = Depends(write_conn)) -> dict:
+    """Evaluate a test from the telemetry of its window (the platform's configured telemetry source)."""
+    source = getattr(request.app.state, "telemetry_source", None)
+    if source is None:
+        raise Conflict("no telemetry source is configured for this platform instance")
+    return ver.complete(conn, actor, test_id, source)
+
+
+@router.get("/report")
+def report(actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn)) -> dict:
+    """Declared versus verified capability per operator (within your scope)."""
+    scope = scope_of(actor)
+    if scope.owner_id:
+        raise Forbidden("the verification report is for the center and operators")
+    return {"items": ver.declared_vs_verified(conn, scope.operator_id)}

@@ -1,0 +1,128 @@
+"""HTTP API of issue 4: admission, resource access, contracts, verification, exports, targets."""
+
+import io
+from datetime import UTC, datetime
+
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from fastapi.testclient import TestClient
+
+from openvpp.api.app import create_app
+from openvpp.services import accounts
+from openvpp.store import audit, db
+from tests._server import serve
+from tests.test_verification import flat_source
+
+PASSWORD = "correct-horse"
+
+
+@pytest.fixture
+def api(loaded):
+    with db.get_engine(loaded.database_url).begin() as conn:
+        for name, role, op, own in (("admin", "city_admin", None, None), ("op1", "operator_admin", "OP01", None),
+                                    ("own2", "owner", None, "OW2"), ("aud", "auditor", None, None)):
+            accounts.create_user(conn, audit.SYSTEM, name, PASSWORD, role, op, own, rounds=4)
+    app = create_app(loaded)
+    with TestClient(app) as c:
+        c.app_state = app.state
+        yield c
+
+
+def h(client, user):
+    r = client.post("/api/v1/auth/token", data={"username": user, "password": PASSWORD})
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def test_operator_admission_over_http(api, loaded):
+    admin = h(api, "admin")
+    with serve(create_app(loaded)) as tss:
+        r = api.post("/api/v1/operators", json={"operator_id": "OP20", "name": "Tianhe Cooling", "kind":
+                                                "central_ac_aggregator", "tss_endpoint": tss}, headers=admin)
+        assert r.status_code == 201 and r.json()["state"] == "applied"
+        assert api.post("/api/v1/operators", json={"operator_id": "OP20", "name": "again", "kind":
+                                                   "central_ac_aggregator"}, headers=admin).status_code == 409
+        r = api.post("/api/v1/operators/OP20/transitions", json={"action": "start_review"}, headers=admin)
+        assert r.status_code == 200, r.text
+        checks = {c["check"]: c["passed"] for c in r.json()["checks"]}
+        assert checks == {"tss_registered": True, "tss_connectivity": True, "trading_unit": False,
+                          "minute_level": False}
+        r = api.post("/api/v1/operators/OP20/transitions", json={"action": "admit", "reason": "ok"}, headers=admin)
+        assert r.status_code == 409 and "trading_unit" in r.json()["message"]
+    r = api.post("/api/v1/operators/OP20/transitions", json={"action": "fly", "reason": "x"}, headers=admin)
+    assert r.status_code == 409 and "unknown action" in r.json()["message"]
+    got = api.get("/api/v1/operators/OP20", headers=admin).json()
+    assert got["state"] == "under_review" and len(got["checks"]) == 4
+    assert api.get("/api/v1/operators/OP20", headers=h(api, "op1")).status_code == 403
+    units = api.get("/api/v1/operators/OP01/trading-units", headers=h(api, "op1")).json()["units"]
+    assert {u["clearing_node"]: u["declared_kw_min_duration"] for u in units} == {"GZ-HZ-S01": 300.0,
+                                                                                 "GZ-TH-S01": 860.0}
+
+
+def test_transitions_transfer_history_contracts(api):
+    admin = h(api, "admin")
+    r = api.post("/api/v1/resources/transitions", json={"resource_ids": ["R1", "R2"], "action": "approve"},
+                 headers=admin)
+    assert r.status_code == 409 and "'approve' needs state registered" in r.json()["message"]
+    r = api.post("/api/v1/resources/R7/transfer", json={"to_operator": "OP01", "reason": "new contract"},
+                 headers=admin)
+    assert r.status_code == 200 and r.json()["operator_id"] == "OP01"
+    r = api.post("/api/v1/resources/R4/transfer", json={"to_operator": "OP01", "reason": "x"}, headers=h(api, "op1"))
+    assert r.status_code == 403
+    api.post("/api/v1/resources/R4/transfer", json={"to_operator": "OP01", "reason": "merger"}, headers=admin)
+    hist = api.get("/api/v1/resources/R4/history", headers=admin).json()
+    assert [link["operator_id"] for link in hist["closed_links"]] == ["OP02"]
+    assert hist["audit"][0]["action"] == "resource.transfer"
+    r = api.post("/api/v1/contracts", json={"owner_id": "OW3", "operator_id": "OP01", "scheme": "fixed",
+                                            "valid_from": "2025-01-01", "owner_share": 1.5}, headers=admin)
+    assert r.status_code == 422 and r.json()["violations"][0]["field"] == "owner_share"
+    r = api.post("/api/v1/contracts", json={"owner_id": "OW3", "operator_id": "OP01", "scheme": "fixed",
+                                            "valid_from": "2025-01-01", "owner_share": 0.55}, headers=h(api, "op1"))
+    assert r.status_code == 201
+    assert len(api.get("/api/v1/contracts?owner_id=OW3", headers=admin).json()["items"]) == 1
+    assert api.get("/api/v1/contracts?operator_id=OP02", headers=h(api, "op1")).status_code == 403
+
+
+def test_verification_over_http(api):
+    admin = h(api, "admin")
+    start = datetime(2025, 7, 15, 6, 0, tzinfo=UTC).isoformat()
+    r = api.post("/api/v1/verification/tests", json={"target_kind": "resource", "target_id": "R1",
+                                                     "window_start": start}, headers=admin)
+    assert r.status_code == 201 and r.json()["instruction"]["resources"] == {"R1": 160.0}
+    test_id = r.json()["test_id"]
+    assert api.post(f"/api/v1/verification/tests/{test_id}/complete", headers=admin).status_code == 409
+    api.app_state.telemetry_source = flat_source({"R1": (150.0, 1)})
+    r = api.post(f"/api/v1/verification/tests/{test_id}/complete", headers=admin)
+    assert r.status_code == 200 and r.json()["grade"] == "A"
+    rep = api.get("/api/v1/verification/report", headers=h(api, "op1")).json()["items"]
+    assert [(x["operator_id"], x["tested"], x["grade_a"]) for x in rep] == [("OP01", 1, 1)]
+    assert api.get("/api/v1/verification/report", headers=h(api, "own2")).status_code == 403
+
+
+def test_exports_reimport_and_respect_scope(api):
+    api.post("/api/v1/resources/R6/transfer", json={"to_operator": "OP01", "reason": "x"}, headers=h(api, "admin"))
+    r = api.post("/api/v1/resources/R7/transfer", json={"to_operator": "OP01", "reason": "x"},
+                 headers=h(api, "admin"))
+    assert r.status_code == 200
+    r = api.get("/api/v1/resources/export?format=csv", headers=h(api, "op1"))
+    assert r.status_code == 200
+    table = pacsv.read_csv(io.BytesIO(r.content))
+    assert sorted(table.column("resource_id").to_pylist()) == ["R1", "R2", "R3", "R6", "R7"]
+    since = dict(zip(table.column("resource_id").to_pylist(), table.column("operator_since").to_pylist(),
+                     strict=True))
+    assert since["R1"] is None and since["R7"] is not None
+    assert table.column_names[:3] == ["resource_id", "name", "resource_type"]
+    r = api.get("/api/v1/resources/export?format=parquet&district_id=GZ-HZ", headers=h(api, "admin"))
+    t = pq.read_table(io.BytesIO(r.content))
+    assert sorted(t.column("resource_id").to_pylist()) == ["R4", "R5", "R6", "R7"]
+    assert set(t.column("district_id").to_pylist()) == {"GZ-HZ"}
+    assert api.get("/api/v1/resources/export?format=xml", headers=h(api, "admin")).status_code == 422
+
+
+def test_targets_report_by_district_and_type(api):
+    rep = api.get("/api/v1/reports/targets", headers=h(api, "admin")).json()
+    by_type = {t["resource_type"]: t for t in rep["by_type"]}
+    assert by_type["central_ac"]["connected_mw"] == pytest.approx(2.3)
+    assert by_type["central_ac"]["adjustable_mw"] == pytest.approx(0.46)
+    assert by_type["central_ac"]["verified_mw"] == 0 and by_type["central_ac"]["verified_resources"] == 0
+    assert {d["node_id"] for d in rep["by_district"]} == {"GZ-HZ", "GZ-TH"}
