@@ -55,3 +55,22 @@ def test_city_load_summary_and_failed_import_on_postgres(tmp_path, mini_city, db
     assert sum(r["resources"] for r in rows) == 7      # nothing written
     p = run(["city", "load", str(mini_city)], tmp_path, db_url, check=False)
     assert p.returncode == 2 and "already holds a city" in p.stderr
+
+
+def test_center_commands_operators_transfer_export_verify(tmp_path, mini_city, db_url):
+    run(["city", "load", str(mini_city)], tmp_path, db_url)
+    ops = json.loads(run(["operators", "list", "--json", "--state", "admitted"], tmp_path, db_url).stdout)
+    assert [o["operator_id"] for o in ops] == ["OP01", "OP02"]
+    p = run(["operators", "transition", "OP03", "admit", "--reason", "x"], tmp_path, db_url, check=False)
+    assert p.returncode == 2 and "'admit' needs state under_review" in p.stderr
+    run(["resources", "transfer", "R7", "--to", "OP02", "--reason", "signed"], tmp_path, db_url)
+    run(["resources", "export", str(tmp_path / "hz.csv"), "--district", "GZ-HZ"], tmp_path, db_url)
+    lines = (tmp_path / "hz.csv").read_text().splitlines()
+    assert len(lines) == 5 and lines[0].startswith('"resource_id","name","resource_type"')
+    units = json.loads(run(["operators", "units", "OP01", "--json"], tmp_path, db_url).stdout)
+    assert {u["clearing_node"] for u in units} == {"GZ-HZ-S01", "GZ-TH-S01"}
+    out = json.loads(run(["verify", "schedule", "resource", "R1", "--start", "2025-07-15T14:00:00+08:00"],
+                         tmp_path, db_url).stdout)
+    assert out["resources"] == {"R1": 160.0}
+    rep = json.loads(run(["verify", "report", "--json"], tmp_path, db_url).stdout)
+    assert {r["operator_id"] for r in rep} == {"OP01", "OP02"}

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from openvpp.cli import admin
 from openvpp.core.errors import OpenVPPError
 from openvpp.core.settings import Settings
 
@@ -25,7 +26,11 @@ EXAMPLES = """[bold]Examples[/bold] (each command's --help has more):
   openvpp city load var/city-1m                        load a generated city (all or nothing)
   openvpp resources import new.csv                     add resources; bad rows named, nothing written
   openvpp resources summary --by district --json       connected / adjustable capacity
-  openvpp report targets                               progress against the 2025-2027 targets
+  openvpp report targets --by type                     progress against the 2025-2027 targets
+  openvpp operators transition OP20 admit --reason "file complete"
+  openvpp resources transfer R1 --to OP02 --reason merger
+  openvpp resources export haizhu.parquet --format parquet --district GZ-HZ
+  openvpp verify schedule trading_unit OP01@GZ-TH-S01 --start 2025-07-15T14:00+08:00
   openvpp users create alice --role operator_admin --operator OP01
 """
 
@@ -41,8 +46,12 @@ users_app = typer.Typer(help="Accounts. Example: openvpp users create alice --ro
                         no_args_is_help=True)
 report_app = typer.Typer(help="Reports. Example: openvpp report targets --json", no_args_is_help=True)
 for sub, name in ((db_app, "db"), (sim_app, "sim"), (city_app, "city"), (res_app, "resources"),
-                  (users_app, "users"), (report_app, "report")):
+                  (users_app, "users"), (report_app, "report"), (admin.operators_app, "operators"),
+                  (admin.verify_app, "verify")):
     app.add_typer(sub, name=name)
+res_app.command("transition")(admin.resources_transition)
+res_app.command("transfer")(admin.resources_transfer)
+res_app.command("export")(admin.resources_export)
 
 err = Console(stderr=True)
 out = Console()
@@ -219,7 +228,8 @@ def resources_summary(by: str = typer.Option("district", help="district|substati
 
 
 @report_app.command("targets")
-def report_targets(as_json: bool = typer.Option(False, "--json", help="print JSON only")) -> None:
+def report_targets(as_json: bool = typer.Option(False, "--json", help="print JSON only"),
+                   by: str = typer.Option("district", help="district or type")) -> None:
     """Connected and adjustable capacity against the plan's 2025-2027 targets.
 
     Example: openvpp report targets --json
@@ -238,6 +248,15 @@ def report_targets(as_json: bool = typer.Option(False, "--json", help="print JSO
     for t in rep["targets"]:
         out.print(f"  {t['year']}: connected {t['connected_progress']:.1%} of {t['connected_mw']:,.0f} MW, "
                   f"adjustable {t['adjustable_progress']:.1%} of {t['adjustable_mw']:,.0f} MW")
+    rows = rep["by_district"] if by == "district" else rep["by_type"]
+    key = "name" if by == "district" else "resource_type"
+    t = Table(title=f"by {by}")
+    for col in (by, "resources", "connected MW", "adjustable MW", "verified MW"):
+        t.add_column(col, justify="left" if col == by else "right")
+    for r in rows:
+        t.add_row(str(r[key]), f"{r['resources']:,}", f"{r['connected_mw']:,.2f}", f"{r['adjustable_mw']:,.2f}",
+                  f"{r['verified_mw']:,.2f}")
+    out.print(t)
 
 
 # ---------------------------------------------------------------- users
