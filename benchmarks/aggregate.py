@@ -26,14 +26,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import city, drop_pg_database, pg_database, result, timed  # noqa: E402
-from openvpp.kernels.aggregate import group_sum, group_sum_2d  # noqa: E402
 from openvpp.services import registry, registry_arrays  # noqa: E402
-from openvpp.services.registry_arrays import RegistryArrays  # noqa: E402
 from openvpp.store import db  # noqa: E402
 
 LEVELS = ("district", "substation", "feeder", "transformer_area")
@@ -47,25 +43,6 @@ def sql_group_by(by: list[str]) -> str:
     return (f"SELECT {keys}, count(*), sum(r.capacity_kw), sum(r.adjustable_down_kw), sum(r.adjustable_up_kw), "
             f"sum(coalesce(r.verified_down_kw, 0)) FROM resources r JOIN grid_nodes g ON g.node_id = r.ta_id "
             f"WHERE r.state = 'active' GROUP BY {keys}")
-
-
-def columnar(reg: RegistryArrays, by: list[str]) -> tuple[list[np.ndarray], np.ndarray]:
-    """``registry_arrays.aggregate`` returning columns: the label arrays of the non-empty groups and
-    their sums (connected, down, up, verified down, count), shape (5, groups)."""
-    m = reg.codes["state"] == reg.code_of("state", "active")
-    v = reg.values
-    quantities = (v["capacity_kw"], v["adjustable_down_kw"], v["adjustable_up_kw"],
-                  np.nan_to_num(v["verified_down_kw"]))
-    cols = [registry_arrays.LEVELS[b] for b in by]
-    cats = [np.array(reg.categories[c] + [None], dtype=object) for c in cols]
-    codes = [np.where(reg.codes[c] < 0, len(k) - 1, reg.codes[c]) for c, k in zip(cols, cats, strict=True)]
-    if len(by) == 1:
-        sums = group_sum(codes[0], len(cats[0]), *quantities, mask=m)
-        g = np.flatnonzero(sums[-1])
-        return [cats[0][g]], sums[:, g]
-    sums = group_sum_2d(codes[0], len(cats[0]), codes[1], len(cats[1]), *quantities, mask=m)
-    a, b = np.nonzero(sums[-1])
-    return [cats[0][a], cats[1][b]], sums[:, a, b]
 
 
 def main() -> None:
@@ -111,7 +88,7 @@ def main() -> None:
                 registry_arrays.aggregate(reg, by)
                 arr_s, out = timed(lambda by=by: registry_arrays.aggregate(reg, by), repeat)
                 assert len(out) == sql_groups, (by, len(out), sql_groups)
-                col_s, (_labels, sums) = timed(lambda by=by: columnar(reg, by), repeat)
+                col_s, (_labels, sums) = timed(lambda by=by: registry_arrays.aggregate_columns(reg, by), repeat)
                 assert sums.shape[1] == sql_groups
                 label = " x ".join(by)
                 rows.append({"by": label, "groups": sql_groups, "arrays_ms": round(arr_s * 1000, 2),
@@ -120,15 +97,19 @@ def main() -> None:
                 print(f"{label:<28} {sql_groups:>8,} groups   arrays {arr_s * 1000:8.1f} ms "
                       f"(columnar {col_s * 1000:6.1f} ms)   SQL GROUP BY {sql_s * 1000:8.1f} ms   "
                       f"ratio {arr_s / sql_s:.3f}")
-        worst = max(rows, key=lambda r: r["arrays_ms"])
+        # headline: the aggregation itself (column-shaped, what the API pages from); the time to also
+        # build one Python dict per group is reported beside it
+        worst = max(rows, key=lambda r: r["columnar_ms"])
+        worst_rows = max(rows, key=lambda r: r["arrays_ms"])
         total_arr = sum(r["arrays_ms"] for r in rows)
         total_sql = sum(r["sql_ms"] for r in rows)
         worst_col = max(r["columnar_ms"] for r in rows)
-        print(f"slowest from arrays: {worst['by']} {worst['arrays_ms']:.1f} ms (target <= {TARGET_S * 1000:.0f} ms); "
+        print(f"slowest aggregation: {worst['by']} {worst['columnar_ms']:.1f} ms (target <= {TARGET_S * 1000:.0f} ms); "
+              f"with one dict per group: {worst_rows['by']} {worst_rows['arrays_ms']:.1f} ms; "
               f"all {len(rows)} aggregations: arrays {total_arr:.0f} ms, SQL {total_sql:.0f} ms; "
               f"slowest columnar {worst_col:.1f} ms")
-        result("aggregate", worst["arrays_ms"] / 1000, "s", worst["sql_ms"] / 1000, reg.n, target_s=TARGET_S,
-               slowest=worst["by"], total_arrays_s=round(total_arr / 1000, 4),
+        result("aggregate", worst["columnar_ms"] / 1000, "s", worst["sql_ms"] / 1000, reg.n, target_s=TARGET_S,
+               slowest=worst["by"], slowest_with_row_dicts_s=round(worst_rows["arrays_ms"] / 1000, 4), total_arrays_s=round(total_arr / 1000, 4),
                total_sql_s=round(total_sql / 1000, 4), slowest_columnar_s=round(worst_col / 1000, 4),
                load_arrays_s=round(load_s, 3), all=rows)
     finally:

@@ -99,33 +99,47 @@ def load(conn: Connection) -> RegistryArrays:
     return RegistryArrays.from_arrow(t)
 
 
-def aggregate(reg: RegistryArrays, by: list[str], active_only: bool = True,
-              mask: np.ndarray | None = None) -> list[dict]:
-    """Connected and adjustable totals grouped by one or two of ``LEVELS`` (e.g. ['district', 'type'])."""
+SUM_NAMES = ("connected_kw", "adjustable_down_kw", "adjustable_up_kw", "verified_down_kw")
+
+
+def _check_by(by: list[str]) -> None:
     if not 1 <= len(by) <= 2:
         raise InvalidInput(Violation("by", "give one or two groupings", by))
     for b in by:
         if b not in LEVELS:
             raise InvalidInput(Violation("by", f"must be among {', '.join(LEVELS)}", b))
+
+
+def aggregate_columns(reg: RegistryArrays, by: list[str], active_only: bool = True,
+                      mask: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Totals grouped by one or two of ``LEVELS``, column-shaped: the label arrays of the non-empty
+    groups (a missing value, e.g. no operator yet, is a group labelled None) and their sums, shape
+    (5, groups): connected, adjustable down, adjustable up, verified down (kW) and the count."""
+    _check_by(by)
     m = np.ones(reg.n, bool) if mask is None else mask.copy()
     if active_only:
         m &= reg.codes["state"] == reg.code_of("state", "active")
     v = reg.values
     quantities = (v["capacity_kw"], v["adjustable_down_kw"], v["adjustable_up_kw"],
                   np.nan_to_num(v["verified_down_kw"]))
-    names = ("connected_kw", "adjustable_down_kw", "adjustable_up_kw", "verified_down_kw")
     cols = [LEVELS[b] for b in by]
-    # a missing value (no operator yet, not verified) is a group of its own, labelled None
-    codes = [np.where(reg.codes[c] < 0, len(reg.categories[c]), reg.codes[c]) for c in cols]
+    cats = [np.array(reg.categories[c] + [None], dtype=object) for c in cols]
+    codes = [np.where(reg.codes[c] < 0, len(k) - 1, reg.codes[c]) for c, k in zip(cols, cats, strict=True)]
     if len(by) == 1:
-        cats = reg.categories[cols[0]] + [None]
-        sums = group_sum(codes[0], len(cats), *quantities, mask=m)
-        return [{by[0]: cats[i], **{k: float(sums[j, i]) for j, k in enumerate(names)},
-                 "resources": int(sums[-1, i])} for i in np.flatnonzero(sums[-1])]
-    ca, cb = reg.categories[cols[0]] + [None], reg.categories[cols[1]] + [None]
-    sums = group_sum_2d(codes[0], len(ca), codes[1], len(cb), *quantities, mask=m)
-    out = []
-    for i, k in zip(*np.nonzero(sums[-1]), strict=True):
-        out.append({by[0]: ca[i], by[1]: cb[k], **{n: float(sums[j, i, k]) for j, n in enumerate(names)},
-                    "resources": int(sums[-1, i, k])})
-    return out
+        sums = group_sum(codes[0], len(cats[0]), *quantities, mask=m)
+        g = np.flatnonzero(sums[-1])
+        return [cats[0][g]], sums[:, g]
+    sums = group_sum_2d(codes[0], len(cats[0]), codes[1], len(cats[1]), *quantities, mask=m)
+    a, b = np.nonzero(sums[-1])
+    return [cats[0][a], cats[1][b]], sums[:, a, b]
+
+
+def aggregate(reg: RegistryArrays, by: list[str], active_only: bool = True,
+              mask: np.ndarray | None = None) -> list[dict]:
+    """``aggregate_columns`` as one dict per group (e.g. ['district', 'type'])."""
+    labels, sums = aggregate_columns(reg, by, active_only, mask)
+    keys = [lab.tolist() for lab in labels]
+    values = [sums[j].tolist() for j in range(len(SUM_NAMES))]
+    counts = sums[-1].astype(np.int64).tolist()
+    return [{**{b: keys[k][i] for k, b in enumerate(by)}, **{n: values[j][i] for j, n in enumerate(SUM_NAMES)},
+             "resources": counts[i]} for i in range(len(counts))]
