@@ -126,3 +126,26 @@ def test_targets_report_by_district_and_type(api):
     assert by_type["central_ac"]["adjustable_mw"] == pytest.approx(0.46)
     assert by_type["central_ac"]["verified_mw"] == 0 and by_type["central_ac"]["verified_resources"] == 0
     assert {d["node_id"] for d in rep["by_district"]} == {"GZ-HZ", "GZ-TH"}
+
+
+def test_pools_over_http(api):
+    admin = h(api, "admin")
+    r = api.post("/api/v1/pools", json={"scenario": "local_congestion", "name": "Haizhu T001",
+                                        "rules": {"node_id": "GZ-HZ-S01-F01-T001"}}, headers=admin)
+    assert r.status_code == 201, r.text
+    pool_id = r.json()["pool_id"]
+    got = api.get(f"/api/v1/pools/{pool_id}?members_limit=10", headers=admin).json()
+    # under T001: R4 (120 kW down) and R5 (60 kW down) of OP02; R7 has no operator, so it is not a member
+    assert got["totals"]["count"] == 2 and got["totals"]["down_kw"] == pytest.approx(180.0)
+    members = got["totals"]["members"]
+    assert members["total"] == 2
+    assert sorted(m["resource_id"] if isinstance(m, dict) else m for m in members["items"]) == ["R4", "R5"]
+    r = api.post("/api/v1/pools", json={"scenario": "local_congestion", "rules": {"node_id": "GZ-HZ"}},
+                 headers=admin)
+    assert r.status_code == 422 and "node_id" in r.json()["violations"][0]["field"]
+    assert api.post("/api/v1/pools/defaults", headers=h(api, "op1")).status_code == 403
+    made = api.post("/api/v1/pools/defaults", headers=admin).json()["items"]
+    assert len(made) > 0
+    listed = api.get("/api/v1/pools?scenario=peak_shaving&evaluate=true", headers=admin).json()["items"]
+    city = next(p for p in listed if p["pool_id"] == "peak_shaving:GZ")
+    assert city["totals"]["count"] > 0

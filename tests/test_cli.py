@@ -74,3 +74,14 @@ def test_center_commands_operators_transfer_export_verify(tmp_path, mini_city, d
     assert out["resources"] == {"R1": 160.0}
     rep = json.loads(run(["verify", "report", "--json"], tmp_path, db_url).stdout)
     assert {r["operator_id"] for r in rep} == {"OP01", "OP02"}
+
+
+def test_pools_commands(tmp_path, mini_city, db_url):
+    run(["city", "load", str(mini_city)], tmp_path, db_url)
+    run(["pools", "defaults"], tmp_path, db_url)
+    run(["pools", "create", "local_congestion", "--rules", '{"node_id": "GZ-HZ-S01-F01-T001"}'], tmp_path, db_url)
+    rows = json.loads(run(["pools", "list", "--evaluate", "--json", "--scenario", "local_congestion"],
+                          tmp_path, db_url).stdout)
+    assert [(r["count"], r["down_kw"]) for r in rows] == [(2, 180.0)]
+    p = run(["pools", "create", "reserve", "--rules", "{bad"], tmp_path, db_url, check=False)
+    assert p.returncode == 2 and "not valid JSON" in p.stderr

@@ -182,3 +182,60 @@ def verify_report(operator_id: str | None = typer.Option(None, "--operator"),
         rows = ver.declared_vs_verified(conn, operator_id)
     _print(rows, as_json, "declared vs verified", ["operator_id", "resources", "declared_down_kw", "tested",
                                                    "verified_down_kw", "verified_ratio", "grade_c", "flagged"])
+
+
+pools_app = typer.Typer(help="Resource pools per scenario. Example: openvpp pools list --evaluate",
+                        no_args_is_help=True)
+
+
+@pools_app.command("presets")
+def pools_presets(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Scenario presets. Example: openvpp pools presets"""
+    from openvpp.services import pools
+
+    rows = pools.list_presets()
+    _print(rows, as_json, "pool presets", ["scenario", "description"])
+
+
+@pools_app.command("defaults")
+def pools_defaults() -> None:
+    """Create the preset pools for the city and each district. Example: openvpp pools defaults"""
+    from openvpp.services import pools
+
+    with _engine().begin() as conn:
+        made = pools.default_pools(conn, CENTER)
+    err.print(f"{len(made)} pool(s) defined")
+
+
+@pools_app.command("create")
+def pools_create(scenario: str, rules: str = typer.Option("{}", help="rules as JSON"),
+                 name: str | None = None) -> None:
+    """Define a pool. Example: openvpp pools create local_congestion --rules '{"node_id": "GZ-HZ-S01-F01-T001"}'"""
+    from openvpp.services import pools
+
+    try:
+        with _engine().begin() as conn:
+            row = pools.create_pool(conn, CENTER, {"scenario": scenario, "rules": json.loads(rules),
+                                                   **({"name": name} if name else {})})
+    except OpenVPPError as exc:
+        _fail(exc)
+    except json.JSONDecodeError as exc:
+        err.print(f"[red]error:[/red] rules: not valid JSON ({exc})")
+        raise typer.Exit(2) from exc
+    err.print(f"pool {row['pool_id']} defined")
+
+
+@pools_app.command("list")
+def pools_list(scenario: str | None = None, evaluate: bool = typer.Option(False, "--evaluate"),
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Pools, with their totals. Example: openvpp pools list --scenario peak_shaving --evaluate"""
+    from openvpp.services import pools
+
+    with _engine().connect() as conn:
+        rows = pools.list_pools(conn, None, scenario)
+        if evaluate and rows:
+            totals = {t["pool_id"]: t for t in pools.evaluate(conn, [r["pool_id"] for r in rows])}
+            rows = [{**r, **{k: totals[r["pool_id"]][k] for k in ("count", "down_kw", "up_kw",
+                                                                  "energy_down_kwh")}} for r in rows]
+    _print(rows, as_json, "pools", ["pool_id", "scenario", "node_id"] +
+           (["count", "down_kw", "up_kw", "energy_down_kwh"] if evaluate else []))

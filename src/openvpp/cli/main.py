@@ -30,6 +30,7 @@ EXAMPLES = """[bold]Examples[/bold] (each command's --help has more):
   openvpp operators transition OP20 admit --reason "file complete"
   openvpp resources transfer R1 --to OP02 --reason merger
   openvpp resources export haizhu.parquet --format parquet --district GZ-HZ
+  openvpp pools defaults && openvpp pools list --evaluate
   openvpp verify schedule trading_unit OP01@GZ-TH-S01 --start 2025-07-15T14:00+08:00
   openvpp users create alice --role operator_admin --operator OP01
 """
@@ -47,7 +48,7 @@ users_app = typer.Typer(help="Accounts. Example: openvpp users create alice --ro
 report_app = typer.Typer(help="Reports. Example: openvpp report targets --json", no_args_is_help=True)
 for sub, name in ((db_app, "db"), (sim_app, "sim"), (city_app, "city"), (res_app, "resources"),
                   (users_app, "users"), (report_app, "report"), (admin.operators_app, "operators"),
-                  (admin.verify_app, "verify")):
+                  (admin.verify_app, "verify"), (admin.pools_app, "pools")):
     app.add_typer(sub, name=name)
 res_app.command("transition")(admin.resources_transition)
 res_app.command("transfer")(admin.resources_transfer)

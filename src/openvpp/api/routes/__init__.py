@@ -2,9 +2,23 @@
 
 from fastapi import FastAPI
 
-from openvpp.api.routes import access, auth, grid, meta, operators, reports, resources, tss, verification
+from openvpp.api.routes import (
+    access,
+    auth,
+    grid,
+    live,
+    meta,
+    operators,
+    pools,
+    reports,
+    resources,
+    telemetry,
+    tss,
+    verification,
+)
 
 
 def include(app: FastAPI) -> None:
-    for module in (meta, auth, grid, operators, access, resources, reports, tss, verification):
+    for module in (meta, auth, grid, operators, access, resources, pools, reports, tss, verification, telemetry,
+                   live):
         app.include_router(module.router, prefix="/api/v1")
