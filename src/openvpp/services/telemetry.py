@@ -403,6 +403,18 @@ class IngestResult:
 ACCEPTED_SUBJECT = "tele.accepted"
 
 
+@dataclass
+class Prepared:
+    """A validated batch waiting for its database write (``TelemetryService.commit``)."""
+
+    path: str
+    now_ms: int
+    received: int
+    batch: timeseries.RawBatch
+    rejected: dict[str, int]
+    refused_messages: int
+
+
 class TelemetryService:
     """Validate and store telemetry; every ingest path calls :meth:`ingest` or :meth:`ingest_messages`.
 
@@ -447,14 +459,9 @@ class TelemetryService:
         return rows, reason
 
     # -- the ingest
-    def ingest(self, points: Points, path: str, source: str | np.ndarray, operator_id: str | None = None,
-               expected_operator: np.ndarray | None = None, refused_messages: int = 0) -> IngestResult:
-        """Validate ``points``, store the accepted ones idempotently, count and log the rejected ones.
-
-        ``path`` names the ingest path in the counters (``mqtt``, ``http``...); ``source`` the
-        gateway or key that reported the points (one string or one per point); ``operator_id``
-        fences the batch to one operator's devices (None = a city-wide sender).
-        """
+    def prepare(self, points: Points, path: str, source: str | np.ndarray, operator_id: str | None = None,
+                expected_operator: np.ndarray | None = None, refused_messages: int = 0) -> Prepared:
+        """Validate ``points`` (no database write): the accepted batch and the counted rejections."""
         now_ms = int(self.clock() * 1000)
         if expected_operator is None and operator_id is not None:
             expected_operator = np.int64(self.index().operator_code(operator_id))
@@ -465,31 +472,50 @@ class TelemetryService:
         src = np.full(len(ok), source, dtype=object) if src.ndim == 0 else src[ok]
         batch = timeseries.RawBatch(good.device, good.ts_ms, good.p_kw, good.q_kvar, good.e_kwh, good.eq_kvarh,
                                     good.soc, good.qf, src)
-        rejected = count_reasons(reason)
+        return Prepared(path, now_ms, len(points), batch, count_reasons(reason), refused_messages)
+
+    def commit(self, prep: Prepared) -> IngestResult:
+        """Store a prepared batch idempotently with its counters (one transaction); publish it; log rejections.
+
+        Safe to repeat after a failure: points already stored count as duplicates."""
+        batch = prep.batch
         with self.engine.begin() as conn:
             written = timeseries.write_points(conn, batch)
-            counts = {"accepted": len(ok), "inserted": written.inserted, "duplicate": written.duplicates,
-                      "refused_message": refused_messages, **rejected}
-            day = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(_TZ).date()
-            timeseries.add_counters(conn, day, path, counts)
-        result = IngestResult(len(points), written.inserted, written.duplicates, rejected, refused_messages)
+            counts = {"accepted": len(batch), "inserted": written.inserted, "duplicate": written.duplicates,
+                      "refused_message": prep.refused_messages, **prep.rejected}
+            day = datetime.fromtimestamp(prep.now_ms / 1000, UTC).astimezone(_TZ).date()
+            timeseries.add_counters(conn, day, prep.path, counts)
+        result = IngestResult(prep.received, written.inserted, written.duplicates, prep.rejected,
+                              prep.refused_messages)
         with self._lock:
             for k, v in counts.items():
                 self.totals[k] = self.totals.get(k, 0) + int(v)
-        if rejected or refused_messages:
-            log.warning("telemetry %s: rejected %d of %d points %s, refused %d messages", path,
-                        sum(rejected.values()), len(points), rejected, refused_messages)
-        if self.publish is not None and len(ok):
-            self.publish(ACCEPTED_SUBJECT, encode_columns(path, good.device.tolist(), good.ts_ms, good.p_kw,
-                                                          soc=good.soc))
+        if prep.rejected or prep.refused_messages:
+            log.warning("telemetry %s: rejected %d of %d points %s, refused %d messages", prep.path,
+                        sum(prep.rejected.values()), prep.received, prep.rejected, prep.refused_messages)
+        if self.publish is not None and len(batch):
+            self.publish(ACCEPTED_SUBJECT, encode_columns(prep.path, batch.device.tolist(), batch.ts_ms, batch.p_kw,
+                                                          soc=batch.soc))
         return result
 
-    def ingest_messages(self, messages: Sequence[tuple[str, bytes]], path: str = "mqtt") -> IngestResult:
-        """Gateway messages ``(topic, payload)`` on ``.../tele/{operator_id}/{gateway_id}``, validated together.
+    def ingest(self, points: Points, path: str, source: str | np.ndarray, operator_id: str | None = None,
+               expected_operator: np.ndarray | None = None, refused_messages: int = 0) -> IngestResult:
+        """Validate ``points``, store the accepted ones idempotently, count and log the rejected ones.
 
-        A message that cannot be decoded is refused whole (counted as ``refused_message``); the
-        points of the others are checked against the operator named by their topic.
+        ``path`` names the ingest path in the counters (``mqtt``, ``http``...); ``source`` the
+        gateway or key that reported the points (one string or one per point); ``operator_id``
+        fences the batch to one operator's devices (None = a city-wide sender).
         """
+        return self.commit(self.prepare(points, path, source, operator_id, expected_operator, refused_messages))
+
+    def ingest_messages(self, messages: Sequence[tuple[str, bytes]], path: str = "mqtt") -> IngestResult:
+        """Gateway messages ``(topic, payload)`` on ``.../tele/{operator_id}/{gateway_id}``, validated together."""
+        return self.commit(self.prepare_messages(messages, path))
+
+    def prepare_messages(self, messages: Sequence[tuple[str, bytes]], path: str = "mqtt") -> Prepared:
+        """Decode and validate gateway messages; a message that cannot be decoded is refused whole
+        (counted as ``refused_message``); the points of the others are checked against the
+        operator named by their topic."""
         parts: list[Points] = []
         sources: list[np.ndarray] = []
         ops: list[np.ndarray] = []
@@ -511,9 +537,9 @@ class TelemetryService:
             sources.append(np.full(len(pts), str(gw or gateway_id)[:64], dtype=object))
             ops.append(np.full(len(pts), idx.operator_code(operator_id), np.int64))
         if not parts:
-            return self.ingest(Points.empty(), path, "", refused_messages=refused)
-        return self.ingest(Points.concat(parts), path, np.concatenate(sources),
-                           expected_operator=np.concatenate(ops), refused_messages=refused)
+            return self.prepare(Points.empty(), path, "", refused_messages=refused)
+        return self.prepare(Points.concat(parts), path, np.concatenate(sources),
+                            expected_operator=np.concatenate(ops), refused_messages=refused)
 
     # -- upkeep
     def refresh_rollups(self, include_open: bool = False, grace_s: float = 5.0, max_buckets: int = 120) -> int:

@@ -200,9 +200,9 @@ def minute_buckets(ts_ms: np.ndarray, quality: np.ndarray | None = None) -> np.n
 
 
 STAGE_COLUMNS = "device_id, ts_ms, power_kw, reactive_kvar, energy_kwh, reactive_kvarh, soc, quality, source"
-_PG_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS telemetry_stage (device_id text, ts_ms bigint, power_kw float8, "
-             "reactive_kvar float8, energy_kwh float8, reactive_kvarh float8, soc float8, quality int2, source text) "
-             "ON COMMIT DELETE ROWS")
+_PG_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS telemetry_stage (device_id text COLLATE \"C\", ts_ms bigint, "
+             "power_kw float8, reactive_kvar float8, energy_kwh float8, reactive_kvarh float8, soc float8, "
+             "quality int2, source text)")
 _PG_INSERT = """
 INSERT INTO telemetry_raw (device_id, ts, power_kw, reactive_kvar, energy_kwh, reactive_kvarh, soc, quality,
                            source, received_at)
@@ -226,7 +226,7 @@ def _write_pg(conn: Connection, batch: RawBatch, received_at: datetime) -> int:
         if not info.get("telemetry_stage"):
             cur.execute(_PG_STAGE)
             info["telemetry_stage"] = True
-        cur.execute("TRUNCATE telemetry_stage")
+        cur.execute("TRUNCATE telemetry_stage")   # a temp table is never vacuumed: empty it, do not DELETE
         payload = stage_csv(batch)
         with cur.copy(f"COPY telemetry_stage ({STAGE_COLUMNS}) FROM STDIN (FORMAT csv)") as cp:
             view = memoryview(payload)

@@ -142,9 +142,12 @@ class MqttIngest:
             log.warning("mqtt ingest: could not record the %s gap: %s", kind, exc)
 
     async def _pump(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        """Receive → decode/validate → commit → PUBACK, pipelined: while batch N is being written,
+        batch N+1 is received and validated; acknowledgements go out in order, after each commit."""
         messages = client.messages
         it = aiter(messages)
         stopper = asyncio.ensure_future(stop.wait())
+        storing: asyncio.Task | None = None
         try:
             while not stop.is_set():
                 nxt = asyncio.ensure_future(anext(it))
@@ -158,44 +161,50 @@ class MqttIngest:
                 while size < self.max_batch_bytes:
                     if len(messages) == 0:
                         left = deadline - time.monotonic()
-                        if left <= 0:
+                        if left <= 0 or (storing is not None and storing.done()):
                             break
                         await asyncio.sleep(min(left, 0.005))
                         continue
                     m = await anext(it)
                     batch.append(m)
                     size += len(m.payload)
-                await self._store(batch, stop)
-                for m in batch:
-                    if m.qos > 0:
-                        client._client.ack(m.mid, m.qos)
+                msgs = [(m.topic.value, bytes(m.payload)) for m in batch]
+                prepared = await asyncio.to_thread(self.service.prepare_messages, msgs, "mqtt")
+                if storing is not None:
+                    await storing          # in order: batch N is committed and acknowledged first
+                storing = asyncio.create_task(self._commit_and_ack(client, batch, prepared, stop))
                 if time.monotonic() - self._last_refresh > self.refresh_every_s:
                     self._last_refresh = time.monotonic()
+                    await storing
                     await self._refresh_rollups()
         finally:
             stopper.cancel()
+            if storing is not None:
+                await storing
 
-    async def _store(self, batch: list, stop: asyncio.Event) -> None:
-        msgs = [(m.topic.value, bytes(m.payload)) for m in batch]
+    async def _commit_and_ack(self, client: aiomqtt.Client, batch: list, prepared, stop: asyncio.Event) -> None:
         backoff = 0.2
         down_since: datetime | None = None
         reason = ""
         while True:
             try:
-                result = await asyncio.to_thread(self.service.ingest_messages, msgs, "mqtt")
+                result = await asyncio.to_thread(self.service.commit, prepared)
                 break
             except DBAPIError as exc:
                 if down_since is None:
                     down_since, reason = datetime.now(UTC), str(exc).splitlines()[0]
                     log.warning("mqtt ingest: database unavailable (%s); keeping %d messages and retrying",
-                                reason, len(msgs))
+                                reason, len(batch))
                 if stop.is_set():
-                    raise aiomqtt.MqttError("stopped while the database was down") from exc
+                    return   # not acknowledged: the broker delivers them again to the next session
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
         if down_since is not None:
             self._gap("database", down_since, reason)
         self.stats.add(len(batch), result)
+        for m in batch:
+            if m.qos > 0:
+                client._client.ack(m.mid, m.qos)
 
     async def _refresh_rollups(self) -> None:
         try:

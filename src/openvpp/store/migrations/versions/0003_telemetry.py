@@ -5,6 +5,7 @@ Revises: 0001
 """
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision = "0003"
 down_revision = "0001"
@@ -13,12 +14,13 @@ depends_on = None
 
 AUTO_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 TZ = sa.DateTime(timezone=True)
+DEVICE_ID = sa.String(64).with_variant(postgresql.VARCHAR(64, collation="C"), "postgresql")
 
 
 def upgrade() -> None:
     op.create_table(
         "telemetry_raw",
-        sa.Column("device_id", sa.String(64), nullable=False),
+        sa.Column("device_id", DEVICE_ID, nullable=False),
         sa.Column("ts", TZ, nullable=False),
         sa.Column("power_kw", sa.Float(), nullable=False),
         sa.Column("reactive_kvar", sa.Float()),
@@ -35,7 +37,7 @@ def upgrade() -> None:
     op.create_table(
         "telemetry_rollup",
         sa.Column("step_s", sa.Integer(), nullable=False),
-        sa.Column("device_id", sa.String(64), nullable=False),
+        sa.Column("device_id", DEVICE_ID, nullable=False),
         sa.Column("bucket", TZ, nullable=False),
         sa.Column("n", sa.Integer(), nullable=False),
         sa.Column("power_sum_kw", sa.Float(), nullable=False),
