@@ -70,7 +70,7 @@ def pandas_reference(state: LiveState, now_ms: int) -> dict:
     v = state.index.reg.values
     online, p, up, down = live_flex(state.p_kw, state.soc, state.last_ts_ms, now_ms,
                                     int(c.offline_intervals * c.interval_s * 1000), v["capacity_kw"],
-                                    v["adjustable_up_kw"], v["adjustable_down_kw"], state.bidirectional)
+                                    v["adjustable_up_kw"], v["adjustable_down_kw"], state.bidirectional, state.generator)
     df = pd.DataFrame({"p": p, "up": up, "down": down, "online": online})
     out = {}
     for level, (codes, _labels) in state.groups.items():
@@ -108,6 +108,7 @@ def main() -> None:
         keep = idx >= 0
         np.testing.assert_allclose(d["power_kw"][idx[keep]], g["power_kw"].to_numpy()[keep], rtol=1e-9, atol=1e-6)
         np.testing.assert_allclose(d["down_kw"][idx[keep]], g["down_kw"].to_numpy()[keep], rtol=1e-9, atol=1e-6)
+        np.testing.assert_allclose(d["up_kw"][idx[keep]], g["up_kw"].to_numpy()[keep], rtol=1e-9, atol=1e-6)
     city_row = totals.rows("city")[0]
     groups = {lv: len(lab) for lv, (_, lab) in state.groups.items()}
     print(f"feed of {updated:,} points: {feed_s:.3f} s; recompute of every level {groups}: {secs:.3f} s "

@@ -16,20 +16,22 @@ from tests.test_telemetry_api import api, login  # noqa: F401  (fixture)
 NOW = 1_764_000_000_000
 
 
-def test_flex_of_loads_storage_and_offline_devices():
+def test_flex_of_loads_pv_storage_and_offline_devices():
     online, p, up, down = live_flex(
         p_kw=np.array([100.0, 100.0, -50.0, 20.0, 20.0, 5.0]),
         soc=np.array([np.nan, np.nan, np.nan, 0.5, 0.99, np.nan]),
         last_ts_ms=np.array([NOW, NOW - 200_000, NOW, NOW, NOW, NO_TS]),
         now_ms=NOW, offline_after_ms=180_000,
         capacity_kw=np.array([150.0, 150.0, 100.0, 60.0, 60.0, 10.0]),
-        adjustable_up_kw=np.array([80.0, 80.0, 0.0, 60.0, 60.0, 5.0]),
-        adjustable_down_kw=np.array([160.0, 160.0, 100.0, 60.0, 60.0, 5.0]),
-        bidirectional=np.array([False, False, False, True, True, False]))
+        adjustable_up_kw=np.array([80.0, 80.0, 90.0, 60.0, 60.0, 5.0]),
+        adjustable_down_kw=np.array([160.0, 160.0, 0.0, 60.0, 60.0, 5.0]),
+        bidirectional=np.array([False, False, False, True, True, False]),
+        generator=np.array([False, False, True, False, False, False]))
     assert online.tolist() == [True, False, True, True, True, False]
     assert p.tolist() == [100.0, 0.0, -50.0, 20.0, 20.0, 0.0]
     assert down.tolist() == [100.0, 0.0, 0.0, 60.0, 60.0, 0.0]   # a load cannot shed more than it draws
-    assert up.tolist() == [50.0, 0.0, 0.0, 60.0, 0.0, 0.0]       # headroom to capacity; a full battery takes none
+    # headroom to capacity; PV curtails at most its 50 kW injection; a full battery takes no more
+    assert up.tolist() == [50.0, 0.0, 50.0, 60.0, 0.0, 0.0]
 
 
 @settings(max_examples=50, deadline=None)

@@ -47,7 +47,8 @@ SOC_EMPTY, SOC_FULL = 0.05, 0.95
 
 def live_flex(p_kw: np.ndarray, soc: np.ndarray, last_ts_ms: np.ndarray, now_ms: int, offline_after_ms: int,
               capacity_kw: np.ndarray, adjustable_up_kw: np.ndarray, adjustable_down_kw: np.ndarray,
-              bidirectional: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+              bidirectional: np.ndarray, generator: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Online flag, power and available flexibility of every device.
 
     Parameters
@@ -59,18 +60,23 @@ def live_flex(p_kw: np.ndarray, soc: np.ndarray, last_ts_ms: np.ndarray, now_ms:
     offline_after_ms : int — a device silent for longer is offline [ms].
     capacity_kw, adjustable_up_kw, adjustable_down_kw : (n,) float — registry values [kW].
     bidirectional : (n,) bool — storage / V2G: may swing both ways within its declared range.
+    generator : (n,) bool, optional — PV: net load ≤ 0; "up" is curtailment, at most what it injects.
 
     Returns
     -------
     online (n,) bool; power_kw, up_kw, down_kw (n,) float64, zero where offline.
-    ``down`` (load reduction) of a one-way device is bounded by its present load, ``up`` (load
-    increase) by its headroom to capacity; a bidirectional device keeps its declared range unless
-    its battery is empty (no down) or full (no up).
+    Sign convention of docs/city-files.md: net load at the meter, ``down`` lowers it, ``up`` raises
+    it. ``down`` of a one-way device is bounded by its present load, ``up`` by its headroom to
+    capacity (a generator's by its present injection: it can curtail no more than it makes); a
+    bidirectional device keeps its declared range unless its battery is empty (no down) or full (no up).
     """
     online = (last_ts_ms != NO_TS) & (now_ms - last_ts_ms <= offline_after_ms)
     with np.errstate(invalid="ignore"):
         one_way_down = np.minimum(adjustable_down_kw, np.maximum(p_kw, 0.0))
-        one_way_up = np.minimum(adjustable_up_kw, np.maximum(capacity_kw - p_kw, 0.0))
+        headroom = np.maximum(capacity_kw - p_kw, 0.0)
+        if generator is not None:
+            headroom = np.where(generator, np.maximum(-p_kw, 0.0), headroom)
+        one_way_up = np.minimum(adjustable_up_kw, headroom)
         two_way_down = np.where(soc <= SOC_EMPTY, 0.0, adjustable_down_kw)
         two_way_up = np.where(soc >= SOC_FULL, 0.0, adjustable_up_kw)
     down = np.where(bidirectional, two_way_down, one_way_down)
@@ -122,6 +128,8 @@ class LiveState:
         types = reg.categories["resource_type"]
         self.bidirectional = np.isin(reg.codes["resource_type"],
                                      [types.index(t) for t in BIDIRECTIONAL_TYPES if t in types])
+        self.generator = reg.codes["resource_type"] == (types.index("distributed_pv")
+                                                        if "distributed_pv" in types else -2)
         self.groups: dict[str, tuple[np.ndarray, list]] = {}
         for level, col in LEVELS.items():
             if col is None:
@@ -165,7 +173,8 @@ class LiveState:
         c = self.config
         online, power, up, down = live_flex(self.p_kw, self.soc, self.last_ts_ms, now_ms,
                                             int(c.offline_intervals * c.interval_s * 1000), v["capacity_kw"],
-                                            v["adjustable_up_kw"], v["adjustable_down_kw"], self.bidirectional)
+                                            v["adjustable_up_kw"], v["adjustable_down_kw"], self.bidirectional,
+                                            self.generator)
         mask = self.mask_of(scope)
         out = LiveTotals(datetime.fromtimestamp(now_ms / 1000, UTC), scope.label(), 0.0)
         for level in levels or tuple(self.groups):
@@ -199,7 +208,7 @@ class LiveState:
         online, power, up, down = live_flex(self.p_kw[sl], self.soc[sl], self.last_ts_ms[sl], now_ms,
                                             int(c.offline_intervals * c.interval_s * 1000), v["capacity_kw"][sl],
                                             v["adjustable_up_kw"][sl], v["adjustable_down_kw"][sl],
-                                            self.bidirectional[sl])
+                                            self.bidirectional[sl], self.generator[sl])
         ts = self.last_ts_ms[i]
         return {"device_id": device_id, "online": bool(online[0]),
                 "last_ts": None if ts == NO_TS else datetime.fromtimestamp(ts / 1000, UTC).isoformat(),
