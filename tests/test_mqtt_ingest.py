@@ -145,3 +145,29 @@ def test_embedded_broker_carries_telemetry_without_mosquitto(loaded):
 
     asyncio.run(main())
     assert count(loaded.database_url) == 1
+
+
+def test_command_channel_gets_each_devices_acknowledgement(mini_city):
+    from openvpp.adapters.mqtt.commands import CommandChannel
+    from openvpp.sim.devices import DeviceFleet, run_devices
+
+    root = unique_root()
+    url = f"mqtt://{MOSQUITTO}/{root}"
+    fleet = DeviceFleet.from_city(mini_city, speed=60.0)
+
+    async def main():
+        stop = asyncio.Event()
+        sim = asyncio.create_task(run_devices(fleet, url, stop))
+        await asyncio.sleep(0.5)   # the simulator subscribes to its commands
+        async with CommandChannel(url) as ch:
+            acks = await asyncio.gather(
+                ch.send("OP01", "R3", {"kind": "setpoint", "p": -100.0, "duration_s": 60}),
+                ch.send("OP02", "R5", {"kind": "limit", "max_kw": 10.0, "duration_s": 60}),
+                ch.send("OP01", "R1", {"kind": "dance"}))
+        stop.set()
+        await sim
+        return acks
+
+    acks = asyncio.run(main())
+    assert [(a["device"], a["status"]) for a in acks] == [("R3", "accepted"), ("R5", "accepted"), ("R1", "rejected")]
+    assert fleet.value_kw[fleet.pos["R3"]] == -100.0 and fleet.max_kw[fleet.pos["R5"]] == 10.0
