@@ -102,3 +102,18 @@ def test_live_api_and_sse_stream_follow_http_ingest_in_scope(api):  # noqa: F811
     assert events[0]["scope"] == "operator OP01"
     assert [(r["id"], r["power_kw"]) for r in events[0]["levels"]["operator"]] == [("OP01", 1300.0)]
     assert api.get("/api/v1/live/nodes/planet", headers=admin).status_code == 422
+
+
+def test_a_registry_reload_keeps_the_last_points_of_known_devices(loaded):
+    eng = db.get_engine(loaded.database_url)
+    with eng.connect() as conn:
+        old = LiveState(DeviceIndex.load(conn), TelemetryConfig())
+    ids = np.array(["R1", "R6"], dtype=object)
+    old.update(old.index.lookup(ids), np.array([NOW, NOW]), np.array([10.0, 20.0]), np.array([np.nan, np.nan]))
+    with eng.begin() as conn:
+        conn.exec_driver_sql("UPDATE resources SET state = 'retired' WHERE resource_id = 'R6'")
+    with eng.connect() as conn:
+        new = LiveState(DeviceIndex.load(conn), TelemetryConfig())
+    assert new.carry_over(old) == 1
+    assert new.device("R1", NOW)["power_kw"] == 10.0
+    assert "R6" not in new.index.pos

@@ -158,6 +158,15 @@ class LiveState:
         self.soc[dev[has_soc]] = soc[sel][has_soc]
         return int(len(dev))
 
+    def carry_over(self, old: LiveState) -> int:
+        """Take the last points of the devices ``old`` also knew (after a registry reload)."""
+        rows = self.index.lookup(old.index.reg.resource_id)
+        keep = (rows >= 0) & (old.last_ts_ms != NO_TS)
+        self.last_ts_ms[rows[keep]] = old.last_ts_ms[keep]
+        self.p_kw[rows[keep]] = old.p_kw[keep]
+        self.soc[rows[keep]] = old.soc[keep]
+        return int(keep.sum())
+
     def mask_of(self, scope: Scope) -> np.ndarray | None:
         reg = self.index.reg
         if scope.operator_id:
@@ -229,8 +238,10 @@ class LiveService:
     ``config.live_refresh_s`` seconds; SSE streams wait on :meth:`wait_tick`."""
 
     def __init__(self, engine: Engine, bus: Bus, config: TelemetryConfig | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, reload_every_s: float = 300.0):
         self.engine, self.bus = engine, bus
+        self.reload_every_s = reload_every_s
+        self._loaded_at = time.monotonic()
         self.config = config or TelemetryConfig.from_env()
         self.clock = clock
         self.state: LiveState | None = None
@@ -281,10 +292,21 @@ class LiveService:
         self.tick += 1
         return self.latest
 
+    def _reload(self) -> LiveState:
+        with self.engine.connect() as conn:
+            state = LiveState(DeviceIndex.load(conn), self.config)
+        state.carry_over(self.state)
+        return state
+
     async def _refresh(self) -> None:
         while True:
             await asyncio.sleep(self.config.live_refresh_s)
             try:
+                if time.monotonic() - self._loaded_at > self.reload_every_s:   # resources admitted or retired
+                    self._loaded_at = time.monotonic()
+                    fresh = await asyncio.to_thread(self._reload)
+                    fresh.carry_over(self.state)   # points that arrived while it loaded
+                    self.state = fresh
                 self.recompute()
             except Exception:
                 log.exception("live: recompute failed")

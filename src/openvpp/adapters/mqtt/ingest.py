@@ -65,11 +65,14 @@ class MqttIngest:
     protocol : 5 (default; Mosquitto) or 311 (the embedded amqtt broker).
     max_batch_bytes, max_wait_s : a database batch closes at this many payload bytes, or this long
         after its first message.
+    refresh_every_s, maintain_every_s : how often closed minutes are rolled up, and partitions
+        created ahead / the retention applied.
     """
 
     def __init__(self, service: TelemetryService, url: str, client_id: str = "openvpp-ingest",
                  protocol: int = 5, max_batch_bytes: int = 8 << 20, max_wait_s: float = 0.05,
-                 max_backoff_s: float = 5.0, session_expiry_s: int = 7 * 86400, refresh_every_s: float = 5.0):
+                 max_backoff_s: float = 5.0, session_expiry_s: int = 7 * 86400, refresh_every_s: float = 5.0,
+                 maintain_every_s: float = 3600.0):
         self.service = service
         self.mqtt = parse_url(url)
         self.client_id = client_id
@@ -79,6 +82,8 @@ class MqttIngest:
         self.max_backoff_s = max_backoff_s
         self.session_expiry_s = session_expiry_s
         self.refresh_every_s = refresh_every_s
+        self.maintain_every_s = maintain_every_s
+        self._last_maintain = time.monotonic()
         self.stats = IngestStats()
         self.connected = asyncio.Event()
         self.subscribed = asyncio.Event()
@@ -207,10 +212,14 @@ class MqttIngest:
                 client._client.ack(m.mid, m.qos)
 
     async def _refresh_rollups(self) -> None:
+        """Roll up the minutes that closed; once an hour, partitions ahead and retention too."""
         try:
             await asyncio.to_thread(self.service.refresh_rollups)
+            if time.monotonic() - self._last_maintain > self.maintain_every_s:
+                self._last_maintain = time.monotonic()
+                await asyncio.to_thread(self.service.maintain)
         except DBAPIError as exc:
-            log.warning("mqtt ingest: rollup refresh failed (%s); dirty buckets stay marked", exc)
+            log.warning("mqtt ingest: rollup refresh / upkeep failed (%s); dirty buckets stay marked", exc)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
