@@ -44,6 +44,26 @@ RESOURCE_MACHINE: dict[str, Transition] = {t.action: t for t in (
 )}
 
 
+#: event life: draft → published → declaring → cleared → executing → evaluating → settled, or cancelled
+EVENT_STATES = ("draft", "published", "declaring", "cleared", "executing", "evaluating", "settled", "cancelled")
+_EV_ROLES = [Role.CITY_ADMIN, Role.DISPATCHER]
+
+
+def _e(action: str, sources: list[str], target: str, needs_reason: bool = False) -> Transition:
+    return Transition(action, frozenset(sources), target, frozenset(_EV_ROLES), needs_reason)
+
+
+EVENT_MACHINE: dict[str, Transition] = {t.action: t for t in (
+    _e("publish", ["draft"], "published"),
+    _e("open", ["published"], "declaring"),
+    _e("clear", ["declaring", "published"], "cleared"),     # from published: mandatory (emergency) events
+    _e("execute", ["cleared"], "executing"),
+    _e("evaluate", ["executing"], "evaluating"),
+    _e("settle", ["evaluating"], "settled"),
+    _e("cancel", ["draft", "published", "declaring", "cleared"], "cancelled", needs_reason=True),
+)}
+
+
 def check(machine: dict[str, Transition], entity: str, entity_id: str, state: str, action: str,
           role: str, reason: str | None) -> Transition:
     """The transition for ``action`` from ``state`` by ``role``, or raise naming the rule."""
