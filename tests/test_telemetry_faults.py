@@ -102,19 +102,27 @@ def test_broker_restart_and_database_outage_lose_and_double_nothing(loaded, tmp_
             if not allowed:
                 a.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,))
 
-    async def on_sent(k):
+    async def restart_broker():
+        events.append("broker down")
+        await asyncio.to_thread(stop, broker["proc"])
+        await asyncio.sleep(1.0)
+        broker["proc"] = await asyncio.to_thread(start_mosquitto, tmp_path, port)
+        events.append("broker up")
+
+    async def database_outage():
+        events.append("database down")
+        await asyncio.to_thread(set_connections, False)
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(set_connections, True)
+        events.append("database up")
+
+    faults = []
+
+    async def on_sent(k):   # the faults run beside the stream: the publisher keeps going
         if k == N_MESSAGES // 3:
-            events.append("broker down")
-            await asyncio.to_thread(stop, broker["proc"])
-            await asyncio.sleep(1.0)
-            broker["proc"] = await asyncio.to_thread(start_mosquitto, tmp_path, port)
-            events.append("broker up")
+            faults.append(asyncio.create_task(restart_broker()))
         if k == 2 * N_MESSAGES // 3:
-            events.append("database down")
-            await asyncio.to_thread(set_connections, False)
-            await asyncio.sleep(1.5)
-            await asyncio.to_thread(set_connections, True)
-            events.append("database up")
+            faults.append(asyncio.create_task(database_outage()))
 
     def stored():
         with db.get_engine(loaded.database_url).connect() as conn:
@@ -127,6 +135,7 @@ def test_broker_restart_and_database_outage_lose_and_double_nothing(loaded, tmp_
         task = asyncio.create_task(ingest.run(halt))
         await asyncio.wait_for(ingest.subscribed.wait(), 10)
         await publish_reliably(port, msgs, on_sent)
+        await asyncio.gather(*faults)
         t0 = time.monotonic()
         while await asyncio.to_thread(stored) < expected and time.monotonic() - t0 < 60:
             await asyncio.sleep(0.2)
