@@ -117,3 +117,28 @@ def test_a_registry_reload_keeps_the_last_points_of_known_devices(loaded):
     assert new.carry_over(old) == 1
     assert new.device("R1", NOW)["power_kw"] == 10.0
     assert "R6" not in new.index.pos
+
+
+def test_pools_get_live_totals_of_their_members(loaded):
+    from openvpp.services import pools
+    from openvpp.services.live import _attach_pools
+
+    eng = db.get_engine(loaded.database_url)
+    with eng.begin() as conn:
+        created = pools.default_pools(conn)
+    assert created
+    with eng.connect() as conn:
+        state = LiveState(DeviceIndex.load(conn), TelemetryConfig())
+        _attach_pools(conn, state)
+        engine = pools.PoolEngine.from_db(conn)
+    ids = np.array(["R1", "R3", "R4", "R5", "R6"], dtype=object)
+    p = np.array([300.0, -100.0, 40.0, -20.0, 900.0])
+    state.update(state.index.lookup(ids), np.full(5, NOW), p, np.array([np.nan, 0.5, np.nan, 0.5, np.nan]))
+    t = state.compute(NOW)
+    rows = {r["id"]: r for r in t.rows("pool")}
+    assert set(rows) <= set(state.pool_ids) and rows
+    by_id = dict(zip(ids.tolist(), p.tolist(), strict=True))
+    for pool_id, row in rows.items():
+        members = engine.members(pool_id, 1000)["items"]
+        assert row["devices"] == len(members)
+        assert row["power_kw"] == sum(by_id.get(m, 0.0) for m in members)

@@ -138,6 +138,17 @@ class LiveState:
                 self.groups[level] = (reg.codes[col], list(reg.categories[col]))
         for name, hook in GROUP_HOOKS.items():
             self.groups[name] = hook(index)
+        #: overlapping groups (pools): ids and a (P, n) membership mask, see ``set_pools``
+        self.pool_ids: list[str] = []
+        self.pool_masks = np.zeros((0, n), bool)
+
+    def set_pools(self, pool_ids: list[str], masks: np.ndarray) -> None:
+        """Pools are overlapping groups (a device may sit in several): totals are masked sums."""
+        self.pool_ids, self.pool_masks = list(pool_ids), np.asarray(masks, bool)
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        return tuple(self.groups) + (("pool",) if self.pool_ids else ())
 
     def update(self, dev_idx: np.ndarray, ts_ms: np.ndarray, p_kw: np.ndarray, soc: np.ndarray) -> int:
         """Take the newest point of each device when it is newer than what is held; return devices updated."""
@@ -186,7 +197,10 @@ class LiveState:
                                             self.generator)
         mask = self.mask_of(scope)
         out = LiveTotals(datetime.fromtimestamp(now_ms / 1000, UTC), scope.label(), 0.0)
-        for level in levels or tuple(self.groups):
+        for level in levels or self.levels:
+            if level == "pool":
+                out.levels[level] = self._pool_totals(power, up, down, online, mask)
+                continue
             codes, labels = self.groups[level]
             sums = group_sum(codes, len(labels), power, up, down, online.astype(np.float64), mask=mask)
             out.levels[level] = {"ids": labels, "power_kw": sums[0], "up_kw": sums[1], "down_kw": sums[2],
@@ -206,6 +220,15 @@ class LiveState:
         sel = codes[(pcodes == pc) & (codes >= 0)]
         keep[np.unique(sel)] = True
         return keep
+
+    def _pool_totals(self, power, up, down, online, mask) -> dict:
+        cols = np.stack([power, up, down, online.astype(np.float64), np.ones(len(power))])   # (5, n)
+        sums = np.zeros((5, len(self.pool_ids)))
+        for k, members in enumerate(self.pool_masks):
+            sel = members if mask is None else members & mask
+            sums[:, k] = cols[:, sel].sum(axis=1)
+        return {"ids": self.pool_ids, "power_kw": sums[0], "up_kw": sums[1], "down_kw": sums[2],
+                "online": sums[3], "devices": sums[4]}
 
     def device(self, device_id: str, now_ms: int) -> dict:
         i = self.index.pos.get(device_id)
@@ -227,11 +250,23 @@ class LiveState:
 
 
 def check_level(level: str, state: LiveState) -> None:
-    if level not in state.groups:
-        raise InvalidInput(Violation("level", f"must be one of {', '.join(state.groups)}", level))
+    if level not in state.levels:
+        raise InvalidInput(Violation("level", f"must be one of {', '.join(state.levels)}", level))
 
 
 # ---------------------------------------------------------------- the running service
+
+def _attach_pools(conn, state: LiveState) -> None:
+    """The pools' member masks, evaluated by ``services.pools`` on the same registry arrays."""
+    from openvpp.services import pools
+
+    try:
+        engine = pools.PoolEngine.from_db(conn, reg=state.index.reg)
+    except Exception:   # the live view must come up even when pools cannot be evaluated
+        log.exception("live: pools could not be evaluated; live totals without pools")
+        return
+    state.set_pools([p.pool_id for p in engine.pools], engine.masks)
+
 
 class LiveService:
     """Keeps a :class:`LiveState` current from the bus and recomputes the city totals every
@@ -263,6 +298,7 @@ class LiveService:
         with self.engine.connect() as conn:
             index = DeviceIndex.load(conn)
             state = LiveState(index, self.config)
+            _attach_pools(conn, state)
             window_s = self.config.offline_intervals * self.config.interval_s
             since = datetime.fromtimestamp(self.clock() - window_s, UTC)
             t = telemetry_raw
@@ -295,6 +331,7 @@ class LiveService:
     def _reload(self) -> LiveState:
         with self.engine.connect() as conn:
             state = LiveState(DeviceIndex.load(conn), self.config)
+            _attach_pools(conn, state)
         state.carry_over(self.state)
         return state
 
