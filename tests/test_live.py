@@ -102,6 +102,13 @@ def test_live_api_and_sse_stream_follow_http_ingest_in_scope(api):  # noqa: F811
     assert events[0]["scope"] == "operator OP01"
     assert [(r["id"], r["power_kw"]) for r in events[0]["levels"]["operator"]] == [("OP01", 1300.0)]
     assert api.get("/api/v1/live/nodes/planet", headers=admin).status_code == 422
+    # a browser's EventSource cannot send headers: the token may come as a query parameter
+    token = admin["Authorization"].split()[1]
+    with api.stream("GET", f"/api/v1/live/stream?max_events=1&access_token={token}") as r:
+        assert r.status_code == 200
+        data = [json.loads(x[5:]) for x in r.iter_lines() if x.startswith("data:")]
+    assert data[0]["scope"] == "city"
+    assert api.get("/api/v1/live/stream?max_events=1&access_token=junk").status_code == 401
 
 
 def test_a_registry_reload_keeps_the_last_points_of_known_devices(loaded):

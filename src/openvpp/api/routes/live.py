@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from sqlalchemy import Connection
 
-from openvpp.api.deps import current_actor
+from openvpp.api.deps import current_actor, oauth2, read_conn
 from openvpp.api.routes.telemetry import runtime
-from openvpp.core.errors import InvalidInput, Violation
+from openvpp.core.errors import InvalidInput, NotFound, Violation
 from openvpp.services.live import check_level
 from openvpp.services.scope import scope_of
 from openvpp.store.audit import Actor
@@ -68,18 +69,23 @@ async def device(device_id: str, request: Request, actor: Actor = Depends(curren
     if i is not None and mask is not None and not mask[i]:
         i = None
     if i is None:
-        from openvpp.core.errors import NotFound
-
-        raise NotFound("device", device_id)
+        raise NotFound("device", device_id)   # outside the scope looks the same as absent
     return live.state.device(device_id, int(live.clock() * 1000))
+
+
+def stream_actor(request: Request, access_token: str | None = Query(
+                     None, description="the bearer token, for browsers' EventSource, which cannot send headers"),
+                 token: str | None = Depends(oauth2), conn: Connection = Depends(read_conn)) -> Actor:
+    return current_actor(request, token or access_token, conn)
 
 
 @router.get("/stream", response_class=EventSourceResponse)
 async def stream(request: Request, levels: str = Query(",".join(DEFAULT_STREAM_LEVELS)),
                  max_events: int = Query(0, ge=0, description="stop after this many events (0 = never)"),
-                 actor: Actor = Depends(current_actor)) -> AsyncIterator[ServerSentEvent]:
+                 actor: Actor = Depends(stream_actor)) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: one ``live`` event per recompute (every few seconds) with the totals of
-    ``levels`` in the caller's scope. In a browser: ``new EventSource('/api/v1/live/stream')``."""
+    ``levels`` in the caller's scope. In a browser:
+    ``new EventSource('/api/v1/live/stream?access_token=' + token)``."""
     scope = scope_of(actor)
     live = await _live(request)
     wanted = tuple(x for x in levels.split(",") if x)
