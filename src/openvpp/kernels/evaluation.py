@@ -1,0 +1,228 @@
+"""Measurement and verification: what each resource and trading unit delivered against what was cleared.
+
+Arrays, for every function here
+-------------------------------
+Rows are resources (``n``) or trading units (``u``), columns the ``s`` slots of an event window
+(15 minutes each, ``core.timeslots.SLOT_H`` = 0.25 h). Powers are kW (reactive: kvar), energies
+kWh (reactive: kvarh); NaN in a resource's baseline or metered value means "not measured".
+
+The chain (``domain/RULES.md``, "Guangzhou operating rules" and "Baselines"):
+
+1. response = baseline - metered for load reduction (``direction="down"``), metered - baseline for
+   valley filling (``"up"``) — :func:`openvpp.kernels.baseline.response_kw`;
+2. resources are summed to their trading unit (:func:`group_slots`, on ``kernels.aggregate.group_sum``):
+   the unit is what the market cleared, so the valid band is applied there (:func:`performance`):
+   ratio = response / cleared; below ``band_low`` × cleared the slot pays nothing, above
+   ``band_high`` × cleared it is capped (default 80 % / 120 %, rule set ``[evaluation]``);
+3. a unit's credited power is shared out to its resources in proportion to their positive response
+   (:func:`allocate`), so an owner is paid for what its own meter delivered;
+4. credited energy = credited power × 0.25 h per slot (:func:`energy`).
+
+Reserve is paid for availability, not energy: the capacity reserved for a resource × the share of
+each slot its telemetry was there (:func:`reserve_available`). Carbon credits only curtailed energy:
+:func:`curtailed` removes the energy that came back around the window (rebound) and everything
+delivered by resources that only shift load.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from openvpp.core.errors import InvalidInput, Violation
+from openvpp.core.timeslots import SLOT_H, SLOT_MINUTES
+from openvpp.kernels.aggregate import group_sum
+from openvpp.kernels.baseline import response_kw
+
+__all__ = ["Performance", "EventEvaluation", "response_kw", "group_slots", "performance", "allocate",
+           "split_cleared", "energy", "reserve_available", "rebound_kwh", "curtailed", "v2g_discharge",
+           "evaluate"]
+
+
+class Performance(NamedTuple):
+    """Result of :func:`performance`, every array (rows, s).
+
+    ratio : response / cleared, NaN where nothing was cleared.
+    valid : the slot counts (ratio >= band_low).
+    credited_kw : min(response, band_high × cleared) where valid, else 0.
+    shortfall_kw : band_low × cleared - response where cleared but not valid, else 0 (for penalties).
+    """
+
+    ratio: np.ndarray
+    valid: np.ndarray
+    credited_kw: np.ndarray
+    shortfall_kw: np.ndarray
+
+
+def _band(low: float, high: float) -> None:
+    if not 0 <= low <= high:
+        raise InvalidInput(Violation("band", "needs 0 <= band_low <= band_high", (low, high)))
+
+
+def group_slots(codes: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndarray:
+    """Sum rows of ``values`` (n, s) per group; NaN counts as 0; negative codes belong to no group.
+
+    Returns (n_groups, s) float64.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    n, s = v.shape
+    codes = np.asarray(codes, dtype=np.int64)
+    if codes.shape != (n,):
+        raise InvalidInput(Violation("codes", f"must have one group per row ({n})", codes.shape))
+    joint = np.where(codes[:, None] >= 0, codes[:, None] * s + np.arange(s), -1)
+    return group_sum(joint.ravel(), n_groups * s, np.nan_to_num(v, nan=0.0).ravel())[0].reshape(n_groups, s)
+
+
+def performance(response: np.ndarray, cleared_kw: np.ndarray, band_low: float, band_high: float) -> Performance:
+    """Performance ratio and the valid band.
+
+    Parameters
+    ----------
+    response : (rows, s) kW (or kvar) delivered, positive = in the cleared direction
+    cleared_kw : (rows, s) kW cleared (0 = nothing asked in that slot)
+    band_low, band_high : fractions of cleared, e.g. 0.8 and 1.2
+
+    A slot whose response is NaN (not measured) is not valid. Returns :class:`Performance`.
+    """
+    _band(band_low, band_high)
+    resp = np.asarray(response, dtype=np.float64)
+    cleared = np.asarray(cleared_kw, dtype=np.float64)
+    asked = cleared > 0
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        ratio = np.where(asked, resp / np.where(asked, cleared, 1.0), np.nan)
+    valid = asked & (ratio >= band_low)
+    credited = np.where(valid, np.minimum(resp, band_high * cleared), 0.0)
+    shortfall = np.where(asked & ~valid, np.maximum(band_low * cleared - np.nan_to_num(resp, nan=0.0), 0.0), 0.0)
+    return Performance(ratio, valid, credited, shortfall)
+
+
+def allocate(unit_values: np.ndarray, codes: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Share each unit's value (u, s) out to its resources in proportion to ``weights`` (n, s).
+
+    Negative or NaN weights count as 0; a unit-slot whose weights sum to 0 gives every resource 0.
+    Returns (n, s); per unit and slot the shares sum to the unit's value (when weights are positive).
+    """
+    u, s = np.shape(unit_values)
+    w = np.maximum(np.nan_to_num(np.asarray(weights, dtype=np.float64), nan=0.0), 0.0)
+    codes = np.asarray(codes, dtype=np.int64)
+    total = group_slots(codes, u, w)
+    inside = codes >= 0
+    rows = np.where(inside, codes, 0)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        share = np.where(inside[:, None] & (total[rows] > 0), w / total[rows], 0.0)
+    return share * np.asarray(unit_values, dtype=np.float64)[rows]
+
+
+def split_cleared(unit_cleared_kw: np.ndarray, codes: np.ndarray, capability_kw: np.ndarray) -> np.ndarray:
+    """A unit's cleared kW per slot shared to its resources by capability (n,) kW; returns (n, s)."""
+    cap = np.asarray(capability_kw, dtype=np.float64)
+    s = np.shape(unit_cleared_kw)[1]
+    return allocate(unit_cleared_kw, codes, np.broadcast_to(cap[:, None], (cap.shape[0], s)))
+
+
+def energy(power: np.ndarray) -> np.ndarray:
+    """kWh (kvarh) of a 15-minute slot held at ``power`` kW (kvar)."""
+    return np.asarray(power, dtype=np.float64) * SLOT_H
+
+
+def reserve_available(capacity_kw: np.ndarray, minutes: np.ndarray) -> np.ndarray:
+    """Reserve kW·h actually available: reserved capacity (n, s) kW × the slot's hours with telemetry.
+
+    ``minutes`` (n, s) is the count of minutes of each 15-minute slot that telemetry covered
+    (0..15; NaN = none). Returns (n, s) kW·h.
+    """
+    frac = np.clip(np.nan_to_num(np.asarray(minutes, dtype=np.float64), nan=0.0) / SLOT_MINUTES, 0.0, 1.0)
+    return np.asarray(capacity_kw, dtype=np.float64) * frac * SLOT_H
+
+
+def rebound_kwh(baseline_kw: np.ndarray, metered_kw: np.ndarray, slots: np.ndarray, direction: str = "down"
+                ) -> np.ndarray:
+    """Energy that came back in ``slots`` (the hours around an event window), per resource (n,) kWh.
+
+    Load above baseline after (or before, pre-cooling) a load reduction is the curtailed energy
+    shifted rather than saved. ``baseline_kw``/``metered_kw`` are (n, 96) of the event day; NaN
+    counts as no rebound. For ``direction="up"`` nothing is curtailed, so the rebound is 0.
+    """
+    n = np.shape(baseline_kw)[0]
+    if direction == "up" or len(slots) == 0:
+        return np.zeros(n)
+    over = np.asarray(metered_kw, dtype=np.float64)[:, slots] - np.asarray(baseline_kw, dtype=np.float64)[:, slots]
+    return np.nansum(np.maximum(over, 0.0), axis=1) * SLOT_H
+
+
+def curtailed(credited_kwh: np.ndarray, rebound: np.ndarray, shifting: np.ndarray) -> np.ndarray:
+    """Curtailed (not shifted) energy per resource and slot, (n, s) kWh.
+
+    The resource's credited energy less its rebound (taken from every slot in proportion), and
+    nothing at all for resources that only shift load (``shifting`` (n,) bool: storage, EV, ...).
+    """
+    e = np.asarray(credited_kwh, dtype=np.float64)
+    total = e.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        keep = np.where(total > 0, np.clip(1.0 - np.asarray(rebound, dtype=np.float64) / total, 0.0, 1.0), 0.0)
+    return np.where(np.asarray(shifting, dtype=bool)[:, None], 0.0, e * keep[:, None])
+
+
+def v2g_discharge(credited_kwh: np.ndarray, metered_kw: np.ndarray, is_v2g: np.ndarray) -> np.ndarray:
+    """Part of a V2G charger's credited energy that was discharge to the grid, (n, s) kWh.
+
+    A V2G response is partly charging it did not do and partly energy it exported (metered < 0);
+    the exported part, up to the credited energy, is the discharge the V2G subsidy pays.
+    """
+    exported = np.maximum(-np.nan_to_num(np.asarray(metered_kw, dtype=np.float64), nan=0.0), 0.0) * SLOT_H
+    e = np.asarray(credited_kwh, dtype=np.float64)
+    return np.where(np.asarray(is_v2g, dtype=bool)[:, None], np.minimum(np.maximum(e, 0.0), exported), 0.0)
+
+
+class EventEvaluation(NamedTuple):
+    """Result of :func:`evaluate`. Resource arrays are (n, s), unit arrays (u, s); kW (or kvar)."""
+
+    response_kw: np.ndarray
+    cleared_kw: np.ndarray
+    ratio: np.ndarray
+    credited_kw: np.ndarray
+    unit_baseline_kw: np.ndarray
+    unit_metered_kw: np.ndarray
+    unit_response_kw: np.ndarray
+    unit_cleared_kw: np.ndarray
+    unit: Performance
+
+
+def evaluate(baseline_kw: np.ndarray, metered_kw: np.ndarray, codes: np.ndarray, unit_cleared_kw: np.ndarray,
+             direction: str, band_low: float, band_high: float,
+             capability_kw: np.ndarray | None = None, cleared_kw: np.ndarray | None = None) -> EventEvaluation:
+    """Evaluate one event over resources × slots.
+
+    Parameters
+    ----------
+    baseline_kw, metered_kw : (n, s) kW (kvar), NaN = not measured (the resource then delivers 0)
+    codes : (n,) int — trading unit of each resource, 0..u-1 (negative = outside every unit)
+    unit_cleared_kw : (u, s) kW cleared per unit and slot
+    direction : "down" or "up"
+    band_low, band_high : valid band as fractions of cleared
+    capability_kw : (n,) kW — shares a unit's cleared quantity to its resources (informative ratio)
+    cleared_kw : (n, s) kW — the resources' own cleared quantities (device instructions), if known
+
+    The band is applied per unit and slot; resources' credited power is the unit's, shared by
+    positive response. Resource ``ratio`` is their response over their cleared share (information).
+    """
+    base = np.asarray(baseline_kw, dtype=np.float64)
+    meter = np.asarray(metered_kw, dtype=np.float64)
+    if base.shape != meter.shape or base.ndim != 2:
+        raise InvalidInput(Violation("metered_kw", f"must match baseline_kw's shape {base.shape}", meter.shape))
+    unit_cleared = np.asarray(unit_cleared_kw, dtype=np.float64)
+    u = unit_cleared.shape[0]
+    resp = response_kw(base, meter, direction)
+    unit_base = group_slots(codes, u, np.where(np.isnan(resp), np.nan, base))
+    unit_meter = group_slots(codes, u, np.where(np.isnan(resp), np.nan, meter))
+    unit_resp = group_slots(codes, u, resp)
+    unit = performance(unit_resp, unit_cleared, band_low, band_high)
+    credited = allocate(unit.credited_kw, codes, resp)
+    if cleared_kw is None:
+        cap = np.ones(base.shape[0]) if capability_kw is None else capability_kw
+        cleared_kw = split_cleared(unit_cleared, codes, cap)
+    cleared = np.asarray(cleared_kw, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        ratio = np.where(cleared > 0, resp / np.where(cleared > 0, cleared, 1.0), np.nan)
+    return EventEvaluation(resp, cleared, ratio, credited, unit_base, unit_meter, unit_resp, unit_cleared, unit)

@@ -1,0 +1,151 @@
+"""Subsidy math: claims on arrays, then Decimal yuan on statements.
+
+The policy (``domain/RULES.md``, Guangzhou plan and V2G pilot; numbers from the rule set's
+``[subsidy]`` section, never literals here):
+
+* active demand response: credited kWh × min(cleared price, ``active_yuan_per_kwh``);
+* reactive: credited kvarh × min(price, ``reactive_yuan_per_kvarh``);
+* reserve: available kW·h × min(price, ``reserve_yuan_per_kw_h``), only for operators with a technical
+  support system and minute-level regulation (the caller passes the eligibility);
+* the three share ``yearly_budget_yuan``; V2G discharge kWh × ``v2g_discharge_yuan_per_kwh`` has
+  its own ``v2g_yearly_budget_yuan``. When claims exceed a budget every claim is scaled by the same
+  factor budget / total (*assumption*: the plan gives the cap, not the allocation rule);
+* optional penalty for under-delivery: shortfall kWh below the band floor × price × a ratio;
+* revenue split between operator and owner by contract: a fixed owner share, or tiers applied
+  like tax brackets to the year's revenue.
+
+Array functions return float yuan (for reports and benchmarks over millions of resources). The
+functions on ``Decimal`` produce what a statement prints: amounts rounded half-up to the fen
+(``core.money.round_statement``) at the statement, and a budget that is never exceeded after
+rounding (:func:`prorata_fen`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from openvpp.core.errors import InvalidInput, Violation
+from openvpp.core.money import FEN, round_statement, yuan
+from openvpp.kernels.aggregate import group_sum
+
+ZERO = Decimal(0)
+
+
+# ---------------------------------------------------------------- arrays (float yuan)
+
+
+def rates(price_yuan: np.ndarray, cap_yuan: float) -> np.ndarray:
+    """Subsidy rate per quantity: the cleared price, at most the rule set's cap (and never below 0)."""
+    return np.clip(np.asarray(price_yuan, dtype=np.float64), 0.0, float(cap_yuan))
+
+
+def claims(codes: np.ndarray, n_groups: int, quantity: np.ndarray, rate_yuan: np.ndarray) -> np.ndarray:
+    """Yuan claimed per group (operator, owner...): Σ quantity × rate; (n_groups,) float."""
+    q = np.nan_to_num(np.asarray(quantity, dtype=np.float64), nan=0.0)
+    return group_sum(np.asarray(codes, dtype=np.int64), n_groups, q * np.asarray(rate_yuan, dtype=np.float64))[0]
+
+
+def prorata_factor(total_yuan: float, budget_yuan: float) -> float:
+    """1 when the claims fit the budget, else budget / total."""
+    if budget_yuan < 0:
+        raise InvalidInput(Violation("budget_yuan", "must be >= 0", budget_yuan))
+    return 1.0 if total_yuan <= budget_yuan else float(budget_yuan) / float(total_yuan)
+
+
+def prorata(claim_yuan: np.ndarray, budget_yuan: float) -> tuple[np.ndarray, float]:
+    """Claims scaled to fit the budget, and the factor used (float yuan)."""
+    c = np.asarray(claim_yuan, dtype=np.float64)
+    if (c < 0).any():
+        raise InvalidInput(Violation("claim_yuan", "claims must be >= 0", float(c.min())))
+    f = prorata_factor(float(c.sum()), budget_yuan)
+    return c * f, f
+
+
+def penalty(shortfall: np.ndarray, price_yuan: np.ndarray, ratio: float) -> np.ndarray:
+    """Penalty yuan for under-delivery: shortfall (kWh below the band floor) × price × ``ratio``."""
+    return np.nan_to_num(np.asarray(shortfall, dtype=np.float64), nan=0.0) * np.asarray(price_yuan) * float(ratio)
+
+
+def fixed_owner_part(revenue_yuan: np.ndarray, owner_share: np.ndarray) -> np.ndarray:
+    """Owners' part of revenue under fixed-share contracts, vectorised (float yuan)."""
+    return np.asarray(revenue_yuan, dtype=np.float64) * np.asarray(owner_share, dtype=np.float64)
+
+
+# ---------------------------------------------------------------- statements (Decimal yuan)
+
+
+class Prorata(NamedTuple):
+    """Amounts paid (Decimal yuan, to the fen) and the exact factor applied (1 = within budget)."""
+
+    paid: list[Decimal]
+    factor: Decimal
+
+
+def prorata_fen(claims_yuan: Sequence[Decimal], budget_yuan: Decimal) -> Prorata:
+    """Scale claims pro rata to a budget and round each to the fen without exceeding the budget.
+
+    Within budget every claim is paid, rounded half-up. Over budget each claim gets
+    ``claim × budget / total`` rounded half-up; if the rounded amounts together pass the budget,
+    the surplus fen are taken back one each from the amounts rounded up the most (ties: the
+    earlier claim keeps its fen last, i.e. later claims give first), so the total never exceeds
+    the budget and every amount stays within a fen of its exact share.
+    """
+    c = [yuan(x) for x in claims_yuan]
+    budget = yuan(budget_yuan)
+    if budget < 0:
+        raise InvalidInput(Violation("budget_yuan", "must be >= 0", str(budget)))
+    if any(x < 0 for x in c):
+        raise InvalidInput(Violation("claims_yuan", "claims must be >= 0", [str(x) for x in c if x < 0][0]))
+    total = sum(c, ZERO)
+    if total <= budget:
+        return Prorata([round_statement(x) for x in c], Decimal(1))
+    factor = budget / total
+    exact = [x * budget / total for x in c]
+    paid = [round_statement(e) for e in exact]
+    surplus = int((sum(paid, ZERO) - budget.quantize(FEN, rounding=ROUND_FLOOR)) / FEN)
+    if surplus > 0:
+        order = sorted(range(len(c)), key=lambda i: (paid[i] - exact[i], i), reverse=True)
+        for i in order[:surplus]:
+            paid[i] -= FEN
+    return Prorata(paid, factor)
+
+
+def owner_part(revenue_yuan: Decimal, scheme: str, owner_share: float | str | None = None,
+               tiers: Sequence[Mapping[str, Any]] | None = None) -> Decimal:
+    """Owner's exact (unrounded) part of ``revenue_yuan`` under a contract.
+
+    ``scheme="fixed"``: revenue × owner_share. ``scheme="tiered"``: tiers
+    ``[{"up_to_yuan": 10000, "owner_share": 0.6}, {"up_to_yuan": None, "owner_share": 0.5}]``
+    applied like tax brackets. Negative revenue (a net penalty) is shared like a positive one
+    under ``fixed`` and at the first tier's share under ``tiered``.
+    """
+    rev = yuan(revenue_yuan)
+    if scheme == "fixed":
+        if owner_share is None:
+            raise InvalidInput(Violation("owner_share", "a fixed contract needs a share", owner_share))
+        return rev * yuan(owner_share)
+    if scheme != "tiered" or not tiers:
+        raise InvalidInput(Violation("scheme", "must be fixed (with owner_share) or tiered (with tiers)", scheme))
+    if rev <= 0:
+        return rev * yuan(tiers[0]["owner_share"])
+    total, lower = ZERO, ZERO
+    for t in tiers:
+        upper = None if t.get("up_to_yuan") is None else yuan(t["up_to_yuan"])
+        top = rev if upper is None else min(rev, upper)
+        if top > lower:
+            total += (top - lower) * yuan(t["owner_share"])
+        if upper is None or rev <= upper:
+            break
+        lower = upper
+    return total
+
+
+def split_fen(revenue_fen: Decimal, owner_exact: Decimal) -> tuple[Decimal, Decimal]:
+    """(owner, operator) amounts printed on statements: the owner's part rounded half-up to the fen,
+    the operator the rest, so the two always add up to the (fen) revenue."""
+    owner = round_statement(yuan(owner_exact))
+    return owner, yuan(revenue_fen) - owner
