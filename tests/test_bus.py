@@ -60,3 +60,36 @@ def test_a_slow_subscriber_drops_the_oldest_and_never_blocks_the_publisher():
 def test_unknown_bus_url_is_refused():
     with pytest.raises(ValueError, match="memory://"):
         make_bus("kafka://x")
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_live_view_follows_an_ingest_in_another_process_over_nats(loaded):
+    """An ingest worker and an API process share nothing but NATS: accepted points reach the live view."""
+    import time as _time
+
+    from openvpp.services.live import LiveService
+    from openvpp.services.telemetry import Points, TelemetryConfig, TelemetryService
+    from openvpp.store import db
+
+    async def main():
+        url = f"{NATS_URL}/t{uuid.uuid4().hex[:10]}"
+        api_bus, worker_bus = await connect(url), await connect(url)   # two connections, as two processes
+        cfg = TelemetryConfig(live_refresh_s=0.1)
+        live = await LiveService(db.get_engine(loaded.database_url), api_bus, cfg).start()
+        svc = TelemetryService(db.get_engine(loaded.database_url), cfg, publish=worker_bus.publish_threadsafe)
+        now = int(_time.time() * 1000)
+        pts = Points.from_columns({"d": ["R1", "R4"], "t": [now, now], "p": [120.0, 30.0]})
+        await asyncio.to_thread(svc.ingest, pts, "mqtt", "gw")
+        for _ in range(100):
+            if live.latest.rows("city")[0]["online"] == 2:
+                break
+            await asyncio.sleep(0.05)
+        city = live.latest.rows("city")[0]
+        await live.stop()
+        await api_bus.js.delete_stream(api_bus.stream)
+        await api_bus.close()
+        await worker_bus.close()
+        return city
+
+    city = asyncio.run(main())
+    assert city["online"] == 2 and city["power_kw"] == 150.0
