@@ -211,3 +211,26 @@ def test_minutes_and_quarter_hours_are_rolled_up_once_they_have_closed(loaded):
     service(loaded.database_url, now=T0 + timedelta(minutes=15, seconds=6)).refresh_rollups()
     with db.get_engine(loaded.database_url).connect() as conn:
         assert rollups(conn, 900)[("R1", T0)] == (2, 40.0, 10.0, 30.0)
+
+
+def test_pool_rollups_sum_their_members_device_means(loaded):
+    from openvpp.services import pools
+
+    eng = db.get_engine(loaded.database_url)
+    with eng.begin() as conn:
+        pools.default_pools(conn)
+    svc = service(loaded.database_url)
+    svc.ingest(pts([("R1", 0, 100.0), ("R1", 20_000, 300.0), ("R3", 0, -100.0), ("R4", 0, 40.0),
+                    ("R5", 0, 20.0), ("R6", 0, 1000.0)]), "t", "g")
+    svc.refresh_rollups()
+    means = {"R1": 200.0, "R3": -100.0, "R4": 40.0, "R5": 20.0, "R6": 1000.0}
+    with eng.connect() as conn:
+        engine = pools.PoolEngine.from_db(conn)
+        rows = timeseries.read_group_rollup(conn, 60, "pool", None, T0, T0 + timedelta(hours=1))
+        quarter = timeseries.read_group_rollup(conn, 900, "pool", None, T0, T0 + timedelta(hours=1))
+    assert rows and len(rows) == len(quarter)
+    for r in rows:
+        members = engine.members(r["group_id"], 1000)["items"]
+        reporting = [m for m in members if m in means]
+        assert r["n_devices"] == len(reporting)
+        assert r["power_kw"] == pytest.approx(sum(means[m] for m in reporting))

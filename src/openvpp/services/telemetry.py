@@ -544,15 +544,55 @@ class TelemetryService:
     # -- upkeep
     def refresh_rollups(self, include_open: bool = False, grace_s: float = 5.0, max_buckets: int = 120) -> int:
         """(Re)compute the rollups of every dirty minute that has closed (``grace_s`` ago), or of all
-        dirty minutes with ``include_open``; run every few seconds by the ingest worker. Returns minutes done."""
+        dirty minutes with ``include_open``; run every few seconds by the ingest worker. Returns
+        minutes done. Pools' rollups are summed here through their member masks."""
         closed = None if include_open else int((self.clock() - grace_s) * 1000)
         done = 0
         while True:
             with self.engine.begin() as conn:
-                n = timeseries.refresh_rollups(conn, closed, max_buckets)
-            done += n
-            if n < max_buckets:
+                refreshed = timeseries.refresh_rollups(conn, closed, max_buckets)
+                if refreshed.minutes or refreshed.quarters:
+                    self._pool_rollups(conn, refreshed)
+            done += len(refreshed)
+            if len(refreshed) < max_buckets:
                 return done
+
+    def pool_masks(self, conn: Connection) -> tuple[list[str], np.ndarray]:
+        """Pool ids and their (P, n) member masks on the registry arrays (cached like the index)."""
+        from openvpp.services import pools
+
+        idx = self.index()
+        cached = getattr(self, "_pools", None)
+        if cached is None or cached[0] is not idx or time.monotonic() - cached[1] > self.index_ttl_s:
+            engine = pools.PoolEngine.from_db(conn, reg=idx.reg)
+            cached = (idx, time.monotonic(), [p.pool_id for p in engine.pools], engine.masks)
+            self._pools = cached
+        return cached[2], cached[3]
+
+    def _pool_rollups(self, conn: Connection, refreshed: timeseries.Refreshed) -> None:
+        ids, masks = self.pool_masks(conn)
+        if not ids:
+            return
+        idx = self.index()
+        for step in timeseries.STEPS_S:
+            buckets = refreshed.buckets(step)
+            if not buckets:
+                continue
+            devices, bucket_of, _, p, q, n = timeseries.device_means(conn, step, buckets)
+            rows = idx.lookup(np.asarray(devices, dtype=object))
+            known = rows >= 0
+            out = []
+            for b, bucket in enumerate(buckets):
+                sel = known & (bucket_of == b)
+                r = rows[sel]
+                for k, pool_id in enumerate(ids):
+                    member = masks[k][r]
+                    if member.any():
+                        out.append({"step_s": step, "group_kind": "pool", "group_id": pool_id, "bucket": bucket,
+                                    "power_kw": float(p[sel][member].sum()),
+                                    "reactive_kvar": float(q[sel][member].sum()),
+                                    "n_devices": int(member.sum()), "n_points": int(n[sel][member].sum())})
+            timeseries.insert_group_rows(conn, out)
 
     def maintain(self, now: datetime | None = None) -> dict:
         """Create today's and the coming days' partitions, drop those past the retention."""

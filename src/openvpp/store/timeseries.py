@@ -350,8 +350,26 @@ def _closed(bucket, step_s: int, closed_before_ms: int | None) -> bool:
     return start.timestamp() * 1000 + step_s * 1000 <= closed_before_ms
 
 
-def refresh_rollups(conn: Connection, closed_before_ms: int | None = None, max_buckets: int = 120) -> int:
-    """(Re)compute the rollups of dirty buckets from the raw points; return the minutes done.
+@dataclass
+class Refreshed:
+    """The buckets a rollup refresh recomputed (UTC datetimes); ``len`` = minutes."""
+
+    minutes: list[datetime]
+    quarters: list[datetime]
+
+    def __len__(self) -> int:
+        return len(self.minutes)
+
+    def buckets(self, step_s: int) -> list[datetime]:
+        return self.minutes if step_s == 60 else self.quarters
+
+
+def _as_dt(b) -> datetime:
+    return datetime.strptime(b, "%Y-%m-%d %H:%M:%S.%f") if isinstance(b, str) else b
+
+
+def refresh_rollups(conn: Connection, closed_before_ms: int | None = None, max_buckets: int = 120) -> Refreshed:
+    """(Re)compute the rollups of dirty buckets from the raw points; return the buckets done.
 
     For each dirty minute that has closed: its per-device 1-minute rollups from ``telemetry_raw``;
     the quarter-hour holding it is recomputed from its minutes once it has closed too (until then
@@ -373,7 +391,7 @@ def refresh_rollups(conn: Connection, closed_before_ms: int | None = None, max_b
             conn.exec_driver_sql("INSERT OR IGNORE INTO telemetry_dirty (step_s, bucket) VALUES (900, ?)",
                                  [(q,) for q in later])
     if not minutes and not quarters:
-        return 0
+        return Refreshed([], [])
     if pg:
         raw = conn.connection.driver_connection
         with raw.cursor() as cur:
@@ -386,7 +404,7 @@ def refresh_rollups(conn: Connection, closed_before_ms: int | None = None, max_b
                                            "buckets": quarters})
         refresh_group_rollups(conn, 60, minutes)
         refresh_group_rollups(conn, 900, quarters)
-        return len(minutes)
+        return Refreshed(minutes, quarters)
     x = conn.exec_driver_sql
     if minutes:
         x(f"INSERT INTO telemetry_rollup ({_ROLLUP_COLS}) "
@@ -404,9 +422,29 @@ def refresh_rollups(conn: Connection, closed_before_ms: int | None = None, max_b
           f"WHERE step_s = 60 AND bucket >= ? AND bucket < ? AND {_SQLITE_QUARTER} IN {_in(quarters)} "
           f"GROUP BY device_id, b ON CONFLICT (step_s, device_id, bucket) DO UPDATE SET {_REPLACE}",
           (quarters[0], quarters[-1][:14] + "99", *quarters))
-    refresh_group_rollups(conn, 60, [datetime.strptime(b, "%Y-%m-%d %H:%M:%S.%f") for b in minutes])
-    refresh_group_rollups(conn, 900, [datetime.strptime(b, "%Y-%m-%d %H:%M:%S.%f") for b in quarters])
-    return len(minutes)
+    done = Refreshed([_as_dt(b) for b in minutes], [_as_dt(b) for b in quarters])
+    refresh_group_rollups(conn, 60, done.minutes)
+    refresh_group_rollups(conn, 900, done.quarters)
+    return done
+
+
+def device_means(conn: Connection, step_s: int, buckets: list[datetime]) -> tuple[list, np.ndarray, list, np.ndarray,
+                                                                                    np.ndarray, np.ndarray]:
+    """Per device and bucket: (device ids, bucket index, buckets, mean kW, mean kvar, points) of the
+    device rollups of ``buckets`` — what groups computed outside SQL (pools) sum."""
+    r = telemetry_rollup
+    rows = conn.execute(select(r.c.device_id, r.c.bucket, r.c.power_sum_kw / r.c.n,
+                               r.c.reactive_sum_kvar / func.nullif(r.c.n_reactive, 0), r.c.n)
+                        .where(r.c.step_s == step_s, r.c.bucket.in_(buckets), r.c.n > 0)).all()
+    order = {_utc(b): i for i, b in enumerate(buckets)}
+    return ([x[0] for x in rows], np.array([order[_utc(x[1])] for x in rows], np.int64), buckets,
+            np.array([x[2] for x in rows], np.float64), np.array([x[3] or 0.0 for x in rows], np.float64),
+            np.array([x[4] for x in rows], np.int64))
+
+
+def insert_group_rows(conn: Connection, rows: list[dict]) -> None:
+    if rows:
+        conn.execute(insert(telemetry_group_rollup), rows)
 
 
 def city_id(conn: Connection) -> str | None:
@@ -575,6 +613,6 @@ def read_gaps(conn: Connection, limit: int = 100) -> list[dict]:
     return out
 
 
-__all__ = ["RawBatch", "WriteResult", "write_points", "refresh_rollups", "apply_retention",
+__all__ = ["RawBatch", "WriteResult", "Refreshed", "write_points", "refresh_rollups", "apply_retention",
            "ensure_partitions", "partitions", "memberships", "read_raw", "read_rollup", "read_group_rollup",
            "add_counters", "read_counters", "record_gap", "read_gaps"]
