@@ -564,8 +564,13 @@ class TelemetryService:
         idx = self.index()
         cached = getattr(self, "_pools", None)
         if cached is None or cached[0] is not idx or time.monotonic() - cached[1] > self.index_ttl_s:
-            engine = pools.PoolEngine.from_db(conn, reg=idx.reg)
-            cached = (idx, time.monotonic(), [p.pool_id for p in engine.pools], engine.masks)
+            try:
+                with conn.begin_nested():
+                    engine = pools.PoolEngine.from_db(conn, reg=idx.reg)
+                cached = (idx, time.monotonic(), [p.pool_id for p in engine.pools], engine.masks)
+            except Exception:   # rollups must go on when pools cannot be evaluated
+                log.exception("telemetry: pools could not be evaluated; rollups without pools")
+                cached = (idx, time.monotonic(), [], np.zeros((0, idx.n), bool))
             self._pools = cached
         return cached[2], cached[3]
 
