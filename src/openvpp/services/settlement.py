@@ -1,0 +1,620 @@
+"""Yearly settlement of subsidies (考核结算): computed → reviewed → approved → paid.
+
+The plan's flow (``domain/RULES.md``): the grid company computes the year's subsidy from the
+events' evaluations, the MIIT reviews, funds flow to the grid company, which pays the project
+units. Here:
+
+1. ``compute``: one statement line per operator, event, trading unit and kind — active kWh,
+   reactive kvarh, reserve kW·h (only operators with a technical support system and minute-level
+   regulation), V2G discharge kWh, and penalties if the rule set enables them — each priced at the
+   cleared price capped by the rule set and rounded half-up to the fen; operators' claims scaled pro
+   rata when they exceed the yearly budget (V2G under its own budget); each owner's part from its
+   resources' share of the claims and its contract (fixed share or tiers);
+2. ``review`` and ``approve`` (city admin): approval posts the amounts to the ledger and marks the
+   events settled;
+3. ``pay``: payment entries clear each operator's balance.
+
+The ledger is append-only: nothing is ever updated or deleted (the database refuses it too). A
+dispute approved after approval re-runs the allocation (``resettle``) and appends the difference of
+every account — with a hard budget, a corrected claim moves every operator's share.
+
+Money is ``Decimal`` yuan, stored as integer fen; energy stays float until a line is priced.
+Assumptions (docs/settlement.md): penalties stay with the operator (not passed to owners); owner
+revenue is the owner's resources' claims scaled by the same pro-rata factor.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from collections import defaultdict
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from openvpp.core import rules
+from openvpp.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Violation
+from openvpp.core.ids import new_id
+from openvpp.core.money import FEN, round_statement, yuan
+from openvpp.kernels.settlement import owner_part, prorata_fen, split_fen
+from openvpp.model import lifecycle
+from openvpp.model.enums import Role
+from openvpp.services import admission, events
+from openvpp.services import evaluation as eva
+from openvpp.services.scope import Scope
+from openvpp.store import audit
+from openvpp.store.audit import Actor
+from openvpp.store.schema import contracts, operators, owners
+from openvpp.store.schema_events import events as events_t
+from openvpp.store.schema_settlement import (
+    evaluations,
+    ledger_entries,
+    settlement_lines,
+    settlement_parties,
+    settlements,
+)
+
+ZERO = Decimal(0)
+KINDS = ("active", "reactive", "reserve", "v2g", "penalty")
+MAIN_KINDS = ("active", "reactive", "reserve")
+CAP_KEY = {"active": "active_yuan_per_kwh", "reactive": "reactive_yuan_per_kvarh", "reserve": "reserve_yuan_per_kw_h"}
+UNIT = {"active": "kWh", "reactive": "kvarh", "reserve": "kW·h", "v2g": "kWh", "penalty": "kWh"}
+
+
+def _t(action: str, source: str, target: str) -> lifecycle.Transition:
+    return lifecycle.Transition(action, frozenset({source}), target, frozenset({Role.CITY_ADMIN}), False)
+
+
+#: computed → reviewed → approved → paid (a recomputation supersedes a computed or reviewed settlement)
+SETTLEMENT_MACHINE = {t.action: t for t in (_t("review", "computed", "reviewed"),
+                                            _t("approve", "reviewed", "approved"),
+                                            _t("pay", "approved", "paid"))}
+
+
+def fen(amount: Decimal) -> int:
+    """Decimal yuan (already at the fen) → integer fen."""
+    return int((round_statement(amount) / FEN).to_integral_value())
+
+
+def from_fen(n: int) -> Decimal:
+    return (Decimal(int(n)) * FEN).quantize(FEN)
+
+
+# ---------------------------------------------------------------- reads
+
+
+def get(conn: Connection, settlement_id: str) -> dict:
+    row = conn.execute(select(settlements).where(settlements.c.settlement_id == settlement_id)).mappings().first()
+    if row is None:
+        raise NotFound("settlement", settlement_id)
+    return dict(row)
+
+
+def of_year(conn: Connection, year: int) -> dict | None:
+    """The live (not superseded) settlement of a year, if any."""
+    row = conn.execute(select(settlements).where(settlements.c.year == year, settlements.c.state != "superseded")
+                       ).mappings().first()
+    return dict(row) if row else None
+
+
+def lines(conn: Connection, settlement_id: str, operator_id: str | None = None, revision: int | None = None
+          ) -> list[dict]:
+    rev = get(conn, settlement_id)["revision"] if revision is None else revision
+    q = select(settlement_lines).where(settlement_lines.c.settlement_id == settlement_id,
+                                       settlement_lines.c.revision == rev)
+    if operator_id:
+        q = q.where(settlement_lines.c.operator_id == operator_id)
+    q = q.order_by(settlement_lines.c.operator_id, settlement_lines.c.event_id, settlement_lines.c.unit_id,
+                   settlement_lines.c.kind)
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def parties(conn: Connection, settlement_id: str, party_kind: str | None = None, party_id: str | None = None,
+            operator_id: str | None = None, revision: int | None = None) -> list[dict]:
+    rev = get(conn, settlement_id)["revision"] if revision is None else revision
+    p = settlement_parties
+    q = select(p).where(p.c.settlement_id == settlement_id, p.c.revision == rev)
+    if party_kind:
+        q = q.where(p.c.party_kind == party_kind)
+    if party_id:
+        q = q.where(p.c.party_id == party_id)
+    if operator_id:
+        q = q.where(p.c.operator_id == operator_id)
+    return [dict(r) for r in conn.execute(q.order_by(p.c.party_kind, p.c.party_id, p.c.operator_id,
+                                                       p.c.contract)).mappings()]
+
+
+def ledger(conn: Connection, settlement_id: str | None = None, party_kind: str | None = None,
+           party_id: str | None = None, operator_id: str | None = None, year: int | None = None) -> list[dict]:
+    q = select(ledger_entries).order_by(ledger_entries.c.entry_id)
+    for col, value in (("settlement_id", settlement_id), ("party_kind", party_kind), ("party_id", party_id),
+                       ("operator_id", operator_id), ("year", year)):
+        if value is not None:
+            q = q.where(ledger_entries.c[col] == value)
+    return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def balance(conn: Connection, settlement_id: str, party_kind: str, party_id: str,
+            operator_id: str | None = None) -> Decimal:
+    """Σ of a party's ledger entries (operator: owed by the grid company, after payments)."""
+    q = select(func.coalesce(func.sum(ledger_entries.c.amount_fen), 0)).where(
+        ledger_entries.c.settlement_id == settlement_id, ledger_entries.c.party_kind == party_kind,
+        ledger_entries.c.party_id == party_id)
+    if operator_id:
+        q = q.where(ledger_entries.c.operator_id == operator_id)
+    return from_fen(conn.execute(q).scalar())
+
+
+# ---------------------------------------------------------------- allocation
+
+
+class _Contracts:
+    """``access.contract_for`` in memory: resource-specific contract, then owner-wide, then the owner's
+    default share (owners.revenue_share)."""
+
+    def __init__(self, conn: Connection):
+        self.rows = [dict(r) for r in conn.execute(select(contracts)).mappings()]
+        self.default = {o: s for o, s in conn.execute(select(owners.c.owner_id, owners.c.revenue_share))}
+
+    def find(self, owner_id: str, operator_id: str, day: date, resource_id: str) -> dict:
+        live = [c for c in self.rows if c["owner_id"] == owner_id and c["operator_id"] == operator_id
+                and c["valid_from"] <= day and (c["valid_to"] is None or c["valid_to"] > day)]
+        for want in (resource_id, None):
+            for c in live:
+                if c["resource_id"] == want:
+                    return c
+        if owner_id not in self.default:
+            raise NotFound("owner", owner_id)
+        return {"contract_id": "default", "scheme": "fixed", "owner_share": self.default[owner_id], "tiers": None}
+
+
+def _rate(price: float, cap: Decimal) -> Decimal:
+    return max(min(yuan(price), cap), ZERO)
+
+
+def _eligible(conn: Connection, cache: dict, operator_id: str) -> bool:
+    """Reserve subsidy condition: the latest minute-level check (TSS connected + verified minute-level
+    capability) passed (``services.admission``)."""
+    if operator_id not in cache:
+        checks = {c["check"]: c["passed"] for c in admission.latest_checks(conn, operator_id)}
+        cache[operator_id] = bool(checks.get("minute_level"))
+    return cache[operator_id]
+
+
+def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], line_ids: dict | None = None
+              ) -> dict:
+    """Lines, operator and owner parties and a summary from the given evaluations (nothing written)."""
+    sub = rs.section("subsidy")
+    caps = {k: yuan(sub[CAP_KEY[k]]) for k in MAIN_KINDS}
+    v2g_rate = yuan(sub["v2g_discharge_yuan_per_kwh"])
+    budget_main, budget_v2g = yuan(sub["yearly_budget_yuan"]), yuan(sub["v2g_yearly_budget_yuan"])
+    if sub.get("overrun_rule", "pro_rata") != "pro_rata":
+        raise InvalidInput(Violation("overrun_rule", "only pro_rata is implemented", sub.get("overrun_rule")))
+    ev_rules = rs.section("evaluation")
+    penalty_mode = ev_rules.get("penalty", "none")
+    if penalty_mode not in ("none", "shortfall"):
+        raise InvalidInput(Violation("penalty", "must be none or shortfall (rule set [evaluation])", penalty_mode))
+    penalty_ratio = yuan(ev_rules["penalty_ratio"]) if penalty_mode == "shortfall" else ZERO
+    line_ids = line_ids or {}
+    eligible: dict[str, bool] = {}
+    finder = _Contracts(conn)
+
+    out_lines: list[dict] = []
+    gross: dict[str, dict[str, Decimal]] = defaultdict(lambda: {k: ZERO for k in KINDS})
+    # exact gross per (owner, operator, contract) and pool, and the contract itself
+    owner_gross: dict[tuple, dict[str, Decimal]] = defaultdict(lambda: {"main": ZERO, "v2g": ZERO})
+    owner_contract: dict[tuple, dict] = {}
+    for eid in evaluation_ids:
+        head = eva.get(conn, eid)
+        ev = events.get(conn, head["event_id"])
+        kind = eva.kind_of(head["product"])
+        unit_rows = eva.rows(conn, eid, "unit")
+        per_unit: dict[tuple, list[dict]] = defaultdict(list)
+        for r in unit_rows:
+            per_unit[(r["operator_id"], r["key_id"])].append(r)
+        for (op, unit), rs_rows in sorted(per_unit.items()):
+            ok = kind != "reserve" or _eligible(conn, eligible, op)
+            parts: dict[str, tuple[float, Decimal, set]] = {}
+            q = sum(r["credited"] - r["v2g_kwh"] for r in rs_rows)
+            amt = sum((yuan(r["credited"] - r["v2g_kwh"]) * _rate(r["price_yuan"], caps[kind]) for r in rs_rows),
+                      ZERO)
+            parts[kind] = (q, amt if ok else ZERO, {_rate(r["price_yuan"], caps[kind]) for r in rs_rows})
+            v2g_q = sum(r["v2g_kwh"] for r in rs_rows)
+            if v2g_q > 0:
+                parts["v2g"] = (v2g_q, sum((yuan(r["v2g_kwh"]) * v2g_rate for r in rs_rows), ZERO), {v2g_rate})
+            short = sum(r["shortfall"] for r in rs_rows)
+            if penalty_mode == "shortfall" and short > 0:
+                pen = sum((yuan(r["shortfall"]) * yuan(r["price_yuan"]) * penalty_ratio for r in rs_rows), ZERO)
+                parts["penalty"] = (short, -pen, {yuan(r["price_yuan"]) * penalty_ratio for r in rs_rows})
+            for k, (qty, exact, rate_set) in parts.items():
+                amount = round_statement(exact)
+                gross[op][k] += amount
+                key = (head["event_id"], unit, k)
+                note = None
+                if k == kind == "reserve" and not ok:
+                    note = "not eligible: reserve needs a technical support system and minute-level regulation"
+                out_lines.append({"line_id": line_ids.get(key) or new_id("SL"), "operator_id": op,
+                                  "event_id": head["event_id"], "evaluation_id": eid, "unit_id": unit, "kind": k,
+                                  "quantity": float(qty), "quantity_unit": UNIT[k] if k != kind else
+                                  head["quantity_unit"],
+                                  "rate_yuan": str(rate_set.pop()) if len(rate_set) == 1 else None,
+                                  "amount_fen": fen(amount), "note": note})
+        # owners: their resources' exact claims
+        for r in eva.rows(conn, eid, "resource"):
+            c = finder.find(r["owner_id"], r["operator_id"], ev["day"], r["key_id"])
+            key = (r["owner_id"], r["operator_id"], str(c["contract_id"]))
+            owner_contract[key] = c
+            if kind != "reserve" or _eligible(conn, eligible, r["operator_id"]):
+                owner_gross[key]["main"] += yuan(r["credited"] - r["v2g_kwh"]) * _rate(r["price_yuan"], caps[kind])
+            owner_gross[key]["v2g"] += yuan(r["v2g_kwh"]) * v2g_rate
+
+    ops = sorted(gross)
+    main = prorata_fen([sum((gross[o][k] for k in MAIN_KINDS), ZERO) for o in ops], budget_main)
+    v2g = prorata_fen([gross[o]["v2g"] for o in ops], budget_v2g)
+    party_rows: list[dict] = []
+    owner_totals: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    for key in sorted(owner_gross):
+        owner_id, op, contract_id = key
+        c = owner_contract[key]
+        revenue = owner_gross[key]["main"] * main.factor + owner_gross[key]["v2g"] * v2g.factor
+        share_exact = owner_part(revenue, c["scheme"], c.get("owner_share"), c.get("tiers"))
+        share, _ = split_fen(round_statement(revenue), share_exact)
+        owner_totals[op] += share
+        party_rows.append({"party_kind": "owner", "party_id": owner_id, "operator_id": op, "contract": contract_id,
+                           "amounts": {"revenue": fen(revenue), "owner_share": fen(share)},
+                           "scheme": c["scheme"], "owner_share": c.get("owner_share"), "tiers": c.get("tiers")})
+    for i, op in enumerate(ops):
+        g = gross[op]
+        gross_main = sum((g[k] for k in MAIN_KINDS), ZERO)
+        payable = main.paid[i] + v2g.paid[i]
+        net = payable + g["penalty"]
+        amounts = {f"claim_{k}": g[k] for k in ("active", "reactive", "reserve", "v2g")} | {
+            "prorata_main": main.paid[i] - gross_main, "prorata_v2g": v2g.paid[i] - g["v2g"],
+            "penalty": g["penalty"], "payable": payable, "net": net, "owner_shares": owner_totals[op],
+            "retained": net - owner_totals[op]}
+        party_rows.append({"party_kind": "operator", "party_id": op, "operator_id": op, "contract": "-",
+                           "amounts": {k: fen(v) for k, v in amounts.items()}})
+    summary = {
+        "ruleset": rs.id, "rules": {"subsidy": dict(sub), "evaluation": dict(ev_rules)}, "evaluations": evaluation_ids,
+        "main": {"budget": str(budget_main), "claims": str(sum((sum((gross[o][k] for k in MAIN_KINDS), ZERO)
+                                                                 for o in ops), ZERO)),
+                 "factor": str(main.factor), "paid": str(sum(main.paid, ZERO))},
+        "v2g": {"budget": str(budget_v2g), "claims": str(sum((gross[o]["v2g"] for o in ops), ZERO)),
+                "factor": str(v2g.factor), "paid": str(sum(v2g.paid, ZERO))},
+        "penalty": {"mode": penalty_mode, "ratio": str(penalty_ratio), "total": str(sum((gross[o]["penalty"]
+                                                                                         for o in ops), ZERO))},
+        "reserve_eligible": eligible,
+        "assumptions": ["over budget every claim is scaled by budget / total (plan gives the cap only)",
+                        "penalties stay with the operator", "owner revenue = its resources' claims x the factor"],
+    }
+    return {"lines": out_lines, "parties": party_rows, "summary": summary}
+
+
+def _store(conn: Connection, settlement_id: str, revision: int, alloc: dict) -> None:
+    if alloc["lines"]:
+        conn.execute(settlement_lines.insert(), [{**r, "settlement_id": settlement_id, "revision": revision}
+                                                 for r in alloc["lines"]])
+    rows = [{"settlement_id": settlement_id, "revision": revision, "party_kind": p["party_kind"],
+             "party_id": p["party_id"], "operator_id": p["operator_id"], "contract": p["contract"],
+             "amounts": audit._plain({**p["amounts"], **({"scheme": p["scheme"], "share": p["owner_share"],
+                                                         "tiers": p["tiers"]} if p["party_kind"] == "owner" else {})})}
+            for p in alloc["parties"]]
+    if rows:
+        conn.execute(settlement_parties.insert(), rows)
+
+
+def _rules_of(st: dict) -> rules.RuleSet:
+    """The rule set a settlement was computed with, as stored with it (later edits of files do not apply)."""
+    return rules.RuleSet(st["ruleset"], st["summary"]["rules"])
+
+
+def _year_evaluations(conn: Connection, year: int) -> tuple[list[str], list[str]]:
+    """Current evaluations of the year's evaluated events, and the events still waiting for one."""
+    q = (select(events_t.c.event_id, events_t.c.state, evaluations.c.evaluation_id)
+         .select_from(events_t.outerjoin(evaluations, (evaluations.c.event_id == events_t.c.event_id)
+                                         & (evaluations.c.status == "current")))
+         .where(events_t.c.day >= date(year, 1, 1), events_t.c.day <= date(year, 12, 31),
+                events_t.c.state.in_(("executing", "evaluating", "settled")))
+         .order_by(events_t.c.day, events_t.c.event_id))
+    done, pending = [], []
+    for event_id, _state, evaluation_id in conn.execute(q):
+        (done if evaluation_id else pending).append(evaluation_id or event_id)
+    return done, pending
+
+
+def _center(actor: Actor) -> None:
+    if actor.role != "city_admin":
+        raise Forbidden("settlements are computed and signed by the city management center (city_admin)")
+
+
+def compute(conn: Connection, actor: Actor, year: int, ruleset: str = rules.DEFAULT_RULESET) -> dict:
+    """Compute (or recompute, while computed or reviewed) the yearly settlement."""
+    _center(actor)
+    if not 2000 <= int(year) <= 2100:
+        raise InvalidInput(Violation("year", "must be a calendar year", year))
+    rs = rules.load(ruleset)
+    live = of_year(conn, year)
+    if live is not None and live["state"] in ("approved", "paid"):
+        raise Conflict(f"settlement {live['settlement_id']} of {year} is {live['state']}: corrections go through "
+                       "disputes, which append to the ledger")
+    done, pending = _year_evaluations(conn, year)
+    alloc = _allocate(conn, rs, done)
+    now = datetime.now(UTC)
+    settlement_id = new_id("STL")
+    if live is not None:
+        conn.execute(settlements.update().where(settlements.c.settlement_id == live["settlement_id"]).values(
+            state="superseded", updated_at=now))
+        audit.record(conn, actor, "settlement.supersede", "settlement", live["settlement_id"],
+                     before={"state": live["state"]}, after={"state": "superseded", "by": settlement_id})
+    summary = {**alloc["summary"], "pending_events": pending}
+    conn.execute(settlements.insert().values(settlement_id=settlement_id, year=int(year), state="computed",
+                                             revision=0, ruleset=rs.id, summary=audit._plain(summary),
+                                             created_by=actor.name, created_at=now, updated_at=now))
+    _store(conn, settlement_id, 0, alloc)
+    audit.record(conn, actor, "settlement.compute", "settlement", settlement_id,
+                 after={"year": year, "ruleset": rs.id, "evaluations": len(done), "pending": len(pending),
+                        "main": summary["main"], "v2g": summary["v2g"]})
+    return get(conn, settlement_id)
+
+
+def _postings(conn: Connection, settlement_id: str, revision: int) -> dict[tuple, int]:
+    """What the ledger should hold (before payments) for a revision: (party_kind, party, operator, account) → fen."""
+    out: dict[tuple, int] = {}
+    for p in parties(conn, settlement_id, revision=revision):
+        a = p["amounts"]
+        if p["party_kind"] == "operator":
+            for acc in ("claim_active", "claim_reactive", "claim_reserve", "claim_v2g", "prorata_main",
+                        "prorata_v2g", "penalty"):
+                out[("operator", p["party_id"], p["operator_id"], acc)] = int(a[acc])
+        else:
+            k = ("owner", p["party_id"], p["operator_id"], "owner_share")
+            out[k] = out.get(k, 0) + int(a["owner_share"])
+    return out
+
+
+def _post(conn: Connection, actor: Actor, st: dict, entries: dict[tuple, int], ref: str, memo: str) -> int:
+    now = datetime.now(UTC)
+    rows = [{"settlement_id": st["settlement_id"], "year": st["year"], "party_kind": k[0], "party_id": k[1],
+             "operator_id": k[2], "account": k[3], "amount_fen": int(v), "ref": ref, "memo": memo,
+             "created_by": actor.name, "created_at": now} for k, v in sorted(entries.items()) if v]
+    if rows:
+        conn.execute(ledger_entries.insert(), rows)
+    return len(rows)
+
+
+def transition(conn: Connection, actor: Actor, settlement_id: str, action: str, reason: str | None = None) -> dict:
+    """review / approve (posts the ledger, settles the events) / pay (payment entries)."""
+    st = get(conn, settlement_id)
+    t = lifecycle.check(SETTLEMENT_MACHINE, "settlement", settlement_id, st["state"], action, actor.role, reason)
+    posted = 0
+    if action == "approve":
+        posted = _post(conn, actor, st, _postings(conn, settlement_id, st["revision"]), f"rev{st['revision']}",
+                       "approved settlement")
+        for eid in st["summary"]["evaluations"]:
+            event_id = eva.get(conn, eid)["event_id"]
+            if events.get(conn, event_id)["state"] == "evaluating":
+                events.transition(conn, actor, event_id, "settle", reason=f"settlement {settlement_id}")
+    elif action == "pay":
+        posted = _pay(conn, actor, st, "payment")
+    conn.execute(settlements.update().where(settlements.c.settlement_id == settlement_id).values(
+        state=t.target, updated_at=datetime.now(UTC)))
+    audit.record(conn, actor, f"settlement.{action}", "settlement", settlement_id, before={"state": st["state"]},
+                 after={"state": t.target, "ledger_entries": posted}, reason=reason)
+    return get(conn, settlement_id)
+
+
+def _pay(conn: Connection, actor: Actor, st: dict, ref: str) -> int:
+    q = (select(ledger_entries.c.party_id, func.sum(ledger_entries.c.amount_fen))
+         .where(ledger_entries.c.settlement_id == st["settlement_id"], ledger_entries.c.party_kind == "operator")
+         .group_by(ledger_entries.c.party_id))
+    due = {("operator", op, op, "payment"): -int(total) for op, total in conn.execute(q) if int(total)}
+    return _post(conn, actor, st, due, ref, "paid by the grid company" if ref == "payment" else "balance settled")
+
+
+def pay_balances(conn: Connection, actor: Actor, settlement_id: str) -> dict:
+    """After a paid settlement was adjusted by a dispute: pay (or recover) each operator's balance."""
+    _center(actor)
+    st = get(conn, settlement_id)
+    if st["state"] != "paid":
+        raise Conflict(f"settlement {settlement_id} is {st['state']}: balances are paid after 'pay'")
+    n = _pay(conn, actor, st, f"balance-rev{st['revision']}")
+    audit.record(conn, actor, "settlement.pay_balances", "settlement", settlement_id, after={"ledger_entries": n})
+    return {"settlement_id": settlement_id, "ledger_entries": n}
+
+
+def resettle(conn: Connection, actor: Actor, settlement_id: str, ref: str, memo: str) -> dict:
+    """Re-run the allocation on the events' current evaluations as a new revision; once the ledger has
+    been posted (approved or paid), append the difference of every account. Returns the differences."""
+    st = get(conn, settlement_id)
+    if st["state"] == "superseded":
+        raise Conflict(f"settlement {settlement_id} was superseded")
+    rs = _rules_of(st)
+    event_ids = [eva.get(conn, e)["event_id"] for e in st["summary"]["evaluations"]]
+    now_current = [eva.current(conn, e)["evaluation_id"] for e in event_ids]
+    old_lines = {(r["event_id"], r["unit_id"], r["kind"]): r["line_id"] for r in lines(conn, settlement_id)}
+    alloc = _allocate(conn, rs, now_current, line_ids=old_lines)
+    revision = st["revision"] + 1
+    _store(conn, settlement_id, revision, alloc)
+    before = _postings(conn, settlement_id, st["revision"])
+    after = _postings(conn, settlement_id, revision)
+    diff = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)}
+    posted = 0
+    if st["state"] in ("approved", "paid"):
+        posted = _post(conn, actor, st, diff, ref, memo)
+    summary = {**st["summary"], **alloc["summary"], "evaluations": now_current}
+    conn.execute(settlements.update().where(settlements.c.settlement_id == settlement_id).values(
+        revision=revision, summary=audit._plain(summary), updated_at=datetime.now(UTC)))
+    audit.record(conn, actor, "settlement.resettle", "settlement", settlement_id,
+                 before={"revision": st["revision"]}, after={"revision": revision, "ledger_entries": posted},
+                 reason=memo)
+    return {"revision": revision, "ledger_entries": posted,
+            "differences": [{"party_kind": k[0], "party_id": k[1], "operator_id": k[2], "account": k[3],
+                             "amount": str(from_fen(v))} for k, v in sorted(diff.items()) if v]}
+
+
+def preview(conn: Connection, settlement_id: str, replace: dict[str, str]) -> dict:
+    """Operators' payable and owners' shares if evaluations were replaced ({old id: new id}); writes nothing."""
+    st = get(conn, settlement_id)
+    ids = [replace.get(e, e) for e in st["summary"]["evaluations"]]
+    alloc = _allocate(conn, _rules_of(st), ids)
+    return {(p["party_kind"], p["party_id"], p["operator_id"], p["contract"]): p["amounts"] for p in alloc["parties"]}
+
+
+# ---------------------------------------------------------------- statements
+
+
+def _yuan_amounts(amounts: dict) -> dict:
+    return {k: (str(from_fen(v)) if isinstance(v, int) else v) for k, v in amounts.items()}
+
+
+def _visible(scope: Scope | None, operator_id: str | None = None, owner_id: str | None = None) -> None:
+    if scope is None or scope.city_wide:
+        return
+    if scope.operator_id and operator_id and scope.operator_id != operator_id:
+        raise Forbidden(f"operator {operator_id}'s statement is outside your scope")
+    if scope.owner_id and (owner_id is None or scope.owner_id != owner_id):
+        raise Forbidden("this statement is outside your scope")
+
+
+def statement_operator(conn: Connection, settlement_id: str, operator_id: str, scope: Scope | None = None) -> dict:
+    """An operator's statement: lines, claims, pro rata, penalties, owners' shares, ledger and balance."""
+    _visible(scope, operator_id=operator_id)
+    st = get(conn, settlement_id)
+    name = conn.execute(select(operators.c.name).where(operators.c.operator_id == operator_id)).scalar()
+    party = parties(conn, settlement_id, "operator", operator_id)
+    if name is None or not party:
+        raise NotFound("statement of operator", operator_id)
+    return {"kind": "operator", "settlement_id": settlement_id, "year": st["year"], "state": st["state"],
+            "revision": st["revision"], "ruleset": st["ruleset"], "party_id": operator_id, "name": name,
+            "main": st["summary"]["main"], "v2g": st["summary"]["v2g"],
+            "lines": [{**{k: r[k] for k in ("line_id", "event_id", "unit_id", "kind", "quantity", "quantity_unit",
+                                            "rate_yuan", "note")}, "amount": str(from_fen(r["amount_fen"]))}
+                      for r in lines(conn, settlement_id, operator_id)],
+            "amounts": _yuan_amounts(party[0]["amounts"]),
+            "owners": [{"owner_id": p["party_id"], "contract": p["contract"], **_yuan_amounts(p["amounts"])}
+                       for p in parties(conn, settlement_id, "owner", operator_id=operator_id)],
+            "ledger": [_entry(e) for e in ledger(conn, settlement_id, "operator", operator_id)],
+            "balance": str(balance(conn, settlement_id, "operator", operator_id))}
+
+
+def statement_owner(conn: Connection, settlement_id: str, owner_id: str, scope: Scope | None = None) -> dict:
+    """An owner's statement: revenue and share per operator and contract, and its ledger entries."""
+    _visible(scope, owner_id=owner_id)
+    st = get(conn, settlement_id)
+    name = conn.execute(select(owners.c.name).where(owners.c.owner_id == owner_id)).scalar()
+    items = parties(conn, settlement_id, "owner", owner_id)
+    if scope is not None and scope.operator_id:
+        items = [p for p in items if p["operator_id"] == scope.operator_id]
+    if name is None or not items:
+        raise NotFound("statement of owner", owner_id)
+    ops = {p["operator_id"] for p in items}
+    return {"kind": "owner", "settlement_id": settlement_id, "year": st["year"], "state": st["state"],
+            "revision": st["revision"], "ruleset": st["ruleset"], "party_id": owner_id, "name": name,
+            "items": [{"operator_id": p["operator_id"], "contract": p["contract"], **_yuan_amounts(p["amounts"])}
+                      for p in items],
+            "ledger": [_entry(e) for e in ledger(conn, settlement_id, "owner", owner_id) if e["operator_id"] in ops],
+            "total_share": str(sum((from_fen(p["amounts"]["owner_share"]) for p in items), ZERO))}
+
+
+def _entry(e: dict) -> dict:
+    return {"entry_id": e["entry_id"], "account": e["account"], "operator_id": e["operator_id"],
+            "amount": str(from_fen(e["amount_fen"])), "ref": e["ref"], "memo": e["memo"],
+            "created_at": e["created_at"]}
+
+
+def to_csv(stmt: dict) -> str:
+    """A statement as CSV: a header block, then its lines (operator) or items (owner), then the ledger."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    for k in ("kind", "settlement_id", "year", "state", "revision", "ruleset", "party_id", "name"):
+        w.writerow([k, stmt[k]])
+    w.writerow([])
+    if stmt["kind"] == "operator":
+        cols = ["line_id", "event_id", "unit_id", "kind", "quantity", "quantity_unit", "rate_yuan", "amount", "note"]
+        w.writerow(cols)
+        for r in stmt["lines"]:
+            w.writerow([r[c] if c != "quantity" else f"{r[c]:.3f}" for c in cols])
+        w.writerow([])
+        for k, v in stmt["amounts"].items():
+            w.writerow([k, v])
+        w.writerow([])
+        w.writerow(["owner_id", "contract", "revenue", "owner_share"])
+        for o in stmt["owners"]:
+            w.writerow([o["owner_id"], o["contract"], o["revenue"], o["owner_share"]])
+    else:
+        w.writerow(["operator_id", "contract", "scheme", "revenue", "owner_share"])
+        for it in stmt["items"]:
+            w.writerow([it["operator_id"], it["contract"], it.get("scheme"), it["revenue"], it["owner_share"]])
+        w.writerow(["total_share", stmt["total_share"]])
+    w.writerow([])
+    w.writerow(["entry_id", "account", "operator_id", "amount", "ref", "memo"])
+    for e in stmt["ledger"]:
+        w.writerow([e["entry_id"], e["account"], e["operator_id"], e["amount"], e["ref"], e["memo"]])
+    if "balance" in stmt:
+        w.writerow(["balance", stmt["balance"]])
+    return buf.getvalue()
+
+
+_CSS = ("body{font-family:sans-serif;margin:2em;color:#111}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #999;padding:4px 8px}td.n{text-align:right;font-variant-numeric:tabular-nums}"
+        "@media print{body{margin:0}.noprint{display:none}}")
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> str:
+    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in head)
+    body = "".join("<tr>" + "".join(
+        f"<td class='n'>{html.escape(str(c))}</td>" if isinstance(c, (int, float, Decimal)) or _numeric(c)
+        else f"<td>{html.escape('' if c is None else str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{h}</tr>{body}</table>"
+
+
+def _numeric(c: Any) -> bool:
+    try:
+        Decimal(str(c))
+        return isinstance(c, str) and c.strip() != ""
+    except ArithmeticError:
+        return False
+
+
+def to_html(stmt: dict) -> str:
+    """A printable HTML statement (print to PDF from the browser)."""
+    title = f"openvpp {stmt['year']} settlement statement — {stmt['kind']} {stmt['party_id']}"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+             f"<p>{html.escape(str(stmt['name']))} · settlement {stmt['settlement_id']} rev {stmt['revision']} · "
+             f"state {stmt['state']} · rule set {stmt['ruleset']}</p>"]
+    if stmt["kind"] == "operator":
+        parts.append("<h2>Lines</h2>" + _table(
+            ["line", "event", "unit", "kind", "quantity", "unit", "rate (yuan)", "amount (yuan)", "note"],
+            [[r["line_id"], r["event_id"], r["unit_id"], r["kind"], f"{r['quantity']:.3f}", r["quantity_unit"],
+              r["rate_yuan"] or "varies", r["amount"], r["note"]] for r in stmt["lines"]]))
+        parts.append("<h2>Amounts</h2>" + _table(["item", "yuan"], [[k, v] for k, v in stmt["amounts"].items()]))
+        parts.append("<h2>Owners' shares</h2>" + _table(
+            ["owner", "contract", "revenue", "share"],
+            [[o["owner_id"], o["contract"], o["revenue"], o["owner_share"]] for o in stmt["owners"]]))
+    else:
+        parts.append("<h2>Revenue and share</h2>" + _table(
+            ["operator", "contract", "scheme", "revenue", "share"],
+            [[i["operator_id"], i["contract"], i.get("scheme"), i["revenue"], i["owner_share"]]
+             for i in stmt["items"]]))
+        parts.append(f"<p>Total share: <b>{stmt['total_share']}</b> yuan</p>")
+    parts.append("<h2>Ledger</h2>" + _table(
+        ["entry", "account", "operator", "amount (yuan)", "ref", "memo"],
+        [[e["entry_id"], e["account"], e["operator_id"], e["amount"], e["ref"], e["memo"]] for e in stmt["ledger"]]))
+    if "balance" in stmt:
+        parts.append(f"<p>Balance: <b>{stmt['balance']}</b> yuan</p>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def line(conn: Connection, settlement_id: str, line_id: str) -> dict:
+    row = conn.execute(select(settlement_lines).where(
+        settlement_lines.c.settlement_id == settlement_id, settlement_lines.c.line_id == line_id,
+        settlement_lines.c.revision == get(conn, settlement_id)["revision"])).mappings().first()
+    if row is None:
+        raise NotFound("statement line", line_id)
+    return dict(row)
+
