@@ -316,12 +316,15 @@ async def run_fleet(url: str, chargers: list[ChargerState], interval_s: float, d
 
 
 def fleet_states(ids: list[str], v201_share: float = 0.4, max_kw: float = 7.0, seed: int = 0) -> list[ChargerState]:
+    """Chargers from ids; an id may carry its rating as ``ID,kW`` (default ``max_kw``)."""
     rng = random.Random(seed)
     out = []
-    for cp in ids:
+    for item in ids:
+        cp, _, kw = item.partition(",")
+        rated = float(kw) if kw else max_kw
         v201 = rng.random() < v201_share
-        out.append(ChargerState(cp, "2.0.1" if v201 else "1.6", max_kw, 0.0,
-                                EV(60.0, rng.uniform(0.1, 0.5), 0.9, 0.3, max_kw)))
+        out.append(ChargerState(cp, "2.0.1" if v201 else "1.6", rated, 0.0,
+                                EV(60.0, rng.uniform(0.1, 0.5), 0.9, 0.3, rated)))
     return out
 
 
@@ -329,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Simulated OCPP charger fleet (prints one JSON line of statistics)")
     ap.add_argument("--url", required=True, help="CSMS base URL, e.g. ws://127.0.0.1:9000")
     ap.add_argument("--ids", default="", help="comma-separated charge point ids")
-    ap.add_argument("--ids-file", default="", help="file with one charge point id per line")
+    ap.add_argument("--ids-file", default="", help="file with one charge point id per line (optionally 'id,kW')")
     ap.add_argument("--v201-share", type=float, default=0.4)
     ap.add_argument("--interval", type=float, default=10.0)
     ap.add_argument("--duration", type=float, default=60.0)
