@@ -105,7 +105,7 @@ def setup_city(settings, tmp_path: Path) -> None:
             ["GB2", "Car park fans", "central_ac", "OP02", "OW2", "S2", "GZ-HZ-S01-F01-T001", 500, 500,
              "ac_office", 400, 14, 60, "automatic", 0, 400, 2, "mqtt", "MGB2", "2024-01-01"],
             ["GC1", "Cold store compressors", "central_ac", "OP03", "OW4", "S4", "GZ-HZ-S01-F01-T002", 2500, 2500,
-             "ac_office", 2000, 15, 60, "automatic", 0, 2000, 2, "mqtt", "MGC1", "2024-01-01"],
+             "ac_office", 2000, 15, 60, "automatic", 2000, 2000, 2, "mqtt", "MGC1", "2024-01-01"],
         ]
         write_csv(tmp_path / "golden.csv", RES_HEADER, rows)
         registry.import_resources(conn, registry.read_table(tmp_path / "golden.csv", ()), ADMIN)
@@ -138,10 +138,14 @@ def run_event(settings, cleared: dict = CLEARED, price: float = 3.0, product: st
     return eid
 
 
+def make_golden(settings, tmp_path: Path) -> Golden:
+    setup_city(settings, tmp_path)
+    return Golden(settings, run_event(settings), meter_source(), golden_ruleset(tmp_path))
+
+
 @pytest.fixture
 def golden(loaded, tmp_path) -> Golden:
-    setup_city(loaded, tmp_path)
-    return Golden(loaded, run_event(loaded), meter_source(), golden_ruleset(tmp_path))
+    return make_golden(loaded, tmp_path)
 
 
 AFTER = slot_start_utc(DAY, END) + timedelta(hours=1)

@@ -424,7 +424,8 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
     inputs = {"history_days": history_days, "first_day": first_day, "event_day_idx": n_days - 1,
               "excluded_days": excluded_days, "band": {"low": low, "high": high},
               "days_used_min": int(np.min(base.days_used)) if base is not None and len(ids) else None,
-              "adjustment_values": None if adjust_value is None else [float(x) for x in adjust_value],
+              "adjustment_values": None if adjust_value is None else {r: _num(x) for r, x in zip(ids, adjust_value,
+                                                                                           strict=True)},
               "device_instructions": bool(dev), "carbon": carbon,
               "members": {u: [m["resource_id"] for m in members if m["unit_id"] == u] for u in units}}
     status = "candidate" if candidate_for else "current"
