@@ -424,7 +424,7 @@ class TelemetryService:
     """
 
     def __init__(self, engine: Engine, config: TelemetryConfig | None = None,
-                 publish: Callable[[str, bytes], None] | None = None, index_ttl_s: float = 60.0,
+                 publish: Callable[[str, bytes], None] | None = None, index_ttl_s: float = 300.0,
                  clock: Callable[[], float] = time.time):
         self.engine = engine
         self.config = config or TelemetryConfig.from_env()
@@ -433,15 +433,27 @@ class TelemetryService:
         self.clock = clock
         self._index: DeviceIndex | None = None
         self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
         self.totals: dict[str, int] = {}
 
     # -- registry snapshot
     def index(self, refresh: bool = False) -> DeviceIndex:
-        with self._lock:
-            if refresh or self._index is None or time.monotonic() - self._index.loaded_at > self.index_ttl_s:
+        """The registry snapshot, reloaded after ``index_ttl_s``. While one thread reloads a stale
+        snapshot the others go on with it (a million devices take seconds to read)."""
+        idx = self._index
+        if idx is not None and not refresh and time.monotonic() - idx.loaded_at <= self.index_ttl_s:
+            return idx
+        if idx is not None and not self._load_lock.acquire(blocking=False):
+            return idx
+        if idx is None:
+            self._load_lock.acquire()
+        try:
+            if self._index is None or refresh or time.monotonic() - self._index.loaded_at > self.index_ttl_s:
                 with self.engine.connect() as conn:
                     self._index = DeviceIndex.load(conn)
             return self._index
+        finally:
+            self._load_lock.release()
 
     # -- validation
     def check(self, points: Points, expected_operator: int | np.ndarray | None, now_ms: int
@@ -449,7 +461,7 @@ class TelemetryService:
         """(registry row per point, reason code per point)."""
         idx = self.index()
         rows = idx.lookup(points.device)
-        if (rows < 0).any() and time.monotonic() - idx.loaded_at > 5.0:
+        if (rows < 0).any() and time.monotonic() - idx.loaded_at > 30.0:
             idx = self.index(refresh=True)   # a device registered since the last snapshot
             rows = idx.lookup(points.device)
         c = self.config
