@@ -157,8 +157,9 @@ def test_command_channel_gets_each_devices_acknowledgement(mini_city):
 
     async def main():
         stop = asyncio.Event()
-        sim = asyncio.create_task(run_devices(fleet, url, stop))
-        await asyncio.sleep(0.5)   # the simulator subscribes to its commands
+        reporting = asyncio.Event()   # set at the first report: the simulator has subscribed to its commands
+        sim = asyncio.create_task(run_devices(fleet, url, stop, on_report=lambda k, t: reporting.set()))
+        await asyncio.wait_for(reporting.wait(), 20)
         async with CommandChannel(url) as ch:
             acks = await asyncio.gather(
                 ch.send("OP01", "R3", {"kind": "setpoint", "p": -100.0, "duration_s": 60}),

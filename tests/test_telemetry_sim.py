@@ -88,16 +88,26 @@ def test_simulator_over_mosquitto_feeds_the_ingest_and_obeys_a_setpoint(loaded, 
         while not ingest.subscribed.is_set():
             assert time.monotonic() - t0 < 10, "Mosquitto is required at 127.0.0.1:1883"
             await asyncio.sleep(0.05)
-        sim = asyncio.create_task(run_devices(fleet, url, stop))
+        reporting = asyncio.Event()   # set at the first report: the simulator has subscribed to its commands
+        sim = asyncio.create_task(run_devices(fleet, url, stop, on_report=lambda k, t: reporting.set()))
         tasks.append(sim)
         async with aiomqtt.Client("127.0.0.1", 1883) as dispatcher:
             await dispatcher.subscribe(f"{root}/ack/+/+", qos=1)
-            await asyncio.sleep(0.5)   # the simulator subscribes to its commands
+            await asyncio.wait_for(reporting.wait(), 20)
             await dispatcher.publish(f"{root}/cmd/OP01/R3", json.dumps(
                 {"id": "INS-1", "kind": "setpoint", "p": -250.0, "duration_s": 30}), qos=1)
             ack = await asyncio.wait_for(anext(aiter(dispatcher.messages)), 10)
             sent_at = time.time() * 1000
-        await asyncio.sleep(0.6)
+
+        def r3_after() -> list:
+            with db.get_engine(loaded.database_url).connect() as conn:
+                rows = timeseries.read_raw(conn, ["R3"], datetime.fromtimestamp(sent_at / 1000 + 0.2, UTC),
+                                           datetime(2100, 1, 1, tzinfo=UTC))
+            return rows
+
+        t_end = time.monotonic() + 15
+        while len(await asyncio.to_thread(r3_after)) < 3 and time.monotonic() < t_end:
+            await asyncio.sleep(0.1)
         stop.set()
         counts = (await asyncio.gather(*tasks))[1]
         return json.loads(ack.payload), counts, ingest.stats, sent_at
