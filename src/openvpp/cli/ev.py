@@ -30,6 +30,11 @@ ocpp_app = typer.Typer(help="OCPP 1.6J / 2.0.1 central system. Example: openvpp 
                        no_args_is_help=True)
 
 
+@ocpp_app.callback()
+def _ocpp() -> None:
+    """OCPP central system (a group, so that ``openvpp ocpp serve`` keeps its name)."""
+
+
 def _fail(exc: Exception) -> None:
     err.print(f"[red]error:[/red] {exc}")
     for v in getattr(exc, "violations", [])[:20]:
