@@ -37,6 +37,7 @@ import contextlib
 import itertools
 import json
 import logging
+import signal
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -459,8 +460,13 @@ def run(service: ChargingService, host: str, port: int, on_ready=None) -> None:
         bound = await csms.start(host, port)
         if on_ready is not None:
             on_ready(bound, csms)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):   # flush buffered meter values before leaving
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
         try:
-            await asyncio.Future()
+            await stop.wait()
         finally:
             await csms.stop()
 
