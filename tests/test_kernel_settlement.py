@@ -8,10 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from openvpp.core.errors import InvalidInput
+from openvpp.core.money import round_statement, yuan
 from openvpp.kernels.settlement import (
     claims,
+    fen_half_up,
     fixed_owner_part,
     owner_part,
+    owner_shares_fen,
     penalty,
     prorata,
     prorata_fen,
@@ -91,3 +94,26 @@ def test_owner_and_operator_shares_sum_to_the_revenue(revenue, scheme, share, ra
     assert owner + operator == revenue
     assert owner == owner.quantize(D("0.01")) and operator == operator.quantize(D("0.01"))
     assert D(0) <= owner <= revenue
+
+
+def test_array_rounding_matches_decimal_half_up_including_ties():
+    fen, amb = fen_half_up(np.array([0.005, 1.005, -0.005, 2.675, 1234.5649999, 0.0]))
+    assert amb[:4].all() and not amb[4:].any()
+    assert fen[4:].tolist() == [123456, 0]
+    rev, own = owner_shares_fen(np.array([1.005, 2550.0, 2100.0]), D(10000) / D(11400), np.array([1.0, 0.7, 0.5]))
+    # the Decimal path: 1.005 x f = 0.8815789.. → 0.88; 2550 x f = 2236.842.. → 2236.84, x 0.7 → 1565.79
+    assert rev.tolist() == [88, 223684, 184211] and own.tolist() == [88, 156579, 92105]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.floats(0, 1e7, allow_nan=False),
+                          st.integers(0, 10**9).map(lambda k: k / 100 + 0.005)), min_size=1, max_size=20),
+       st.fractions(0, 1).map(lambda f: D(f.numerator) / D(f.denominator)),
+       st.lists(st.sampled_from([0.4, 0.5, 0.55, 0.6, 0.7, 1.0]), min_size=20, max_size=20))
+def test_owner_shares_on_arrays_equal_the_decimal_statements(claims_yuan, factor, shares):
+    share = np.array(shares[:len(claims_yuan)])
+    rev, own = owner_shares_fen(np.array(claims_yuan), factor, share)
+    for i, c in enumerate(claims_yuan):
+        exact = yuan(c) * factor
+        assert rev[i] == int(round_statement(exact) * 100)
+        assert own[i] == int(round_statement(owner_part(exact, "fixed", float(share[i]))) * 100)

@@ -10,7 +10,7 @@ The chain (``domain/RULES.md``, "Guangzhou operating rules" and "Baselines"):
 
 1. response = baseline - metered for load reduction (``direction="down"``), metered - baseline for
    valley filling (``"up"``) — :func:`openvpp.kernels.baseline.response_kw`;
-2. resources are summed to their trading unit (:func:`group_slots`, on ``kernels.aggregate.group_sum``):
+2. resources are summed to their trading unit (:func:`group_slots`, one bincount per sum):
    the unit is what the market cleared, so the valid band is applied there (:func:`performance`):
    ratio = response / cleared; below ``band_low`` × cleared the slot pays nothing, above
    ``band_high`` × cleared it is capped (default 80 % / 120 %, rule set ``[evaluation]``);
@@ -32,8 +32,9 @@ import numpy as np
 
 from openvpp.core.errors import InvalidInput, Violation
 from openvpp.core.timeslots import SLOT_H, SLOT_MINUTES
-from openvpp.kernels.aggregate import group_sum
 from openvpp.kernels.baseline import response_kw
+
+TINY = 1e-9   # kW: weights summing to less are nothing to share by
 
 __all__ = ["Performance", "EventEvaluation", "response_kw", "group_slots", "performance", "allocate",
            "split_cleared", "energy", "reserve_available", "rebound_kwh", "curtailed", "v2g_discharge",
@@ -60,18 +61,36 @@ def _band(low: float, high: float) -> None:
         raise InvalidInput(Violation("band", "needs 0 <= band_low <= band_high", (low, high)))
 
 
-def group_slots(codes: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndarray:
-    """Sum rows of ``values`` (n, s) per group; NaN counts as 0; negative codes belong to no group.
-
-    Returns (n_groups, s) float64.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    n, s = v.shape
+def _rows(codes: np.ndarray, n: int, n_groups: int) -> np.ndarray:
+    """Group row of each element, with negative codes sent to an extra dump row ``n_groups``."""
     codes = np.asarray(codes, dtype=np.int64)
     if codes.shape != (n,):
         raise InvalidInput(Violation("codes", f"must have one group per row ({n})", codes.shape))
-    joint = np.where(codes[:, None] >= 0, codes[:, None] * s + np.arange(s), -1)
-    return group_sum(joint.ravel(), n_groups * s, np.nan_to_num(v, nan=0.0).ravel())[0].reshape(n_groups, s)
+    if codes.size and (codes.max() >= n_groups):
+        raise InvalidInput(Violation("codes", f"must be < {n_groups} (the number of groups)", int(codes.max())))
+    return np.where(codes >= 0, codes, n_groups) if codes.size and codes.min() < 0 else codes
+
+
+def _sum_rows(rows: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndarray:
+    """(n, s) summed per group row (``_rows``): one bincount over group × slot; (n_groups, s)."""
+    n, s = values.shape
+    joint = (rows[:, None] * s + np.arange(s)).ravel()
+    return np.bincount(joint, weights=values.ravel(), minlength=(n_groups + 1) * s).reshape(-1, s)[:n_groups]
+
+
+def _zero_nan(a: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(a), 0.0, a)
+
+
+def group_slots(codes: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndarray:
+    """Sum rows of ``values`` (n, s) per group; NaN counts as 0; negative codes belong to no group.
+
+    Returns (n_groups, s) float64. The same sum as ``kernels.aggregate.group_sum`` over the
+    flattened (group × slot) codes, in one bincount without a mask or a count (the hot path of
+    an evaluation over millions of resources).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    return _sum_rows(_rows(codes, v.shape[0], n_groups), n_groups, _zero_nan(v))
 
 
 def performance(response: np.ndarray, cleared_kw: np.ndarray, band_low: float, band_high: float) -> Performance:
@@ -100,25 +119,37 @@ def performance(response: np.ndarray, cleared_kw: np.ndarray, band_low: float, b
 def allocate(unit_values: np.ndarray, codes: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Share each unit's value (u, s) out to its resources in proportion to ``weights`` (n, s).
 
-    Negative or NaN weights count as 0; a unit-slot whose weights sum to 0 gives every resource 0.
+    Negative or NaN weights count as 0; a unit-slot whose weights sum to at most ``TINY`` gives every
+    resource 0.
     Returns (n, s); per unit and slot the shares sum to the unit's value (when weights are positive).
     """
-    u, s = np.shape(unit_values)
-    w = np.maximum(np.nan_to_num(np.asarray(weights, dtype=np.float64), nan=0.0), 0.0)
-    codes = np.asarray(codes, dtype=np.int64)
-    total = group_slots(codes, u, w)
-    inside = codes >= 0
-    rows = np.where(inside, codes, 0)
+    unit = np.asarray(unit_values, dtype=np.float64)
+    u, s = unit.shape
+    w = np.maximum(_zero_nan(np.asarray(weights, dtype=np.float64)), 0.0)
+    rows = _rows(codes, w.shape[0], u)
+    out = _per_weight(unit, _sum_rows(rows, u, w))[rows]
+    out *= w
+    return out
+
+
+def _per_weight(unit: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Unit value per unit of weight, (u + 1, s) with a zero dump row (resources outside every unit)."""
+    big = total > TINY
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        share = np.where(inside[:, None] & (total[rows] > 0), w / total[rows], 0.0)
-    return share * np.asarray(unit_values, dtype=np.float64)[rows]
+        per = np.where(big, unit / np.where(big, total, 1.0), 0.0)
+    return np.vstack([per, np.zeros((1, per.shape[1]))])
 
 
 def split_cleared(unit_cleared_kw: np.ndarray, codes: np.ndarray, capability_kw: np.ndarray) -> np.ndarray:
     """A unit's cleared kW per slot shared to its resources by capability (n,) kW; returns (n, s)."""
-    cap = np.asarray(capability_kw, dtype=np.float64)
-    s = np.shape(unit_cleared_kw)[1]
-    return allocate(unit_cleared_kw, codes, np.broadcast_to(cap[:, None], (cap.shape[0], s)))
+    cleared = np.asarray(unit_cleared_kw, dtype=np.float64)
+    u = cleared.shape[0]
+    cap = np.maximum(_zero_nan(np.asarray(capability_kw, dtype=np.float64)), 0.0)
+    rows = _rows(codes, cap.shape[0], u)
+    total = np.bincount(rows, weights=cap, minlength=u + 1)[:u]
+    out = _per_weight(cleared, np.broadcast_to(total[:, None], cleared.shape))[rows]
+    out *= cap[:, None]
+    return out
 
 
 def energy(power: np.ndarray) -> np.ndarray:
@@ -213,16 +244,29 @@ def evaluate(baseline_kw: np.ndarray, metered_kw: np.ndarray, codes: np.ndarray,
         raise InvalidInput(Violation("metered_kw", f"must match baseline_kw's shape {base.shape}", meter.shape))
     unit_cleared = np.asarray(unit_cleared_kw, dtype=np.float64)
     u = unit_cleared.shape[0]
+    rows = _rows(codes, base.shape[0], u)
     resp = response_kw(base, meter, direction)
-    unit_base = group_slots(codes, u, np.where(np.isnan(resp), np.nan, base))
-    unit_meter = group_slots(codes, u, np.where(np.isnan(resp), np.nan, meter))
-    unit_resp = group_slots(codes, u, resp)
+    # a resource not measured (or without a baseline) counts nowhere in its unit: sums run on one
+    # scratch buffer with those elements zeroed (no NaN-free copy of every input)
+    gaps = np.flatnonzero(np.isnan(resp))
+    buf = np.empty_like(resp)
+    flat = buf.reshape(-1)
+
+    def unit_sum(x: np.ndarray) -> np.ndarray:
+        np.copyto(buf, x)
+        flat[gaps] = 0.0
+        return _sum_rows(rows, u, buf)
+
+    unit_base, unit_meter, unit_resp = unit_sum(base), unit_sum(meter), unit_sum(resp)
     unit = performance(unit_resp, unit_cleared, band_low, band_high)
-    credited = allocate(unit.credited_kw, codes, resp)
+    pos = np.fmax(resp, 0.0, out=buf)            # NaN → 0
+    credited = _per_weight(unit.credited_kw, _sum_rows(rows, u, pos))[rows]
+    credited *= pos
     if cleared_kw is None:
         cap = np.ones(base.shape[0]) if capability_kw is None else capability_kw
-        cleared_kw = split_cleared(unit_cleared, codes, cap)
+        cleared_kw = split_cleared(unit_cleared, np.where(rows < u, rows, -1), cap)
     cleared = np.asarray(cleared_kw, dtype=np.float64)
+    ratio = np.full_like(resp, np.nan)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        ratio = np.where(cleared > 0, resp / np.where(cleared > 0, cleared, 1.0), np.nan)
+        np.divide(resp, cleared, out=ratio, where=cleared > 0)
     return EventEvaluation(resp, cleared, ratio, credited, unit_base, unit_meter, unit_resp, unit_cleared, unit)
