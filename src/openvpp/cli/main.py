@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from openvpp.cli import admin
+from openvpp.cli import admin, ev
 from openvpp.core.errors import OpenVPPError
 from openvpp.core.settings import Settings
 
@@ -50,6 +50,8 @@ for sub, name in ((db_app, "db"), (sim_app, "sim"), (city_app, "city"), (res_app
                   (users_app, "users"), (report_app, "report"), (admin.operators_app, "operators"),
                   (admin.verify_app, "verify"), (admin.pools_app, "pools")):
     app.add_typer(sub, name=name)
+app.add_typer(ev.ev_app, name="ev")
+app.add_typer(ev.ocpp_app, name="ocpp")
 res_app.command("transition")(admin.resources_transition)
 res_app.command("transfer")(admin.resources_transfer)
 res_app.command("export")(admin.resources_export)

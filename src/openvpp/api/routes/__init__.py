@@ -5,6 +5,7 @@ from fastapi import FastAPI
 from openvpp.api.routes import (
     access,
     auth,
+    ev,
     grid,
     live,
     meta,
@@ -20,5 +21,5 @@ from openvpp.api.routes import (
 
 def include(app: FastAPI) -> None:
     for module in (meta, auth, grid, operators, access, resources, pools, reports, tss, verification, telemetry,
-                   live):
+                   live, ev):
         app.include_router(module.router, prefix="/api/v1")
