@@ -172,3 +172,33 @@ def test_command_channel_gets_each_devices_acknowledgement(mini_city):
     acks = asyncio.run(main())
     assert [(a["device"], a["status"]) for a in acks] == [("R3", "accepted"), ("R5", "accepted"), ("R1", "rejected")]
     assert fleet.value_kw[fleet.pos["R3"]] == -100.0 and fleet.max_kw[fleet.pos["R5"]] == 10.0
+
+
+def test_two_workers_of_a_share_group_split_the_stream_and_store_it_once(loaded):
+    root = unique_root()
+    url = f"mqtt://{MOSQUITTO}/{root}"
+    svc = TelemetryService(db.get_engine(loaded.database_url), TelemetryConfig())
+    now = int(time.time() * 1000)
+    group = f"g{uuid.uuid4().hex[:6]}"
+    msgs = [(f"{root}/tele/OP01/S1", batch([{"d": "R1", "t": now - k * 1000, "p": 1.0},
+                                            {"d": "R2", "t": now - k * 1000, "p": -1.0}])) for k in range(60)]
+
+    async def main():
+        workers = [MqttIngest(svc, url, client_id=f"{group}-{i}", share_group=group, max_wait_s=0.01)
+                   for i in range(2)]
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(w.run(stop)) for w in workers]
+        for w in workers:
+            assert await wait_for(w.subscribed.is_set, 10), f"Mosquitto is required at {MOSQUITTO}"
+        await publish_all(url, msgs)
+        assert await wait_for(lambda: sum(w.stats.messages for w in workers) >= 60)
+        stop.set()
+        await asyncio.gather(*tasks)
+        for i in range(2):   # clean the sessions up on the broker
+            async with aiomqtt.Client("127.0.0.1", 1883, identifier=f"{group}-{i}", clean_session=True):
+                pass
+        return [w.stats.messages for w in workers]
+
+    per_worker = asyncio.run(main())
+    assert sum(per_worker) == 60 and min(per_worker) > 0
+    assert count(loaded.database_url) == 120

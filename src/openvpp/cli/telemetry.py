@@ -75,6 +75,7 @@ def sim_devices(city: Path = typer.Option(..., "--city", exists=True, file_okay=
 @telemetry_app.command("ingest")
 def ingest(mqtt: str = typer.Option("", "--mqtt", help="broker URL; default OPENVPP_MQTT_URL"),
            client_id: str = typer.Option("openvpp-ingest", help="persistent session id (one per worker)"),
+           share: str = typer.Option("", help="shared-subscription group: workers of one group split the load"),
            protocol: int = typer.Option(5, help="MQTT protocol: 5 or 311")) -> None:
     """Run the MQTT ingest worker against the configured database until Ctrl-C.
 
@@ -97,7 +98,7 @@ def ingest(mqtt: str = typer.Option("", "--mqtt", help="broker URL; default OPEN
         bus = await make_bus(s.bus_url).start()
         svc = TelemetryService(db.get_engine(s.database_url), publish=bus.publish_threadsafe)
         await asyncio.to_thread(svc.maintain)
-        worker = MqttIngest(svc, url, client_id=client_id, protocol=protocol)
+        worker = MqttIngest(svc, url, client_id=client_id, protocol=protocol, share_group=share or None)
         task = asyncio.create_task(worker.run())
         last = 0
         while not task.done():

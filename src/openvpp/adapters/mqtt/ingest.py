@@ -67,12 +67,17 @@ class MqttIngest:
         after its first message.
     refresh_every_s, maintain_every_s : how often closed minutes are rolled up, and partitions
         created ahead / the retention applied.
+    share_group : run several workers (each its own ``client_id``) as one group that the broker
+        balances messages over; adding a worker adds capacity. Mosquitto keeps dealing a share
+        to a member that is down but has a persistent session, and delivers it when the member
+        returns: nothing is lost, that share waits (retire a worker by reconnecting its id
+        with a clean start).
     """
 
     def __init__(self, service: TelemetryService, url: str, client_id: str = "openvpp-ingest",
                  protocol: int = 5, max_batch_bytes: int = 8 << 20, max_wait_s: float = 0.05,
                  max_backoff_s: float = 5.0, session_expiry_s: int = 7 * 86400, refresh_every_s: float = 5.0,
-                 maintain_every_s: float = 3600.0):
+                 maintain_every_s: float = 3600.0, share_group: str | None = None):
         self.service = service
         self.mqtt = parse_url(url)
         self.client_id = client_id
@@ -83,6 +88,7 @@ class MqttIngest:
         self.session_expiry_s = session_expiry_s
         self.refresh_every_s = refresh_every_s
         self.maintain_every_s = maintain_every_s
+        self.share_group = share_group
         self._last_maintain = time.monotonic()
         self.stats = IngestStats()
         self.connected = asyncio.Event()
@@ -91,7 +97,10 @@ class MqttIngest:
 
     @property
     def topic(self) -> str:
-        return f"{self.mqtt.root}/tele/+/+"
+        """``{root}/tele/+/+``; with a share group ``$share/{group}/...``: the broker splits the
+        messages among the workers of the group (MQTT 5 shared subscription, also in Mosquitto 2 for 3.1.1)."""
+        topic = f"{self.mqtt.root}/tele/+/+"
+        return f"$share/{self.share_group}/{topic}" if self.share_group else topic
 
     def _client(self) -> aiomqtt.Client:
         kw: dict = {"identifier": self.client_id, "keepalive": 10, "timeout": 10,
