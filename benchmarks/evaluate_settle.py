@@ -47,9 +47,12 @@ N_OPERATORS = 60
 
 def make(n: int, seed: int = 7) -> dict:
     rng = np.random.default_rng(seed)
-    n_units = max(N_OPERATORS, n // 400)
+    n_units = max(N_OPERATORS, n // 400 // N_OPERATORS * N_OPERATORS)
     n_owners = max(10, n // 5)
-    unit = rng.integers(0, n_units, n)
+    owner = rng.integers(0, n_owners, n)
+    unit_op = np.arange(n_units) % N_OPERATORS
+    # each owner contracts with one operator; its resources sit in that operator's units
+    unit = owner % N_OPERATORS + N_OPERATORS * rng.integers(0, n_units // N_OPERATORS, n)
     cap = rng.lognormal(2.0, 0.8, n)                                     # kW, median ~7
     base = (cap * rng.uniform(2.0, 4.0, n))[:, None] * rng.uniform(0.95, 1.05, (n, SLOTS))
     resp = (cap * rng.uniform(-0.1, 1.4, n))[:, None] * rng.uniform(0.8, 1.2, (n, SLOTS))
@@ -58,8 +61,6 @@ def make(n: int, seed: int = 7) -> dict:
     unit_cap = np.bincount(unit, weights=cap, minlength=n_units)
     cleared = unit_cap[:, None] * rng.uniform(0.6, 1.0, (n_units, SLOTS))
     price = rng.uniform(2.5, 4.0, (n_units, SLOTS))                     # some above the 3.5 cap
-    owner = rng.integers(0, n_owners, n)
-    unit_op = np.arange(n_units) % N_OPERATORS
     # revenue groups: (owner, operator) pairs
     pair_key = owner.astype(np.int64) * N_OPERATORS + unit_op[unit]
     pairs, pair = np.unique(pair_key, return_inverse=True)
@@ -84,7 +85,7 @@ def ours(d: dict, low: float, high: float, cap_yuan: float, budget: Decimal) -> 
     unit_kwh = kev.energy(ev.unit.credited_kw)
     op_claims = kset.claims(np.repeat(d["unit_op"], SLOTS), N_OPERATORS, unit_kwh.ravel(), rate.ravel())
     _, factor = kset.prorata(op_claims, float(budget))
-    res_yuan = np.einsum("ij,ij->i", kev.energy(ev.credited_kw), rate[d["unit"]])
+    res_yuan = np.einsum("ij,ij->i", ev.credited_kw, rate[d["unit"]]) * kev.energy(1.0)
     pair_rev = group_sum(d["pair"], d["n_pairs"], res_yuan)[0]
     shortfall = kev.energy(ev.unit.shortfall_kw)
     t1 = time.perf_counter()
@@ -142,11 +143,12 @@ def main() -> None:
     print(f"data: {n:,} resources x {SLOTS} slots, {d['n_units']:,} trading units, {N_OPERATORS} operators, "
           f"{d['n_pairs']:,} owner-operator pairs (made in {time.perf_counter() - t0:.1f} s)")
     # a budget the claims overrun (a fifth of them), so pro rata is exercised
-    probe = ours(d, low, high, cap_yuan, Decimal("1e15"))
+    probe = ours(d, low, high, cap_yuan, Decimal("1e15"))      # the first call also pays for fresh memory
     budget = Decimal(int(probe["op_claims"].sum() / 5))
     runs = [ours(d, low, high, cap_yuan, budget) for _ in range(args.repeat)]
     best = sorted(runs, key=lambda r: r["total_s"])[len(runs) // 2]
-    print(f"ours: {best['total_s']:.3f} s (median of {args.repeat}) = arrays {best['arrays_s']:.3f} s "
+    print(f"ours: first call {probe['total_s']:.3f} s, then {best['total_s']:.3f} s (median of {args.repeat}) = "
+          f"arrays {best['arrays_s']:.3f} s "
           f"+ Decimal statements {best['decimal_s']:.3f} s; pro-rata factor {best['factor']:.4f}, "
           f"paid {sum(best['paid'])} of budget {budget}")
     ref = with_pandas(d, low, high, cap_yuan, budget)
@@ -160,7 +162,8 @@ def main() -> None:
           f"operator amounts identical: {same_paid}, owner shares differing by a fen: {owners_diff}")
     assert claims_rel < 1e-9 and rev_diff < 1e-6, "reference and kernels disagree"
     result("evaluate_settle", best["total_s"], "s", ref["total_s"], n, slots=SLOTS, units=d["n_units"],
-           operators=N_OPERATORS, owner_pairs=d["n_pairs"], arrays_s=round(best["arrays_s"], 4),
+           operators=N_OPERATORS, owner_pairs=d["n_pairs"], first_call_s=round(probe["total_s"], 4),
+           arrays_s=round(best["arrays_s"], 4),
            decimal_s=round(best["decimal_s"], 4), reference_is="pandas groupby of the same evaluation + the same "
            "Decimal statements", target_s=2.0)
 

@@ -71,10 +71,15 @@ def _rows(codes: np.ndarray, n: int, n_groups: int) -> np.ndarray:
     return np.where(codes >= 0, codes, n_groups) if codes.size and codes.min() < 0 else codes
 
 
-def _sum_rows(rows: np.ndarray, n_groups: int, values: np.ndarray) -> np.ndarray:
+def _joint(rows: np.ndarray, s: int) -> np.ndarray:
+    """Flat (group row × slot) index of every element of an (n, s) array."""
+    return (rows[:, None] * s + np.arange(s)).ravel()
+
+
+def _sum_rows(rows: np.ndarray, n_groups: int, values: np.ndarray, joint: np.ndarray | None = None) -> np.ndarray:
     """(n, s) summed per group row (``_rows``): one bincount over group × slot; (n_groups, s)."""
-    n, s = values.shape
-    joint = (rows[:, None] * s + np.arange(s)).ravel()
+    s = values.shape[1]
+    joint = _joint(rows, s) if joint is None else joint
     return np.bincount(joint, weights=values.ravel(), minlength=(n_groups + 1) * s).reshape(-1, s)[:n_groups]
 
 
@@ -252,15 +257,17 @@ def evaluate(baseline_kw: np.ndarray, metered_kw: np.ndarray, codes: np.ndarray,
     buf = np.empty_like(resp)
     flat = buf.reshape(-1)
 
+    joint = _joint(rows, resp.shape[1])
+
     def unit_sum(x: np.ndarray) -> np.ndarray:
         np.copyto(buf, x)
         flat[gaps] = 0.0
-        return _sum_rows(rows, u, buf)
+        return _sum_rows(rows, u, buf, joint)
 
     unit_base, unit_meter, unit_resp = unit_sum(base), unit_sum(meter), unit_sum(resp)
     unit = performance(unit_resp, unit_cleared, band_low, band_high)
     pos = np.fmax(resp, 0.0, out=buf)            # NaN → 0
-    credited = _per_weight(unit.credited_kw, _sum_rows(rows, u, pos))[rows]
+    credited = _per_weight(unit.credited_kw, _sum_rows(rows, u, pos, joint))[rows]
     credited *= pos
     if cleared_kw is None:
         cap = np.ones(base.shape[0]) if capability_kw is None else capability_kw

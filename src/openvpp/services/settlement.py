@@ -156,12 +156,21 @@ class _Contracts:
     default share (owners.revenue_share)."""
 
     def __init__(self, conn: Connection):
-        self.rows = [dict(r) for r in conn.execute(select(contracts)).mappings()]
+        self.rows: dict[tuple, list[dict]] = defaultdict(list)
+        for r in conn.execute(select(contracts)).mappings():
+            self.rows[(r["owner_id"], r["operator_id"])].append(dict(r))
         self.default = {o: s for o, s in conn.execute(select(owners.c.owner_id, owners.c.revenue_share))}
+        self.cache: dict[tuple, dict] = {}
 
     def find(self, owner_id: str, operator_id: str, day: date, resource_id: str) -> dict:
-        live = [c for c in self.rows if c["owner_id"] == owner_id and c["operator_id"] == operator_id
-                and c["valid_from"] <= day and (c["valid_to"] is None or c["valid_to"] > day)]
+        key = (owner_id, operator_id, day, resource_id)
+        if key not in self.cache:
+            self.cache[key] = self._find(owner_id, operator_id, day, resource_id)
+        return self.cache[key]
+
+    def _find(self, owner_id: str, operator_id: str, day: date, resource_id: str) -> dict:
+        live = [c for c in self.rows.get((owner_id, operator_id), [])
+                if c["valid_from"] <= day and (c["valid_to"] is None or c["valid_to"] > day)]
         for want in (resource_id, None):
             for c in live:
                 if c["resource_id"] == want:
