@@ -612,7 +612,3 @@ def read_gaps(conn: Connection, limit: int = 100) -> list[dict]:
         out.append(d)
     return out
 
-
-__all__ = ["RawBatch", "WriteResult", "Refreshed", "write_points", "refresh_rollups", "apply_retention",
-           "ensure_partitions", "partitions", "memberships", "read_raw", "read_rollup", "read_group_rollup",
-           "add_counters", "read_counters", "record_gap", "read_gaps"]
