@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from openvpp.cli import admin, ev
+from openvpp.cli import admin, ev, settlement
 from openvpp.core.errors import OpenVPPError
 from openvpp.core.settings import Settings
 
@@ -31,6 +31,9 @@ EXAMPLES = """[bold]Examples[/bold] (each command's --help has more):
   openvpp resources transfer R1 --to OP02 --reason merger
   openvpp resources export haizhu.parquet --format parquet --district GZ-HZ
   openvpp pools defaults && openvpp pools list --evaluate
+  openvpp evaluate EVT-01J...                          evaluate an event from telemetry
+  openvpp settle --year 2025                           compute the year's settlement
+  openvpp report carbon --year 2025 --out carbon.csv   emission reduction of curtailed energy
   openvpp verify schedule trading_unit OP01@GZ-TH-S01 --start 2025-07-15T14:00+08:00
   openvpp users create alice --role operator_admin --operator OP01
 """
@@ -51,6 +54,9 @@ for sub, name in ((db_app, "db"), (sim_app, "sim"), (city_app, "city"), (res_app
                   (admin.verify_app, "verify"), (admin.pools_app, "pools")):
     app.add_typer(sub, name=name)
 app.add_typer(ev.ev_app, name="ev")
+app.add_typer(settlement.settle_app, name="settle")
+app.command("evaluate")(settlement.evaluate)
+report_app.command("carbon")(settlement.report_carbon)
 app.add_typer(ev.ocpp_app, name="ocpp")
 res_app.command("transition")(admin.resources_transition)
 res_app.command("transfer")(admin.resources_transfer)

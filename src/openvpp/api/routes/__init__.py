@@ -13,6 +13,7 @@ from openvpp.api.routes import (
     pools,
     reports,
     resources,
+    settlement,
     telemetry,
     tss,
     verification,
@@ -21,5 +22,5 @@ from openvpp.api.routes import (
 
 def include(app: FastAPI) -> None:
     for module in (meta, auth, grid, operators, access, resources, pools, reports, tss, verification, telemetry,
-                   live, ev):
+                   live, ev, settlement):
         app.include_router(module.router, prefix="/api/v1")
