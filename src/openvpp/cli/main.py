@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from openvpp.cli import admin, ev, settlement
+from openvpp.cli import admin, ev, settlement, telemetry
 from openvpp.core.errors import OpenVPPError
 from openvpp.core.settings import Settings
 
@@ -24,6 +24,8 @@ EXAMPLES = """[bold]Examples[/bold] (each command's --help has more):
   openvpp db upgrade                                   apply migrations (OPENVPP_DATABASE_URL)
   openvpp sim city --resources 1000000 --seed 7 --out var/city-1m
   openvpp city load var/city-1m                        load a generated city (all or nothing)
+  openvpp sim devices --city var/city --mqtt mqtt://127.0.0.1:1883 --speed 60 --drop 0.02 --noise 0.05
+  openvpp telemetry ingest --mqtt mqtt://127.0.0.1:1883   MQTT ingest worker (QoS 1, ack after commit)
   openvpp resources import new.csv                     add resources; bad rows named, nothing written
   openvpp resources summary --by district --json       connected / adjustable capacity
   openvpp report targets --by type                     progress against the 2025-2027 targets
@@ -53,6 +55,8 @@ for sub, name in ((db_app, "db"), (sim_app, "sim"), (city_app, "city"), (res_app
                   (users_app, "users"), (report_app, "report"), (admin.operators_app, "operators"),
                   (admin.verify_app, "verify"), (admin.pools_app, "pools")):
     app.add_typer(sub, name=name)
+sim_app.add_typer(telemetry.sim_devices_cmd, name="devices")
+app.add_typer(telemetry.telemetry_app, name="telemetry")
 app.add_typer(ev.ev_app, name="ev")
 app.add_typer(settlement.settle_app, name="settle")
 app.command("evaluate")(settlement.evaluate)
@@ -349,7 +353,13 @@ def demo(resources: int = typer.Option(2000, "--resources", "-n", min=50),
 
     if as_json:
         err.print(f"serving on http://{host}:{port}")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    from openvpp.cli.telemetry import start_embedded_telemetry
+
+    telemetry_feed = start_embedded_telemetry(settings, Path(summary["city_dir"]))
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    finally:
+        telemetry_feed.stop()
 
 
 def _print_demo(summary: dict, host: str, port: int) -> None:
