@@ -317,13 +317,15 @@ def clear(conn: Connection, actor: Actor, event_id: str) -> dict:
     q = np.array([d["quantities_kw"] for d in decls], dtype=float).reshape(len(decls), n)
     p = np.array([d["prices_yuan_per_kwh"] for d in decls], dtype=float).reshape(len(decls), n)
     rows_d, slots = np.nonzero(q > 0)
-    out = clear_kernel(
-        scope=np.zeros(len(rows_d), dtype=np.int64), slot=slots.astype(np.int64),
-        quantity_kw=q[rows_d, slots], price=p[rows_d, slots], tiebreak=rows_d.astype(np.int64),
-        target_kw=np.asarray(ev["targets_kw"], dtype=float)[None, :],
-        pricing=ev["pricing"], price_cap=ev["price_cap_yuan_per_kwh"])
-    accepted = np.asarray(out["accepted_kw"])
-    paid = np.asarray(out["settlement_price"])
+    submitted = np.array([_order_key(d) for d in decls], dtype=np.int64)
+    unit_codes = {u: i for i, u in enumerate(sorted({d["unit_id"] for d in decls}))}
+    units = np.array([unit_codes[d["unit_id"]] for d in decls], dtype=np.int64)
+    out = clear_kernel(np.asarray(ev["targets_kw"], dtype=float), slots.astype(np.int64), q[rows_d, slots],
+                       p[rows_d, slots], submitted[rows_d] if len(rows_d) else np.zeros(0, np.int64),
+                       units[rows_d] if len(rows_d) else np.zeros(0, np.int64),
+                       pricing=ev["pricing"], price_cap_yuan_per_kwh=ev["price_cap_yuan_per_kwh"])
+    accepted = np.asarray(out.accepted_kw)
+    paid = np.asarray(out.settlement_price_yuan_per_kwh)
     award_rows = []
     for k in np.flatnonzero(accepted > 1e-9):
         d = decls[rows_d[k]]
@@ -335,8 +337,10 @@ def clear(conn: Connection, actor: Actor, event_id: str) -> dict:
     cleared = np.zeros(n)
     for a in award_rows:
         cleared[a["slot"] - ev["start_slot"]] += a["cleared_kw"]
-    result = {"clearing_price": np.asarray(out["clearing_price"]).reshape(-1)[:n].tolist(),
-              "shortfall_kw": np.asarray(out["shortfall_kw"]).reshape(-1)[:n].tolist(),
+    prices = np.asarray(out.clearing_price_yuan_per_kwh, dtype=float).reshape(-1)[:n]
+    result = {"clearing_price": [None if np.isnan(x) else float(x) for x in prices],
+              "shortfall_kw": np.asarray(out.shortfall_kw).reshape(-1)[:n].tolist(),
+              "over_cap": int(np.asarray(out.over_cap).sum()),
               "cleared_kw": cleared.tolist(), "declarations": len(decls), "awards": len(award_rows)}
     after = _set_state(conn, actor, ev, "clear", None, result=result)
     by_op: dict[str, list] = {}
@@ -345,6 +349,12 @@ def clear(conn: Connection, actor: Actor, event_id: str) -> dict:
     for op, rows in by_op.items():
         notify(conn, "awards", {"event_id": event_id, "awards": rows}, operator_id=op)
     return after
+
+
+def _order_key(d: dict) -> int:
+    """Submission order in microseconds (mandatory offers have none: all equal, unit decides)."""
+    ts = d.get("submitted_at")
+    return int(ts.timestamp() * 1_000_000) if ts is not None else 0
 
 
 def _mandatory_offers(conn: Connection, ev: dict) -> list[dict]:

@@ -6,6 +6,7 @@ from openvpp.api.routes import (
     access,
     auth,
     ev,
+    events,
     grid,
     live,
     meta,
@@ -22,5 +23,5 @@ from openvpp.api.routes import (
 
 def include(app: FastAPI) -> None:
     for module in (meta, auth, grid, operators, access, resources, pools, reports, tss, verification, telemetry,
-                   live, ev, settlement):
+                   live, ev, settlement, events):
         app.include_router(module.router, prefix="/api/v1")
