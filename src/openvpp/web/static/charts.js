@@ -20,6 +20,31 @@ export const COLORS = {
 
 const charts = {}; // element id -> echarts instance
 
+let loading = null;
+
+/** Load ECharts (1 MB) on first use: pages without charts never pay for it. Pages that draw ask
+ *  for it when they start fetching their data, so both go on at once. Resolves to window.echarts. */
+export function loadCharts() {
+  if (window.echarts) return Promise.resolve(window.echarts);
+  if (!loading) {
+    loading = new Promise((resolve, reject) => {
+      const tag = document.createElement("script");
+      tag.id = "echarts-js";
+      tag.src = "static/vendor/echarts.min.js";
+      tag.async = true;
+      tag.addEventListener("load", () => (window.echarts ? resolve(window.echarts)
+        : reject(new Error("ECharts did not start: run bash scripts/build_web.sh"))));
+      tag.addEventListener("error", () => {
+        loading = null;
+        tag.remove();
+        reject(new Error("ECharts could not be loaded: run bash scripts/build_web.sh"));
+      });
+      document.head.append(tag);
+    });
+  }
+  return loading;
+}
+
 export function chart(id) {
   if (!window.echarts) throw new Error("ECharts is not loaded: run bash scripts/build_web.sh");
   const node = document.getElementById(id);

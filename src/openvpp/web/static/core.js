@@ -339,20 +339,7 @@ export function table(columns, rows, { rowProps = null, empty = "table.empty", s
       onkeydown: sortable ? (ev) => { if (ev.key === "Enter") sort.onSort(c.key); } : null,
     });
   }));
-  let ordered = rows;
-  if (sort && sort.key) {
-    const col = columns.find((c) => c.key === sort.key && c.sort);
-    if (col) {
-      ordered = [...rows].sort((a, b) => {
-        const va = col.sort(a);
-        const vb = col.sort(b);
-        if (va === vb) return 0;
-        if (va === null || va === undefined) return 1;
-        if (vb === null || vb === undefined) return -1;
-        return (va < vb ? -1 : 1) * sort.dir;
-      });
-    }
-  }
+  const ordered = sortRows(rows, columns, sort);
   const body = ordered.length
     ? ordered.map((row) => h("tr", rowProps ? rowProps(row) : {}, columns.map((c) => {
       const value = c.render ? c.render(row) : row[c.key];
@@ -362,6 +349,24 @@ export function table(columns, rows, { rowProps = null, empty = "table.empty", s
     })))
     : [h("tr", { class: "empty-row" }, h("td", { colspan: columns.length, text: t(empty) }))];
   return h("table", { class: "data", id }, h("thead", {}, head), h("tbody", {}, body));
+}
+
+/** Rows in the order of `sort` ({key, dir}) by the column's sort(row) value; missing values last,
+ *  text in natural order ("pile 2" before "pile 10"). */
+export function sortRows(rows, columns, sort) {
+  const col = sort && sort.key ? columns.find((c) => c.key === sort.key && c.sort) : null;
+  if (!col) return rows;
+  return [...rows].sort((a, b) => {
+    const va = col.sort(a);
+    const vb = col.sort(b);
+    if (va === vb) return 0;
+    if (va === null || va === undefined) return 1;
+    if (vb === null || vb === undefined) return -1;
+    if (typeof va === "string" && typeof vb === "string") {
+      return va.localeCompare(vb, undefined, { numeric: true }) * sort.dir;
+    }
+    return (va < vb ? -1 : 1) * sort.dir;
+  });
 }
 
 /** Sort state of a table: same key flips the direction, a new key starts with `firstDir`. */

@@ -128,6 +128,7 @@ const MESSAGES = {
     "grid.site_label": "Site {id}",
     "grid.site_not_under": "{id} is not a transformer area: sites hang under transformer areas",
     "grid.site_missing": "Site {site} has no resources in {ta} within your scope",
+    "grid.device_elsewhere": "Resource {id} is at site {site} of {ta}, not here",
     "grid.open_in_resources": "Open in the resource database",
     "grid.stat.connected": "Connected capacity",
     "grid.stat.down": "Adjustable down",
@@ -154,6 +155,7 @@ const MESSAGES = {
     "grid.devices": "Devices ({n})",
     "grid.no_devices": "No devices in your scope",
     "grid.devices_partial": "Showing {shown} of {total} resources",
+    "grid.devices_page": "Page {page} of {pages} · devices {from}–{to} of {total}",
     "grid.chart.loading": "Loading of the nodes below (live power / 0.95 / rating)",
     "grid.chart.capacity": "Capacity of the nodes below ({unit})",
 
@@ -363,6 +365,7 @@ const MESSAGES = {
     "pool.created": "Defined by {by}",
     "pool.members": "Members ({n})",
     "pool.members_page": "Page {page} of {pages} · {total} members",
+    "pool.evaluating": "Evaluating the pool over the registry…",
 
     "rule.resource_types": "Resource types",
     "rule.response_modes": "Response modes",
@@ -505,6 +508,7 @@ const MESSAGES = {
     "grid.site_label": "站点 {id}",
     "grid.site_not_under": "{id} 不是台区：站点挂在台区之下",
     "grid.site_missing": "在您的数据范围内，站点 {site} 在 {ta} 下没有资源",
+    "grid.device_elsewhere": "资源 {id} 位于 {ta} 的站点 {site}，不在此处",
     "grid.open_in_resources": "在资源库中打开",
     "grid.stat.connected": "接入容量",
     "grid.stat.down": "向下可调",
@@ -531,6 +535,7 @@ const MESSAGES = {
     "grid.devices": "设备（{n}）",
     "grid.no_devices": "您的数据范围内没有设备",
     "grid.devices_partial": "显示 {shown} / {total} 个资源",
+    "grid.devices_page": "第 {page} / {pages} 页 · 第 {from}–{to} 台，共 {total} 台",
     "grid.chart.loading": "下级节点负载率（实时功率 / 0.95 / 额定容量）",
     "grid.chart.capacity": "下级节点容量（{unit}）",
 
@@ -740,6 +745,7 @@ const MESSAGES = {
     "pool.created": "定义人：{by}",
     "pool.members": "成员（{n}）",
     "pool.members_page": "第 {page} / {pages} 页 · 共 {total} 个成员",
+    "pool.evaluating": "正在按资源库计算资源池…",
 
     "rule.resource_types": "资源类型",
     "rule.response_modes": "响应方式",

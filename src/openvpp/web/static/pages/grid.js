@@ -5,10 +5,10 @@
 //
 // Routes: #/grid (city), #/grid/<node>, #/grid/<ta>/site/<site>, #/grid/<ta>/site/<site>/device/<resource>
 
-import { COLORS, axisStyle, baseOption, chart, tooltipLines } from "../charts.js";
+import { COLORS, axisStyle, baseOption, chart, loadCharts, tooltipLines } from "../charts.js";
 import {
-  $, ApiError, api, auth, fmt, fmtInt, fmtPct, fmtTime, h, nextSort, pageMessage, query, readStream, stat,
-  table,
+  $, ApiError, api, auth, fmt, fmtInt, fmtPct, fmtTime, h, nextSort, pageMessage, query, readStream, sortRows,
+  stat, table,
 } from "../core.js";
 import { fetchResource, renderResource, stateBadge } from "../drawer.js";
 import { getLang, t, typeLabel } from "../i18n.js";
@@ -29,6 +29,7 @@ const STREAM_RETRY_MS = 5_000;
 const PAGE = 1000; // resources per request when a transformer area's devices are listed
 const MAX_PAGES = 5;
 const MAX_LIVE_DEVICES = 200;
+const DEVICE_PAGE = 50; // devices per page of a transformer area's or site's table
 const PARALLEL = 6;
 
 export function loadingOf(powerKw, ratingKva) {
@@ -204,6 +205,7 @@ let token = 0;
 let current = null; // what is on screen
 let active = false;
 let sortState = { key: "name", dir: 1 };
+let devicePage = 1;
 const liveState = { stream: null, retry: null, busy: false, pending: false, last: 0, lastDevices: 0, city: null };
 
 function view() {
@@ -218,13 +220,13 @@ function setState(state) {
 
 async function loadBranch(node, children) {
   const childLevel = CHILD_LEVEL[node.level];
-  const [childCap, ownCap, live] = await Promise.all([
+  const [childCap, live] = await Promise.all([
     childLevel === "transformer_area" ? feederTas(node.node_id) : summary(childLevel),
-    node.level === "city" ? null : summary(node.level).then((m) => m.get(node.node_id) || null),
     liveOf(node).catch((err) => ({ error: err, own: null, children: new Map() })),
   ]);
   const rows = children.map((c) => ({ node: c, cap: childCap.get(c.node_id) || null }));
-  const own = node.level === "city" ? addUp([...childCap.values()]) : ownCap;
+  // every resource of a node sits under one of its children: the node's figures are their sum
+  const own = addUp(rows.map((r) => r.cap).filter(Boolean));
   return { kind: "branch", childLevel, rows, own, live };
 }
 
@@ -250,6 +252,10 @@ async function ancestors(node) {
   return [root, ...chain, node];
 }
 
+function needsChart(node, target) {
+  return !target.deviceId && node.level !== "transformer_area";
+}
+
 function enter(route) {
   active = true;
   openStream();
@@ -264,6 +270,7 @@ function enter(route) {
 
 async function load(target) {
   const my = ++token;
+  devicePage = 1;
   const gen = auth.generation;
   setState("loading");
   view().dataset.live = "loading";
@@ -275,23 +282,32 @@ async function load(target) {
     if (target.siteId && node.level !== "transformer_area") {
       throw new ApiError(404, t("grid.site_not_under", { id: node.node_id }));
     }
+    let work;
+    if (target.deviceId) work = Promise.resolve({ kind: "device", live: null }); // the device's own point comes with it
+    else if (node.level === "transformer_area") work = loadTa(node);
+    else work = loadBranch(node, tree.children);
     const [crumbs, data, device] = await Promise.all([
       ancestors(node),
-      node.level === "transformer_area" ? loadTa(node) : loadBranch(node, tree.children),
+      work,
       target.deviceId ? fetchResource(target.deviceId) : Promise.resolve(null),
+      needsChart(node, target) ? loadCharts() : null,
     ]);
     if (my !== token || gen !== auth.generation) return;
-    if (target.siteId && !data.sites.some((s) => s.site_id === target.siteId)) {
+    if (device && (device.resource.ta_id !== node.node_id || device.resource.site_id !== target.siteId)) {
+      throw new ApiError(404, t("grid.device_elsewhere", { id: target.deviceId, ta: device.resource.ta_id, site: device.resource.site_id }));
+    }
+    if (target.siteId && data.kind === "ta" && !data.sites.some((s) => s.site_id === target.siteId)) {
       throw new ApiError(404, t("grid.site_missing", { site: target.siteId, ta: node.node_id }));
     }
     current = { ...target, node, crumbs, ...data, device };
     render();
     setState("ready");
     liveState.last = Date.now();
+    liveState.lastDevices = Date.now();
     if (data.kind === "ta") {
       await refreshDevices(my);
     } else {
-      view().dataset.live = data.live.error ? "error" : "ready";
+      view().dataset.live = data.live?.error ? "error" : "ready";
     }
   } catch (err) {
     if (my !== token || gen !== auth.generation) return;
@@ -302,15 +318,27 @@ async function load(target) {
   }
 }
 
+/** Live points of the devices on screen first (the page's live view is then complete), then of
+ *  the others of the area (the sites' sums), at most MAX_LIVE_DEVICES in all. One request per
+ *  device: the API has no batch read of device points yet. */
 async function refreshDevices(my) {
-  const ids = currentDevices().map((r) => r.resource_id);
+  const shown = visibleDevices().map((r) => r.resource_id);
+  const seen = new Set(shown);
+  const rest = currentDevices().map((r) => r.resource_id).filter((id) => !seen.has(id));
   try {
-    const live = await devicesLive(ids);
-    if (my !== token || !current) return;
-    current.devices = live;
-    liveState.lastDevices = Date.now();
-    renderBody();
-    view().dataset.live = "ready";
+    for (const ids of [shown, rest.slice(0, Math.max(0, MAX_LIVE_DEVICES - shown.length))]) {
+      if (!ids.length) continue;
+      const live = await devicesLive(ids);
+      if (my !== token || !current) return;
+      current.devices = new Map([...(current.devices || new Map()), ...live]);
+      liveState.lastDevices = Date.now();
+      renderBody();
+      view().dataset.live = "ready";
+    }
+    if (!current.devices) {
+      current.devices = new Map();
+      view().dataset.live = "ready";
+    }
   } catch (err) {
     if (my !== token || !current) return;
     current.devicesError = err;
@@ -328,6 +356,17 @@ async function refreshLive() {
   liveState.busy = true;
   const my = token;
   try {
+    if (current.kind === "device") {
+      if (Date.now() - liveState.lastDevices >= DEVICE_LIVE_MIN_MS) {
+        const id = current.deviceId;
+        const live = await api(`/live/devices/${enc(id)}`).catch(() => null);
+        if (my !== token || !current || current.deviceId !== id) return;
+        current.device = { ...current.device, live, liveError: live ? null : current.device.liveError };
+        liveState.lastDevices = Date.now();
+        renderBody();
+      }
+      return;
+    }
     const live = await liveOf(current.node).catch((err) => ({ error: err, own: null, children: new Map() }));
     if (my !== token || !current) return;
     current.live = live;
@@ -609,6 +648,27 @@ function currentDevices() {
   return current.siteId ? items.filter((r) => r.site_id === current.siteId) : items;
 }
 
+/** The page of devices on screen, in the table's order. */
+function visibleDevices() {
+  const all = sortRows(currentDevices(), deviceColumns(), sortState);
+  const pages = Math.max(1, Math.ceil(all.length / DEVICE_PAGE));
+  devicePage = Math.min(Math.max(1, devicePage), pages);
+  return all.slice((devicePage - 1) * DEVICE_PAGE, devicePage * DEVICE_PAGE);
+}
+
+function toDevicePage(page) {
+  devicePage = page;
+  renderBody();
+  const missing = visibleDevices().filter((r) => !current.devices?.has(r.resource_id)).map((r) => r.resource_id);
+  if (!missing.length) return;
+  const my = token;
+  devicesLive(missing).then((live) => {
+    if (my !== token || !current) return;
+    current.devices = new Map([...(current.devices || new Map()), ...live]);
+    renderBody();
+  }).catch(() => {});
+}
+
 function onSort(key) {
   sortState = nextSort(sortState, key, key === "name" ? 1 : -1);
   renderBody();
@@ -618,12 +678,14 @@ function renderBody() {
   const c = current;
   if (!c) return;
   const body = $("grid-body");
+  if (c.kind === "device") {
+    body.replaceChildren(h("article", { class: "panel", id: "grid-device" }, renderResource(c.device)));
+    return;
+  }
   const parts = [...renderCards()];
   if (c.live?.error) parts.push(h("p", { class: "notice", text: t("grid.live.unavailable", { msg: c.live.error.message }) }));
 
-  if (c.deviceId) {
-    parts.push(h("article", { class: "panel", id: "grid-device" }, renderResource(c.device)));
-  } else if (c.kind === "branch") {
+  if (c.kind === "branch") {
     const cols = childColumns(c.childLevel);
     parts.push(h("div", { class: "split" },
       h("article", { class: "panel", id: "grid-children-panel" },
@@ -653,14 +715,24 @@ function renderBody() {
       panel.append(h("p", { class: "notice", text: t("grid.devices_partial", { shown: fmtInt(c.res.items.length), total: fmtInt(c.res.total) }) }));
     }
     if (c.devicesError) panel.append(h("p", { class: "notice", text: t("grid.live.unavailable", { msg: c.devicesError.message }) }));
-    panel.append(table(deviceColumns(), devices, {
+    panel.append(table(deviceColumns(), visibleDevices(), {
       id: "grid-devices", sort: { ...sortState, onSort }, empty: "grid.no_devices",
       rowProps: (r) => ({ dataset: { id: r.resource_id } }),
     }));
+    const pages = Math.max(1, Math.ceil(devices.length / DEVICE_PAGE));
+    if (pages > 1) {
+      const from = (devicePage - 1) * DEVICE_PAGE + 1;
+      panel.append(h("div", { class: "pager", id: "grid-devices-pager" },
+        h("button", { type: "button", class: "btn btn-ghost", id: "grid-devices-prev", disabled: devicePage <= 1, text: t("pager.prev"), onclick: () => toDevicePage(devicePage - 1) }),
+        h("span", { class: "pager-info", dataset: { page: String(devicePage), pages: String(pages) }, text: t("grid.devices_page", {
+          page: fmtInt(devicePage), pages: fmtInt(pages), from: fmtInt(from), to: fmtInt(Math.min(devices.length, from + DEVICE_PAGE - 1)), total: fmtInt(devices.length),
+        }) }),
+        h("button", { type: "button", class: "btn btn-ghost", id: "grid-devices-next", disabled: devicePage >= pages, text: t("pager.next"), onclick: () => toDevicePage(devicePage + 1) })));
+    }
     parts.push(panel);
   }
   body.replaceChildren(...parts);
-  if (c.kind === "branch" && !c.deviceId) drawChart();
+  if (c.kind === "branch") drawChart();
 }
 
 function drawChart() {
@@ -694,7 +766,7 @@ function drawChart() {
     },
     yAxis: {
       type: "category", data: names, inverse: true, ...axisStyle(),
-      axisLabel: { color: COLORS.text, width: 180, overflow: "truncate" }, splitLine: { show: false },
+      axisLabel: { color: COLORS.text, width: 150, overflow: "truncate" }, splitLine: { show: false },
     },
     legend: { show: !withLive, top: 0, textStyle: { color: COLORS.muted } },
     xAxis: withLive

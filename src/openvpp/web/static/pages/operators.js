@@ -4,7 +4,7 @@
 //
 // Routes: #/operators, #/operators/<id>
 
-import { COLORS, axisStyle, baseOption, chart, tooltipLines } from "../charts.js";
+import { COLORS, axisStyle, baseOption, chart, loadCharts, tooltipLines } from "../charts.js";
 import {
   $, api, auth, can, fmt, fmtInt, fmtPct, fmtTime, h, localName, nextSort, pageMessage, stat, table, tl,
 } from "../core.js";
@@ -64,6 +64,7 @@ async function loadList() {
     const [ops, report] = await Promise.all([
       api("/operators"),
       can("verification_report") ? api("/verification/report").catch((err) => ({ error: err })) : Promise.resolve(null),
+      loadCharts(),
     ]);
     if (my !== token || gen !== auth.generation) return;
     list = {

@@ -1,6 +1,6 @@
 // City overview: KPIs against the 2025–2027 targets, charts by district and by resource type.
 
-import { COLORS, axisStyle, baseOption, chart, tooltipLines } from "../charts.js";
+import { COLORS, axisStyle, baseOption, chart, loadCharts, tooltipLines } from "../charts.js";
 import {
   $, CITY_ROLES, OPERATOR_ROLES, api, auth, clearError, fmt, fmtInt, h, showError,
 } from "../core.js";
@@ -45,10 +45,17 @@ async function load() {
   const gen = auth.generation;
   view().dataset.state = "loading";
   try {
-    const [targets, byType] = await Promise.all([
-      api("/reports/targets"),
-      api("/resources/summary?by=type"),
-    ]);
+    const [targets] = await Promise.all([api("/reports/targets"), loadCharts()]);
+    // the report carries the figures by type; older servers without them are asked separately
+    const byType = Array.isArray(targets.by_type)
+      ? {
+        scope: targets.scope,
+        rows: targets.by_type.map((r) => ({
+          key: r.resource_type, label: r.resource_type, resources: r.resources, connected_kw: 1000 * r.connected_mw,
+          adjustable_down_kw: 1000 * r.adjustable_mw, adjustable_up_kw: 1000 * r.adjustable_up_mw,
+        })),
+      }
+      : await api("/resources/summary?by=type");
     if (gen !== auth.generation) return;
     lastData = { targets, byType, at: new Date() };
     clearError();

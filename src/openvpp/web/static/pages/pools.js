@@ -4,7 +4,7 @@
 //
 // Routes: #/pools?scenario=<scenario>, #/pools/<pool_id>?page=<n>
 
-import { COLORS, axisStyle, baseOption, chart, tooltipLines } from "../charts.js";
+import { COLORS, axisStyle, baseOption, chart, loadCharts, tooltipLines } from "../charts.js";
 import {
   $, api, auth, can, fmt, fmtInt, h, nextSort, pageMessage, query, stat, table, tl,
 } from "../core.js";
@@ -51,7 +51,7 @@ async function loadList(scenarioParam) {
   setState("loading");
   view().dataset.totals = "";
   try {
-    const [defs, pre] = await Promise.all([api("/pools"), getPresets()]);
+    const [defs, pre] = await Promise.all([api("/pools"), getPresets(), loadCharts()]);
     if (my !== token || gen !== auth.generation) return;
     const scenarios = [...new Set([...pre.map((p) => p.scenario), ...defs.items.map((p) => p.scenario)])];
     const counts = {};
@@ -201,15 +201,27 @@ async function createDefaults() {
 
 // ---------------------------------------------------------------- detail
 
+/** A pool's definition shows at once (from the list, which is not evaluated); its totals and a page
+ *  of members follow when the server has evaluated it (seconds on a large city). */
 async function loadDetail(id, page) {
   const my = ++token;
   const gen = auth.generation;
   setState("loading");
+  view().dataset.totals = "loading";
+  const evaluated = api(`/pools/${enc(id)}${query({ members_limit: MEMBERS, members_offset: (page - 1) * MEMBERS })}`);
+  evaluated.catch(() => {});
   try {
-    const [pool, pre] = await Promise.all([
-      api(`/pools/${enc(id)}${query({ members_limit: MEMBERS, members_offset: (page - 1) * MEMBERS })}`),
-      getPresets().catch(() => []),
-    ]);
+    const listed = list?.pools.find((p) => p.pool_id === id);
+    const known = detail?.pool?.pool_id === id ? Promise.resolve(detail.pool)
+      : listed ? Promise.resolve(listed) : api("/pools").then((d) => d.items.find((p) => p.pool_id === id) || null).catch(() => null);
+    const [definition, pre] = await Promise.all([known, getPresets().catch(() => [])]);
+    if (my !== token || gen !== auth.generation) return;
+    if (definition) {
+      detail = { pool: definition, page, pages: detail?.pages ?? null, presets: pre, pending: true };
+      renderDetail();
+      setState("ready");
+    }
+    const pool = await evaluated;
     if (my !== token || gen !== auth.generation) return;
     const total = pool.totals?.members?.total ?? 0;
     const pages = Math.max(1, Math.ceil(total / MEMBERS));
@@ -217,9 +229,10 @@ async function loadDetail(id, page) {
       navigate("pools", [id], { page: String(pages) }, { replace: true });
       return;
     }
-    detail = { pool, page, pages, presets: pre };
+    detail = { pool, page, pages, presets: pre, pending: false };
     renderDetail();
     setState("ready");
+    view().dataset.totals = "ready";
   } catch (err) {
     if (my !== token || gen !== auth.generation) return;
     detail = null;
@@ -236,14 +249,15 @@ function ruleText(key, value) {
 }
 
 function renderDetail() {
-  const { pool, page, pages } = detail;
-  const tot = pool.totals || {};
-  const members = tot.members || { items: [], total: 0 };
+  const { pool, page, pending } = detail;
+  const pages = detail.pages ?? 1;
+  const tot = (!pending && pool.totals) || {};
+  const members = tot.members || { items: [], total: null };
   const rules = Object.entries(pool.rules || {}).map(([k, v]) => [k, ruleText(k, v)]).filter(([, v]) => v !== null);
   const pager = h("div", { class: "pager", id: "pool-pager" },
-    h("button", { type: "button", class: "btn btn-ghost", id: "pool-prev", disabled: page <= 1, text: t("pager.prev"), onclick: () => navigate("pools", [pool.pool_id], { page: String(page - 1) }) }),
-    h("span", { id: "pool-pager-info", dataset: { page: String(page), pages: String(pages) }, text: t("pool.members_page", { page: fmtInt(page), pages: fmtInt(pages), total: fmtInt(members.total) }) }),
-    h("button", { type: "button", class: "btn btn-ghost", id: "pool-next", disabled: page >= pages, text: t("pager.next"), onclick: () => navigate("pools", [pool.pool_id], { page: String(page + 1) }) }));
+    h("button", { type: "button", class: "btn btn-ghost", id: "pool-prev", disabled: pending || page <= 1, text: t("pager.prev"), onclick: () => navigate("pools", [pool.pool_id], { page: String(page - 1) }) }),
+    h("span", { id: "pool-pager-info", dataset: { page: pending ? "" : String(page), pages: String(pages) }, text: pending ? t("pool.evaluating") : t("pool.members_page", { page: fmtInt(page), pages: fmtInt(pages), total: fmtInt(members.total) }) }),
+    h("button", { type: "button", class: "btn btn-ghost", id: "pool-next", disabled: pending || page >= pages, text: t("pager.next"), onclick: () => navigate("pools", [pool.pool_id], { page: String(page + 1) }) }));
   const memberList = h("ol", { class: "members", id: "pool-members", start: String((page - 1) * MEMBERS + 1) },
     members.items.map((id) => h("li", {}, h("a", {
       href: "#", class: "mono", dataset: { id }, text: id, onclick: (ev) => { ev.preventDefault(); openDrawer(id); },
@@ -266,7 +280,7 @@ function renderDetail() {
           : h("p", { class: "muted", text: t("pool.rules_none") }),
         h("p", { class: "muted small", text: t("pool.created", { by: pool.created_by || "–" }) })),
       h("article", { class: "panel", id: "pool-members-panel" },
-        h("h2", { text: t("pool.members", { n: fmtInt(members.total) }) }), pager, memberList)),
+        h("h2", { text: t("pool.members", { n: pending ? "…" : fmtInt(members.total) }) }), pager, memberList)),
   );
 }
 
@@ -303,6 +317,7 @@ export default {
   },
   reset() {
     token += 1;
+    view().dataset.totals = "";
     list = null;
     detail = null;
     presets = null;

@@ -168,8 +168,9 @@ function enter(route) {
   const prev = params;
   params = route.params;
   syncForm();
-  fillOptions();
-  if (!last || !sameFilters(prev, params) || view().dataset.state !== "ready") load();
+  // the filter options (grid nodes, operators) are not part of the first view: asked after the list
+  if (!last || !sameFilters(prev, params) || view().dataset.state !== "ready") load().then(fillOptions);
+  else fillOptions();
   if (params.open) {
     if ($("drawer").dataset.id !== params.open) openDrawer(params.open, { onClose: dropOpen });
   } else {
