@@ -20,7 +20,7 @@ result is the one a full lexsort over (scope, slot, price, submission, unit) giv
 
 Rows equal in scope, slot, price, submission and unit keep their input order; give every
 declaration a distinct (submission, unit) pair for a result independent of input order.
-Acceptances below 1e-9 of the target (rounding dust) count as 0.
+A cut (partial acceptance) smaller than 1e-9 × max(1 kW, target) is rounding dust and counts as 0.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def clear(target_kw, slot, quantity_kw, price_yuan_per_kwh, submitted, unit, sco
     gc, qc, goal = g[cand], qv[cand], t[g[cand]]
     before = base[gc] + _group_cumsum(qc, gc) - qc          # accepted ahead in merit order
     take = np.where(full[gc], qc, np.clip(goal - before, 0.0, qc))
-    take[take < _DUST * np.maximum(1.0, goal)] = 0.0
+    take[(take < qc) & (take < _DUST * np.maximum(1.0, goal))] = 0.0  # a cut this small is rounding
     accepted[cand] = take
     top = np.full(n_groups, -np.inf)                        # the marginal price: candidates hold it
     np.maximum.at(top, gc[take > 0], p[cand[take > 0]])
@@ -133,7 +133,8 @@ def _narrow(t, g, qv, key, n_groups):
             offered = cum[:, -1].copy()
         full = t >= offered
         last = nb - 1 - np.argmax(hist[:, ::-1] > 0, axis=1)  # dearest bucket with quantity
-        cross = np.minimum(((base[:, None] + cum) < t[:, None]).sum(axis=1), nb - 1)
+        met = t - _DUST * np.maximum(1.0, t)                 # the target, less rounding dust
+        cross = np.minimum(((base[:, None] + cum) < met[:, None]).sum(axis=1), nb - 1)
         k = np.where(full, np.where(offered > 0, last, -1), np.where(t > 0, cross, -1))
         at = np.arange(n_groups)
         base += np.where(k >= 0, cum[at, np.maximum(k, 0)] - hist[at, np.maximum(k, 0)], 0.0)
@@ -195,7 +196,7 @@ def _inputs(target_kw, slot, quantity_kw, price, scope, pricing, cap):
         if arr.shape != (n,):
             raise InvalidInput(Violation(name, "must be 1-D, one value per declaration, like slot", arr.shape))
     for name, arr, hi in (("slot", s, n_slots), ("scope", sc, n_scopes)):
-        if arr.dtype.kind not in "iu" or (n and (arr.min() < 0 or arr.max() >= hi)):
+        if n and (arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() >= hi):
             raise InvalidInput(Violation(name, f"must be integer codes 0..{hi - 1} (target_kw's shape)", None))
     if n and not (q.min() >= 0 and np.isfinite(q.sum())):
         raise InvalidInput(Violation("quantity_kw", "must be finite and >= 0", None))
