@@ -90,12 +90,19 @@ def test_verification_over_http(api):
                                                      "window_start": start}, headers=admin)
     assert r.status_code == 201 and r.json()["instruction"]["resources"] == {"R1": 160.0}
     test_id = r.json()["test_id"]
-    assert api.post(f"/api/v1/verification/tests/{test_id}/complete", headers=admin).status_code == 409
+    # without telemetry in the store, every minute is missing: no response, grade C (the flag says why)
     api.app_state.telemetry_source = flat_source({"R1": (150.0, 1)})
     r = api.post(f"/api/v1/verification/tests/{test_id}/complete", headers=admin)
     assert r.status_code == 200 and r.json()["grade"] == "A"
+    api.app_state.telemetry_source = None
+    t2 = api.post("/api/v1/verification/tests", json={"target_kind": "resource", "target_id": "R2",
+                                                      "window_start": start}, headers=admin).json()["test_id"]
+    r = api.post(f"/api/v1/verification/tests/{t2}/complete", headers=admin)
+    assert r.status_code == 200 and r.json()["grade"] == "C" and r.json()["verified_kw"] == 0.0
+    assert r.json()["result"]["resources"]["R2"]["baseline"] is False
+    assert "no telemetry before the window" in api.get("/api/v1/resources/R2", headers=admin).json()["flagged"]
     rep = api.get("/api/v1/verification/report", headers=h(api, "op1")).json()["items"]
-    assert [(x["operator_id"], x["tested"], x["grade_a"]) for x in rep] == [("OP01", 1, 1)]
+    assert [(x["operator_id"], x["tested"], x["grade_a"], x["grade_c"]) for x in rep] == [("OP01", 2, 1, 1)]
     assert api.get("/api/v1/verification/report", headers=h(api, "own2")).status_code == 403
 
 

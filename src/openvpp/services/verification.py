@@ -13,6 +13,7 @@ returns an (n, T) kW array — the time-series store in production, a simulator 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -120,7 +121,12 @@ def complete(conn: Connection, actor: Actor, test_id: str, source: TelemetrySour
     expected_t = pre + int((end - start).total_seconds() // step_s)
     if data.shape != (len(ids), expected_t):
         raise InvalidInput(Violation("telemetry", f"expected shape {(len(ids), expected_t)}", data.shape))
-    baseline = np.repeat(np.nanmean(data[:, :pre], axis=1, keepdims=True), data.shape[1], axis=1)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)        # all-NaN rows: handled just below
+        base = np.nanmean(data[:, :pre], axis=1, keepdims=True)
+    no_baseline = np.isnan(base[:, 0])   # no telemetry before the window: no baseline, so no response
+    baseline = np.repeat(np.where(np.isnan(base), 0.0, base), data.shape[1], axis=1)
+    data = np.where(no_baseline[:, None], baseline, data)
     ver = rules.load(ruleset).section("verification")
     kw = dict(start=pre, step_s=step_s, duration_h=test["declared_duration_h"], direction=test["direction"],
               reach=ver["latency_reach_ratio"], grade_a=ver["grade_a_min_ratio"], grade_b=ver["grade_b_min_ratio"])
@@ -133,15 +139,17 @@ def complete(conn: Connection, actor: Actor, test_id: str, source: TelemetrySour
     for i, rid in enumerate(ids):
         grade = str(each["grade"][i])
         latency = None if np.isnan(each["latency_s"][i]) else float(each["latency_s"][i])
-        flagged = (f"verification {test_id}: grade C, {each['ratio'][i]:.0%} of declared" if grade == "C" else None)
+        why = "no telemetry before the window (no baseline)" if no_baseline[i] else f"{each['ratio'][i]:.0%} of declared"
+        flagged = f"verification {test_id}: grade C, {why}" if grade == "C" else None
         conn.execute(resources.update().where(resources.c.resource_id == rid).values(
             **{col: float(each["verified_kw"][i])}, verified_latency_s=latency, verified_grade=grade,
             verified_at=now, flagged=flagged))
         per_resource[rid] = {"declared_kw": float(declared[i]), "verified_kw": float(each["verified_kw"][i]),
-                             "latency_s": latency, "ratio": float(each["ratio"][i]), "grade": grade}
+                             "latency_s": latency, "ratio": float(each["ratio"][i]), "grade": grade,
+                             "baseline": not bool(no_baseline[i])}
     latency = None if np.isnan(whole["latency_s"][0]) else float(whole["latency_s"][0])
     result = {**test["result"], "resources": per_resource, "step_s": step_s, "ruleset": ruleset,
-              "baseline_kw": float(baseline[:, 0].sum())}
+              "baseline_kw": float(baseline[~no_baseline, 0].sum()), "without_baseline": int(no_baseline.sum())}
     values = {"state": "done", "verified_kw": float(whole["verified_kw"][0]), "latency_s": latency,
               "ratio": float(whole["ratio"][0]), "grade": str(whole["grade"][0]), "result": result,
               "completed_at": now}
@@ -179,3 +187,32 @@ def declared_vs_verified(conn: Connection, operator_id: str | None = None) -> li
         d["verified_ratio"] = d["verified_down_kw"] / d["declared_tested_kw"] if d["declared_tested_kw"] else None
         out.append(d)
     return out
+
+
+class StoreTelemetry:
+    """``TelemetrySource`` over the platform's time-series store: the 1-minute rollups (mean power per
+    device and minute) resampled to ``step_s``; a minute without data is NaN (no response)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def __call__(self, ids: list[str], start: datetime, end: datetime, step_s: int) -> np.ndarray:
+        from openvpp.store import timeseries
+
+        if step_s % 60:
+            raise InvalidInput(Violation("step_s", "the store keeps 1-minute rollups: use a multiple of 60", step_s))
+        n_t = int((end - start).total_seconds() // step_s)
+        out = np.full((len(ids), n_t), np.nan)
+        pos = {rid: i for i, rid in enumerate(ids)}
+        with self.engine.connect() as conn:
+            rows = timeseries.read_rollup(conn, 60, list(ids), start, end)
+        sums = np.zeros_like(out)
+        counts = np.zeros_like(out)
+        for r in rows:
+            k = int((r["bucket"] - start).total_seconds() // step_s)
+            if 0 <= k < n_t and r["power_avg_kw"] is not None:
+                sums[pos[r["device_id"]], k] += r["power_avg_kw"]
+                counts[pos[r["device_id"]], k] += 1
+        seen = counts > 0
+        out[seen] = sums[seen] / counts[seen]
+        return out
