@@ -8,17 +8,16 @@ Categorical columns are dictionary-encoded: ``codes[name]`` (int32, -1 = none) a
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 from sqlalchemy import Connection
 
 from openvpp.core.errors import InvalidInput, Violation
 from openvpp.kernels.aggregate import group_sum, group_sum_2d
+from openvpp.store import bulk
 
 CATEGORICAL = ("district_id", "substation_id", "feeder_id", "ta_id", "resource_type", "operator_id",
                "owner_id", "response_mode", "verified_grade", "control_protocol", "state")
@@ -78,25 +77,10 @@ class RegistryArrays:
 
 
 def load(conn: Connection) -> RegistryArrays:
-    """Read every resource with its grid ancestors. PostgreSQL streams it with COPY ... TO STDOUT."""
-    if conn.dialect.name == "postgresql":
-        raw = conn.connection.driver_connection
-        buf = io.BytesIO()
-        with raw.cursor() as cur, cur.copy(f"COPY ({SELECT}) TO STDOUT (FORMAT csv, HEADER true)") as cp:
-            for chunk in cp:
-                buf.write(chunk)
-        buf.seek(0)
-        types = {c: pa.string() for c in ("resource_id",) + CATEGORICAL}
-        types.update({c: pa.float64() for c in NUMERIC})
-        t = pacsv.read_csv(buf, convert_options=pacsv.ConvertOptions(column_types=types,
-                                                                     strings_can_be_null=True))
-    else:
-        rows = conn.exec_driver_sql(SELECT).fetchall()
-        names = ("resource_id",) + CATEGORICAL + NUMERIC
-        cols = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
-        t = pa.table({n: pa.array(list(c), pa.float64() if n in NUMERIC else pa.string())
-                      for n, c in zip(names, cols, strict=True)})
-    return RegistryArrays.from_arrow(t)
+    """Read every resource with its grid ancestors (PostgreSQL streams them with COPY ... TO STDOUT)."""
+    types = {c: pa.string() for c in ("resource_id",) + CATEGORICAL}
+    types.update({c: pa.float64() for c in NUMERIC})
+    return RegistryArrays.from_arrow(bulk.query_arrow(conn, SELECT, types))
 
 
 SUM_NAMES = ("connected_kw", "adjustable_down_kw", "adjustable_up_kw", "verified_down_kw")
