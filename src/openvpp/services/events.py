@@ -40,6 +40,8 @@ PRODUCTS: dict[str, tuple[str, str]] = {
     "emergency": ("down", "active_yuan_per_kwh"),
 }
 PRICINGS = ("uniform", "pay_as_bid")
+#: products not bound by the market's minimum trading-unit size and duration
+LOCAL_PRODUCTS = ("congestion", "emergency")
 ACK_TIMEOUT = timedelta(seconds=30)
 
 
@@ -232,8 +234,11 @@ def declare(conn: Connection, actor: Actor, event_id: str, unit_id: str, quantit
     if isinstance(prices_yuan_per_kwh, (int, float)):
         prices_yuan_per_kwh = [float(prices_yuan_per_kwh)] * n
     adm = rules.load(ev["ruleset"]).section("admission")
-    min_kw = float(adm["trading_unit_min_mw"]) * 1000
-    min_slots = int(round(float(adm["trading_unit_min_duration_h"]) / SLOT_H))
+    # the market minimums (>= 1 MW for >= 1 h, Guangdong rules) bind market products; a local congestion
+    # event under one transformer area or feeder, and a mandatory emergency call, take what is there
+    local = ev["product"] in LOCAL_PRODUCTS
+    min_kw = 0.0 if local else float(adm["trading_unit_min_mw"]) * 1000
+    min_slots = 1 if local else int(round(float(adm["trading_unit_min_duration_h"]) / SLOT_H))
     v: list[Violation] = []
     q = np.asarray(quantities_kw, dtype=float) if len(quantities_kw) == n else None
     p = np.asarray(prices_yuan_per_kwh, dtype=float) if len(prices_yuan_per_kwh) == n else None
@@ -261,7 +266,8 @@ def declare(conn: Connection, actor: Actor, event_id: str, unit_id: str, quantit
         v.append(Violation("prices_yuan_per_kwh", f"must be between 0 and the event's cap {cap_price}",
                            prices_yuan_per_kwh))
     members = unit_members(conn, ev, unit_id)
-    capability = unit_capability_kw(members, ev["direction"], float(adm["trading_unit_min_duration_h"]))
+    capability = unit_capability_kw(members, ev["direction"],
+                                    SLOT_H if local else float(adm["trading_unit_min_duration_h"]))
     if (q > capability + 1e-9).any():
         v.append(Violation("quantities_kw", f"exceeds the unit's capability {capability:.1f} kW (verified where "
                                             "tested, declared otherwise, inside the event scope)", float(q.max())))
