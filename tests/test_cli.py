@@ -39,6 +39,12 @@ def test_demo_headless_json_is_json_alone_on_stdout(tmp_path):
     assert len(summary["targets"]["by_district"]) == 11
     assert set(summary["logins"]) >= {"city_admin", "dispatcher", "operator_admin", "owner", "auditor"}
     assert {r["key"] for r in summary["by_type"]} >= {"central_ac", "ev_charging", "distributed_pv"}
+    day = summary["day"]                          # the simulated event day ran through the services
+    peak = day["peak_shaving"]
+    assert peak["units_declared"] >= 1 and max(peak["cleared_kw"]) > 0
+    assert len(peak["replaced"]) == 1 and peak["device_instructions"] > 0
+    assert peak["evaluation"]["credited_kwh"] > 0
+    assert day["settlement"]["state"] == "approved"
 
 
 def test_city_load_summary_and_failed_import_on_postgres(tmp_path, mini_city, db_url):

@@ -366,6 +366,15 @@ def _print_demo(summary: dict, host: str, port: int) -> None:
     c = summary["targets"]["city"]
     err.print(f"[bold green]openvpp demo[/bold green]: {summary['resources']:,} resources, "
               f"{c['connected_mw']:,.1f} MW connected, {c['adjustable_mw']:,.1f} MW adjustable")
+    day = summary.get("day") or {}
+    for key in ("peak_shaving", "congestion"):
+        e = day.get(key)
+        if e:
+            err.print(f"  {key}: {e['event_id']} on {e['scope']}: peak cleared {max(e['cleared_kw']):,.0f} kW, "
+                      f"{e['device_instructions']} device instructions, replaced {e['replaced'] or 'none'}, "
+                      f"credited {e.get('evaluation', {}).get('credited_kwh', 0):,.0f} kWh")
+    if day.get("settlement"):
+        err.print(f"  settlement {day['settlement']['settlement_id']}: {day['settlement']['state']}")
     t = Table(title=f"dashboard: http://{host}:{port}   API docs: http://{host}:{port}/docs")
     t.add_column("role")
     t.add_column("username")

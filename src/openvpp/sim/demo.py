@@ -15,6 +15,7 @@ from pathlib import Path
 
 from openvpp.core.settings import Settings
 from openvpp.services import registry, setup
+from openvpp.sim.demo_day import run_day
 from openvpp.store import db
 
 
@@ -65,6 +66,7 @@ def run_demo(resources: int = 2000, seed: int = 1, fresh: bool = True,
                 bar.update(task, completed=fraction, description=f"demo: {stage}")
 
         info = prepare_demo(settings, resources, seed, progress)
+        day = run_day(settings, progress, seed=seed)
     with db.get_engine(settings.database_url).connect() as conn:
         targets = registry.targets_report(conn)
         by_type = registry.summary(conn, "type")
@@ -75,6 +77,7 @@ def run_demo(resources: int = 2000, seed: int = 1, fresh: bool = True,
         "counts": info["counts"],
         "targets": targets,
         "by_type": by_type,
+        "day": day,
         "logins": {role: list(up) for role, up in info["users"].items()},
         "seconds": round(time.perf_counter() - t0, 2),
     }
