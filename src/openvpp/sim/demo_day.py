@@ -25,6 +25,8 @@ from openvpp.core.settings import Settings
 from openvpp.core.timeslots import SLOTS_PER_DAY, local_midnight_utc, slot_start_utc
 from openvpp.kernels.profiles import materialise
 from openvpp.services import congestion, dispatch, evaluation, events, settlement
+from openvpp.services.live import live_flex
+from openvpp.services.telemetry import BIDIRECTIONAL_TYPES
 from openvpp.store import db
 from openvpp.store.audit import Actor
 from openvpp.store.schema import grid_nodes, operators, profile_archetypes, resources
@@ -49,9 +51,17 @@ class Fleet:
         self.start = int((local_midnight_utc(self.first_day) - year0).total_seconds() // 900)
         self.days = history_days + 1
         rows = conn.execute(select(resources.c.resource_id, resources.c.profile_archetype,
-                                   resources.c.profile_scale_kw, resources.c.noise_seed)
+                                   resources.c.profile_scale_kw, resources.c.noise_seed, resources.c.capacity_kw,
+                                   resources.c.adjustable_up_kw, resources.c.adjustable_down_kw,
+                                   resources.c.resource_type)
                             .where(resources.c.state == "active").order_by(resources.c.resource_id)).all()
         self.ids = [r[0] for r in rows]
+        self.capacity = np.array([r[4] for r in rows], dtype=float)
+        self.adj_up = np.array([r[5] for r in rows], dtype=float)
+        self.adj_down = np.array([r[6] for r in rows], dtype=float)
+        types = np.array([r[7] for r in rows])
+        self.bidirectional = np.isin(types, BIDIRECTIONAL_TYPES)
+        self.generator = types == "distributed_pv"
         self.pos = {r: i for i, r in enumerate(self.ids)}
         self._rows = rows
         self.power: np.ndarray | None = None
@@ -65,17 +75,20 @@ class Fleet:
             self.power = p.reshape(len(r), self.days, SLOTS_PER_DAY).astype(np.float64)
         return self.power
 
+    def flex_at(self, slot: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Power, up and down flexibility of every device in an event-day slot, by the live state's rule."""
+        p = self.materialise()[:, -1, slot]
+        n = len(p)
+        _, power, up, down = live_flex(p, np.full(n, 0.5), np.zeros(n, dtype=np.int64), 0, 1, self.capacity,
+                                       self.adj_up, self.adj_down, self.bidirectional, self.generator)
+        return power, up, down
+
     def status_at(self, slot: int) -> Callable[[list[str]], dict[str, dict]]:
-        power = self.materialise()[:, -1, slot]
+        power, up, down = self.flex_at(slot)
 
         def status(ids: list[str]) -> dict[str, dict]:
-            out = {}
-            for rid in ids:
-                i = self.pos.get(rid)
-                if i is not None:
-                    p = float(power[i])
-                    out[rid] = {"online": True, "power_kw": p, "down_kw": max(p, 0.0), "up_kw": 0.0}
-            return out
+            return {rid: {"online": True, "power_kw": float(power[i]), "down_kw": float(down[i]),
+                          "up_kw": float(up[i])} for rid in ids if (i := self.pos.get(rid)) is not None}
         return status
 
     def apply(self, rows: list[dict], direction: str) -> None:
@@ -87,8 +100,10 @@ class Fleet:
             p[i, -1, r["slot"]] += sign * r["kw"] * self.delivery.get(r["resource_id"], 1.0)
 
 
-def _qualifying_units(conn, ev: dict) -> list[tuple[str, float]]:
-    """Every admitted operator's trading units in the event's scope and what they can give."""
+def _qualifying_units(conn, ev: dict, fleet: Fleet) -> list[tuple[str, float]]:
+    """Every admitted operator's trading units in the event's scope and what they can give in the window:
+    their capability, bounded by what the devices' forecast load leaves available (an operator declares
+    from its own forecast)."""
     q = (select(resources.c.operator_id, grid_nodes.c.substation_id).distinct()
          .select_from(resources.join(grid_nodes, grid_nodes.c.node_id == resources.c.ta_id)
                       .join(operators, operators.c.operator_id == resources.c.operator_id))
@@ -100,6 +115,10 @@ def _qualifying_units(conn, ev: dict) -> list[tuple[str, float]]:
         unit = f"{op}@{sub}"
         members = events.unit_members(conn, ev, unit)
         cap = events.unit_capability_kw(members, ev["direction"], 0.25 if local else 1.0)
+        idx = [fleet.pos[m["resource_id"]] for m in members if m["resource_id"] in fleet.pos]
+        key = 2 if ev["direction"] == "down" else 1
+        forecast = min(float(fleet.flex_at(s)[key][idx].sum()) for s in range(ev["start_slot"], ev["end_slot"]))
+        cap = min(cap, forecast)
         if cap >= (1.0 if local else 1000.0):
             out.append((unit, cap))
     return out
@@ -112,7 +131,7 @@ def _run_event(conn, fleet: Fleet, ev: dict, rng: np.random.Generator, fail_one:
     deadline = ev["declare_deadline"] if ev["declare_deadline"].tzinfo else ev["declare_deadline"].replace(tzinfo=UTC)
     events.transition(conn, DISPATCH, eid, "publish")
     events.transition(conn, DISPATCH, eid, "open")
-    units = _qualifying_units(conn, ev)
+    units = _qualifying_units(conn, ev, fleet)
     declared = 0
     for unit, cap in units:
         op = unit.split("@", 1)[0]
@@ -130,15 +149,20 @@ def _run_event(conn, fleet: Fleet, ev: dict, rng: np.random.Generator, fail_one:
     device_rows: list[dict] = []
     ops = sorted({i["operator_id"] for i in events.instructions_of(conn, eid, "operator")})
     status = fleet.status_at(ev["start_slot"])
-    for k, op in enumerate(ops):
+    split: dict[str, list[dict]] = {}
+    for op in ops:
         actor = Actor(f"demo-{op}", "operator_admin", operator_id=op)
         mine = [i["instruction_id"] for i in events.instructions_of(conn, eid, "operator", op)]
         events.acknowledge(conn, actor, mine, now=t0 + timedelta(seconds=3))
-        rows = dispatch.dispatch(conn, actor, eid, status, lambda *a: None, now=t0 + timedelta(seconds=4))
-        silent = None
-        if fail_one and k == 0 and rows:
-            silent = max(rows, key=lambda r: r["kw"])["resource_id"]
-            fleet.delivery[silent] = 0.0
+        split[op] = dispatch.dispatch(conn, actor, eid, status, lambda *a: None, now=t0 + timedelta(seconds=4))
+    # the failing device: a mid-sized one of the operator with the most devices, so others can take over
+    silent = None
+    if fail_one and any(split.values()):
+        rows = max(split.values(), key=len)
+        silent = sorted(rows, key=lambda r: r["kw"])[len(rows) // 2]["resource_id"]
+        fleet.delivery[silent] = 0.0
+    for op, rows in split.items():
+        actor = Actor(f"demo-{op}", "operator_admin", operator_id=op)
         for r in rows:
             if r["resource_id"] != silent:
                 dispatch.device_ack(conn, {"id": r["instruction_id"], "device": r["resource_id"],
@@ -148,9 +172,9 @@ def _run_event(conn, fleet: Fleet, ev: dict, rng: np.random.Generator, fail_one:
         for r in again:
             dispatch.device_ack(conn, {"id": r["instruction_id"], "device": r["resource_id"], "status": "accepted"},
                                 op, now=t0 + timedelta(seconds=31))
-        if silent:
-            replaced.append(silent)
         device_rows += events.instructions_of(conn, eid, "device", op, state="acked")
+    if silent:
+        replaced.append(silent)
     fleet.apply(device_rows, ev["direction"])
     return {"event_id": eid, "product": ev["product"], "scope": ev["scope_node_id"], "units_declared": declared,
             "cleared_kw": cleared["result"]["cleared_kw"], "clearing_price": cleared["result"]["clearing_price"],
@@ -171,7 +195,7 @@ def run_day(settings: Settings, progress: Callable[[str, float], None] | None = 
         peak = events.create(conn, DISPATCH, {
             "product": "peak_shaving", "name": f"afternoon peak {day.isoformat()}", "day": day.isoformat(),
             "start_slot": PEAK[0], "end_slot": PEAK[1], "targets_kw": 1.0, "scope_node_id": "GZ"})
-        capacity = sum(c for _, c in _qualifying_units(conn, peak))
+        capacity = sum(c for _, c in _qualifying_units(conn, peak, fleet))
         conn.execute(events.events.update().where(events.events.c.event_id == peak["event_id"]).values(
             targets_kw=[round(0.5 * capacity, 1)] * (PEAK[1] - PEAK[0])))
         progress("day: peak-shaving event", 0.15)
@@ -186,7 +210,7 @@ def run_day(settings: Settings, progress: Callable[[str, float], None] | None = 
                 ev = congestion.propose(conn, DISPATCH, f["node_id"], day)
             except Exception:  # noqa: BLE001 - a node without declarable resources: try the next
                 continue
-            probe = _qualifying_units(conn, ev)
+            probe = _qualifying_units(conn, ev, fleet)
             if probe:
                 out["congestion"] = {**_run_event(conn, fleet, ev, rng, fail_one=False),
                                      "peak_loading": f["peak_loading"]}
