@@ -3,17 +3,20 @@
 // ECharts is loaded before them from static/vendor/ (see scripts/build_web.sh).
 
 import { disposeCharts, resizeCharts } from "./charts.js";
-import { $, api, auth, can, clearError, saveSession } from "./core.js";
+import { $, api, auth, can, clearError, saveSession, showError } from "./core.js";
 import { closeDrawer, drawerRelabel, initDrawer } from "./drawer.js";
 import { getLang, locale, onLangChange, roleLabel, setLang, setTitle, t, applyI18n } from "./i18n.js";
-import grid from "./pages/grid.js";
-import operators from "./pages/operators.js";
-import overview from "./pages/overview.js";
-import pools from "./pages/pools.js";
-import resources, { initResources } from "./pages/resources.js";
 import { navigate, onRoute, parseHash } from "./router.js";
 
-const PAGES = { overview, grid, resources, operators, pools };
+/** Page modules, fetched when a page is first shown (a first view loads only its own page). */
+const PAGE_MODULES = {
+  overview: () => import("./pages/overview.js"),
+  grid: () => import("./pages/grid.js"),
+  resources: () => import("./pages/resources.js"),
+  operators: () => import("./pages/operators.js"),
+  pools: () => import("./pages/pools.js"),
+};
+const PAGES = {}; // name → the loaded page ({enter, leave, reset, relabel, refresh, title})
 
 /** Who sees which page (DESIGN.md "Who uses it"); the API fences the data again. */
 const ACCESS = {
@@ -25,6 +28,12 @@ const ACCESS = {
 };
 
 let currentPage = null;
+let routeSeq = 0;
+
+async function pageModule(name) {
+  if (!PAGES[name]) PAGES[name] = (await PAGE_MODULES[name]()).default;
+  return PAGES[name];
+}
 
 // ---------------------------------------------------------------- session
 
@@ -129,13 +138,25 @@ async function login(event) {
 
 // ---------------------------------------------------------------- routing
 
-function route() {
+async function route() {
+  const seq = ++routeSeq;
   if (!auth.session) {
     if ($("login-view").hidden) showLogin();
     return;
   }
   const r = parseHash();
-  const page = r.page in PAGES ? r.page : "overview";
+  const page = r.page in PAGE_MODULES ? r.page : "overview";
+  const allowed = ACCESS[page]();
+  let mod = null;
+  if (allowed) {
+    try {
+      mod = await pageModule(page);
+    } catch (err) {
+      showError(err);
+      return;
+    }
+    if (seq !== routeSeq || !auth.session) return;
+  }
   if (currentPage && currentPage !== page) {
     PAGES[currentPage].leave();
     closeDrawer({ silent: true });
@@ -148,7 +169,7 @@ function route() {
     if (on) item.setAttribute("aria-current", "page");
     else item.removeAttribute("aria-current");
   }
-  if (!ACCESS[page]()) {
+  if (!allowed) {
     currentPage = null;
     $("denied-message").textContent = t("denied.page", { page: t(`nav.${page}`), role: roleLabel(auth.session.role) });
     $("denied-view").hidden = false;
@@ -157,8 +178,8 @@ function route() {
   }
   currentPage = page;
   $(`${page}-view`).hidden = false;
-  setTitle(PAGES[page].title);
-  PAGES[page].enter(r);
+  setTitle(mod.title);
+  mod.enter(r);
   window.requestAnimationFrame(resizeCharts);
 }
 
@@ -168,7 +189,6 @@ function start() {
   document.documentElement.lang = locale();
   applyI18n(document);
   initDrawer();
-  initResources();
   onRoute(route);
   $("lang-toggle").addEventListener("click", () => setLang(getLang() === "en" ? "zh" : "en"));
   $("login-form").addEventListener("submit", login);

@@ -412,6 +412,30 @@ export function debounce(fn, ms) {
   };
 }
 
+/** Scope label: the server's own word for the data's scope ("city", "operator OP01", "owner OW1")
+ *  when it sent one, else what the role implies. */
+export function renderScope(serverScope = null, label = $("scope-label")) {
+  const session = auth.session;
+  const role = session?.role;
+  let scope = "unknown";
+  let id = null;
+  const m = typeof serverScope === "string" ? /^(city|operator|owner)(?:\s+(.+))?$/.exec(serverScope.trim()) : null;
+  if (m) {
+    scope = m[1];
+    id = m[2] ?? null;
+  } else if (CITY_ROLES.has(role)) {
+    scope = "city";
+  } else if (OPERATOR_ROLES.has(role)) {
+    scope = "operator";
+    id = session.operator_id;
+  } else if (role === "owner") {
+    scope = "owner";
+    id = session.owner_id;
+  }
+  label.dataset.scope = scope;
+  label.textContent = scope === "unknown" ? t("scope.unknown") : t(`scope.${scope}`, { id: id ?? "?" });
+}
+
 // ---------------------------------------------------------------- the error banner
 
 export function showError(err) {

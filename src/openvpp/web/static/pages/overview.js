@@ -2,7 +2,7 @@
 
 import { COLORS, axisStyle, baseOption, chart, loadCharts, tooltipLines } from "../charts.js";
 import {
-  $, CITY_ROLES, OPERATOR_ROLES, api, auth, clearError, fmt, fmtInt, h, showError,
+  $, api, auth, clearError, fmt, fmtInt, h, renderScope, showError,
 } from "../core.js";
 import { districtName, getLang, locale, t, typeLabel } from "../i18n.js";
 
@@ -66,30 +66,6 @@ async function load() {
     view().dataset.state = "error";
     showError(err);
   }
-}
-
-/** Scope label: the server's own word for the data's scope ("city", "operator OP01", "owner OW1")
- *  when it sent one, else what the role implies. */
-export function renderScope(serverScope = null, label = $("scope-label")) {
-  const session = auth.session;
-  const role = session?.role;
-  let scope = "unknown";
-  let id = null;
-  const m = typeof serverScope === "string" ? /^(city|operator|owner)(?:\s+(.+))?$/.exec(serverScope.trim()) : null;
-  if (m) {
-    scope = m[1];
-    id = m[2] ?? null;
-  } else if (CITY_ROLES.has(role)) {
-    scope = "city";
-  } else if (OPERATOR_ROLES.has(role)) {
-    scope = "operator";
-    id = session.operator_id;
-  } else if (role === "owner") {
-    scope = "owner";
-    id = session.owner_id;
-  }
-  label.dataset.scope = scope;
-  label.textContent = scope === "unknown" ? t("scope.unknown") : t(`scope.${scope}`, { id: id ?? "?" });
 }
 
 function setKpi(id, value, formatted) {

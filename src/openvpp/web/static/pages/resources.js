@@ -4,13 +4,12 @@
 // Route: #/resources?type=&district=&substation=&feeder=&ta=&operator=&state=&grade=&q=&page=&size=&open=
 
 import {
-  $, ApiError, api, auth, debounce, download, fmt, fmtInt, h, localName, pageMessage, query, table,
+  $, ApiError, api, auth, debounce, download, fmt, fmtInt, h, localName, pageMessage, query, renderScope, table,
 } from "../core.js";
 import { closeDrawer, gradeBadge, openDrawer, stateBadge } from "../drawer.js";
 import { getLang, t, typeLabel } from "../i18n.js";
 import { navigate } from "../router.js";
 import { childrenOf, gridNodeName, rootTree } from "./grid.js";
-import { renderScope } from "./overview.js";
 
 /** hash parameter → API query parameter of GET /resources and /resources/export */
 export const FILTERS = {
@@ -296,9 +295,7 @@ async function exportAs(format) {
   }
 }
 
-export function initResources() {
-  for (const which of ["first", "prev", "next", "last"]) $(`res-${which}`).addEventListener("click", () => toPage(which));
-}
+for (const which of ["first", "prev", "next", "last"]) $(`res-${which}`).addEventListener("click", () => toPage(which));
 
 export default {
   id: "resources",
