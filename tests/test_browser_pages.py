@@ -355,6 +355,17 @@ def test_resource_database_filters_and_pages_on_the_server_exports_and_shows_a_r
         page.click("#drawer-close")
         expect(page.locator("#drawer")).to_be_hidden()
         assert "open=" not in page.evaluate("location.hash")
+
+    # in Chinese: headings, filters, column names, types and the pager follow
+    page.click("#res-clear")
+    _expect_total(page, 300)
+    page.click("#lang-toggle")
+    expect(page.locator("#resources-view h1")).to_have_text("资源库")
+    expect(page.locator("#res-export-csv")).to_have_text("导出 CSV")
+    expect(page.locator("#res-rows th[data-col=type]")).to_have_text("类型")
+    expect(page.locator("#res-pager-info")).to_contain_text("第 1 / 12 页")  # 25 rows a page, kept by clear
+    expect(page.locator("#res-total")).to_have_text("共 300 个资源")
+    _shot(page, "23_resources_zh")
     _assert_stayed_local(traffic)
 
 
@@ -447,6 +458,10 @@ def test_the_city_admin_moves_an_operator_through_admission_and_sees_the_servers
     expect(page.locator("#operators-view")).to_have_attribute("data-state", "ready")
     expect(page.locator("#op-checks tbody tr[data-check]")).to_have_count(4)
     expect(page.locator("#op-actions")).to_have_count(0)
+    page.click("#lang-toggle")
+    expect(page.locator("#op-checks h2")).to_have_text("资质校验（4）")
+    expect(page.locator(".detail-badges .pill-opstate")).to_have_text("审核中")
+    _shot(page, "34_operator_detail_dispatcher_zh")
     _assert_stayed_local(traffic)
 
 
@@ -491,6 +506,17 @@ def test_pools_per_scenario_with_totals_and_a_pool_with_its_members_by_page(city
     page.click(f"#pool-members a[data-id='{ids[0]}']")
     expect(page.locator("#drawer")).to_have_attribute("data-state", "ready")
     expect(page.locator("#drawer")).to_have_attribute("data-id", ids[0])
+    page.click("#drawer-close")
+
+    # in Chinese the scenario tabs take the presets' Chinese names
+    _open(page, "#/pools?scenario=peak_shaving", "pools-view")
+    page.click("#lang-toggle")
+    peak = next(p for p in presets if p["scenario"] == "peak_shaving")
+    expect(page.locator("#pool-tabs .tab[data-scenario=peak_shaving]")).to_contain_text(peak["name_zh"])
+    expect(page.locator("#pools-view h1")).to_have_text("资源池")
+    expect(page.locator("#pools-view")).to_have_attribute("data-totals", "ready")
+    page.wait_for_timeout(300)
+    _shot(page, "42_pools_zh")
     _assert_stayed_local(traffic)
 
 
