@@ -1,7 +1,7 @@
 // Shared plumbing of the dashboard: the session, API calls (JSON, downloads, the SSE stream),
 // what each role may do on screen, formatting and DOM helpers. No framework.
 
-import { applyI18n, locale, t } from "./i18n.js";
+import { locale, t } from "./i18n.js";
 
 export const API = "api/v1"; // relative to the page, so the app also works behind a path prefix
 const SESSION_KEY = "openvpp.session";
@@ -394,10 +394,6 @@ export function pageMessage(err) {
     }))));
   }
   return box;
-}
-
-export function relabel(root) {
-  applyI18n(root);
 }
 
 /** Run fn at most once per `ms` (trailing call kept). */

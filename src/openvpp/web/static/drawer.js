@@ -147,6 +147,7 @@ function changes(before, after) {
 
 let drawerToken = 0;
 let onCloseFn = null;
+let shown = null; // the data on screen, redrawn after a language switch
 
 export function openDrawer(id, { onClose = null } = {}) {
   const my = ++drawerToken;
@@ -161,6 +162,7 @@ export function openDrawer(id, { onClose = null } = {}) {
   body.replaceChildren(h("p", { class: "muted", text: t("common.loading") }));
   fetchResource(id).then((data) => {
     if (my !== drawerToken || gen !== auth.generation) return;
+    shown = data;
     $("drawer-title").textContent = data.resource.name || id;
     body.replaceChildren(renderResource(data));
     drawer.dataset.state = "ready";
@@ -178,6 +180,7 @@ export function closeDrawer({ silent = false } = {}) {
   drawer.hidden = true;
   drawer.dataset.id = "";
   drawer.dataset.state = "";
+  shown = null;
   $("drawer-body").replaceChildren();
   const fn = onCloseFn;
   onCloseFn = null;
@@ -192,6 +195,5 @@ export function initDrawer() {
 }
 
 export function drawerRelabel() {
-  const id = $("drawer").dataset.id;
-  if (id && $("drawer").dataset.state === "ready") openDrawer(id, { onClose: onCloseFn });
+  if (shown && $("drawer").dataset.state === "ready") $("drawer-body").replaceChildren(renderResource(shown));
 }

@@ -56,8 +56,8 @@ function go(next, replace = true) {
 
 // ---------------------------------------------------------------- filter form
 
-function option(value, label, key = null) {
-  return h("option", { value, "data-i18n": key, text: label });
+function option(value, label, key = null, dataset = null) {
+  return h("option", { value, "data-i18n": key, text: label, dataset });
 }
 
 function select(name, labelKey, options) {
@@ -85,7 +85,7 @@ function build() {
     select("state", "res.filter.state", [option("", t("res.filter.all"), "res.filter.all"),
       ...STATES.map((s) => option(s, t(`state.${s}`), `state.${s}`))]),
     select("grade", "res.filter.grade", [option("", t("res.filter.all"), "res.filter.all"),
-      ...GRADES.map((g) => option(g, t("grade.value", { g }), null))]),
+      ...GRADES.map((g) => option(g, t("grade.value", { g }), null, { grade: g }))]),
     h("button", { type: "button", class: "btn btn-ghost", id: "res-clear", "data-i18n": "res.filter.clear", text: t("res.filter.clear") }),
   );
   form.addEventListener("submit", (ev) => ev.preventDefault());
@@ -324,6 +324,9 @@ export default {
   },
   relabel() {
     if (!built) return;
+    for (const opt of document.querySelectorAll("#res-f-grade option[data-grade]")) {
+      opt.textContent = t("grade.value", { g: opt.dataset.grade });
+    }
     render();
     fillOptions();
   },
