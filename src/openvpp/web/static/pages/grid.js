@@ -749,7 +749,7 @@ function drawChart() {
   const option = {
     ...baseOption(rows.length === 0, t("chart.empty")),
     animation: false,
-    grid: { left: 8, right: 32, top: 40, bottom: 24, containLabel: true },
+    grid: { left: 8, right: 40, top: 40, bottom: 24, containLabel: true },
     tooltip: {
       ...baseOption(false).tooltip,
       trigger: "axis",

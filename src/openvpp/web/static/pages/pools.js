@@ -6,7 +6,7 @@
 
 import { COLORS, axisStyle, baseOption, chart, loadCharts, tooltipLines } from "../charts.js";
 import {
-  $, api, auth, can, fmt, fmtInt, h, nextSort, pageMessage, query, stat, table, tl,
+  $, OPERATOR_ROLES, api, auth, can, fmt, fmtInt, h, nextSort, pageMessage, query, role, stat, table, tl,
 } from "../core.js";
 import { openDrawer } from "../drawer.js";
 import { getLang, t } from "../i18n.js";
@@ -128,7 +128,8 @@ function renderList() {
       preset.mandatory ? h("span", { class: "pill pill-warn", text: t("pool.mandatory_note") }) : null));
   }
   if (!list.pools.length) {
-    const empty = h("article", { class: "panel", id: "pools-empty" }, h("p", { text: t("pool.none") }));
+    const own = OPERATOR_ROLES.has(role()) ? t("pool.none_operator") : t("pool.none");
+    const empty = h("article", { class: "panel", id: "pools-empty" }, h("p", { text: own }));
     if (can("create_pools")) {
       empty.append(h("button", { type: "button", class: "btn btn-primary", id: "pools-defaults", text: t("pool.create_defaults"), onclick: createDefaults }));
     }
