@@ -5,20 +5,26 @@ gives only that bound, so the reference of the JSON line is the bound itself (1 
 is the slowest page.
 
 Set-up: ``openvpp.sim.demo.prepare_demo`` loads a generated city (seed 1) into the embedded
-default database (SQLite) under ``var/bench/dashboard/`` (once; each run works on a fresh copy); the city administrator creates the
-preset pools; every device reports one live point (10-60 % of its capacity) through
-``POST /api/v1/telemetry``. The app runs as its own process (``uvicorn openvpp.api.asgi:app``) on
-a loopback port; Debian's Chromium is driven by Playwright.
+default database (SQLite) under ``var/bench/dashboard/`` once; each run works on a fresh copy of
+it. The city administrator creates the preset pools; every device reports one live point (10-60 %
+of its capacity) through ``POST /api/v1/telemetry``. The app runs as its own process (``uvicorn
+openvpp.api.asgi:app``) on a loopback port; Debian's Chromium is driven by Playwright.
 
-A first view is a visit by a signed-in user in a fresh browser context (empty cache: the HTML,
-CSS, modules and the 1 MB ECharts bundle are fetched and parsed), from navigation start to the
-moment the page marks its content ready (``data-state="ready"`` on the page's section: figures,
-tables and charts drawn). Times are the page's own ``performance.now()`` at that moment, recorded
-by a MutationObserver. Where a page fills in more afterwards (live points of a transformer area's
-devices, pool totals), the time to that is reported beside it as ``complete``. Each page is
-visited once untimed first (the server's caches warm up as they would after the first user of
-the day; those cold-server times are printed too), then ``--rounds`` times; the median counts.
-``--quick`` skips the warm-up visit and times one round.
+A first view is a visit by a signed-in user (the city administrator: the whole city in scope) in
+a fresh browser context (empty cache: HTML, CSS, the modules and, on pages with charts, the 1 MB
+ECharts bundle are fetched and run), from navigation start to the moment the page marks its
+content ready (``data-state="ready"`` on the page's section: figures, tables and charts drawn).
+Times are the page's own ``performance.now()`` at that moment, recorded by a MutationObserver;
+``app start`` is the end of DOMContentLoaded (the shell, before any data). Where a page fills in
+more afterwards, the time to that is reported beside it as ``complete``: the live points of the
+devices on a transformer area's first device page, the totals of the pools of a scenario, and a
+pool's totals and members (the pool pages show the definitions first: evaluating pools takes the
+API seconds on a large city). Each page is visited once untimed first (the server warms up as it
+would for the first user of the day; those cold-server times are printed too), then ``--rounds``
+times; the median counts. ``--quick`` skips the warm-up visit and times one round.
+
+The grid pages are measured along the path to the transformer area with the most resources
+(the city's biggest feeder), the resource pages at the first, a filtered and the last page.
 
     python benchmarks/dashboard_pages.py [--quick] [--size N] [--rounds R]
 """
