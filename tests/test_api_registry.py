@@ -156,3 +156,18 @@ def test_pools_over_http(api):
     listed = api.get("/api/v1/pools?scenario=peak_shaving&evaluate=true", headers=admin).json()["items"]
     city = next(p for p in listed if p["pool_id"] == "peak_shaving:GZ")
     assert city["totals"]["count"] > 0
+
+
+def test_owner_sees_only_the_operators_it_deals_with(api):
+    own = h(api, "own2")      # OW2's resources R4, R5 are with OP02; its contract operator is OP02
+    assert [o["operator_id"] for o in api.get("/api/v1/operators", headers=own).json()["items"]] == ["OP02"]
+    assert api.get("/api/v1/operators/OP02", headers=own).status_code == 200
+    assert api.get("/api/v1/operators/OP01", headers=own).status_code == 403
+    assert api.get("/api/v1/operators/OP01/trading-units", headers=own).status_code == 403
+
+
+def test_resource_list_filters_by_grade_and_response_mode(api):
+    admin = h(api, "admin")
+    assert api.get("/api/v1/resources?verified_grade=A", headers=admin).json()["total"] == 0
+    semi = api.get("/api/v1/resources?response_mode=semi_automatic", headers=admin).json()
+    assert sorted(i["resource_id"] for i in semi["items"]) == ["R1", "R6"]

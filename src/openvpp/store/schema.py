@@ -55,6 +55,9 @@ grid_nodes = Table(
     Column("feeder_id", String(ID)),
     Index("ix_grid_nodes_parent", "parent_id"),
     Index("ix_grid_nodes_level", "level"),
+    Index("ix_grid_nodes_district", "district_id"),
+    Index("ix_grid_nodes_substation", "substation_id"),
+    Index("ix_grid_nodes_feeder", "feeder_id"),
 )
 
 operators = Table(

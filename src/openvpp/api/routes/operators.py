@@ -10,14 +10,23 @@ from openvpp.core.errors import Forbidden, NotFound
 from openvpp.services import admission
 from openvpp.services.scope import scope_of
 from openvpp.store.audit import Actor
-from openvpp.store.schema import operators, owners
+from openvpp.store.schema import operators, owners, resources
 
 router = APIRouter(prefix="/operators", tags=["operators"])
 
 
-def _visible(actor: Actor, operator_id: str) -> None:
+def _owner_operators(owner_id: str):
+    """Operators an owner deals with: those of its resources and the one it contracted with."""
+    return select(resources.c.operator_id).where(resources.c.owner_id == owner_id,
+                                                 resources.c.operator_id.is_not(None)).union(
+        select(owners.c.operator_id).where(owners.c.owner_id == owner_id, owners.c.operator_id.is_not(None)))
+
+
+def _visible(actor: Actor, operator_id: str, conn: Connection) -> None:
     scope = scope_of(actor)
     if scope.operator_id and scope.operator_id != operator_id:
+        raise Forbidden(f"operator {operator_id} is outside your scope ({scope.label()})")
+    if scope.owner_id and operator_id not in {r[0] for r in conn.execute(_owner_operators(scope.owner_id))}:
         raise Forbidden(f"operator {operator_id} is outside your scope ({scope.label()})")
 
 
@@ -32,8 +41,7 @@ def list_operators(state: str | None = None, actor: Actor = Depends(current_acto
     if scope.operator_id:
         q = q.where(operators.c.operator_id == scope.operator_id)
     elif scope.owner_id:
-        q = q.where(operators.c.operator_id.in_(
-            select(owners.c.operator_id).where(owners.c.owner_id == scope.owner_id)))
+        q = q.where(operators.c.operator_id.in_(_owner_operators(scope.owner_id)))
     return {"items": [dict(r) for r in conn.execute(q).mappings()]}
 
 
@@ -55,7 +63,7 @@ def apply(body: Application, actor: Actor = Depends(current_actor), conn: Connec
 @router.get("/{operator_id}")
 def get_operator(operator_id: str, actor: Actor = Depends(current_actor),
                  conn: Connection = Depends(read_conn)) -> dict:
-    _visible(actor, operator_id)
+    _visible(actor, operator_id, conn)
     row = conn.execute(select(operators).where(operators.c.operator_id == operator_id)).mappings().first()
     if row is None:
         raise NotFound("operator", operator_id)
@@ -81,5 +89,5 @@ def transition(operator_id: str, body: TransitionIn, request: Request, actor: Ac
 def trading_units(operator_id: str, actor: Actor = Depends(current_actor),
                   conn: Connection = Depends(read_conn)) -> dict:
     """The operator's capability per 220 kV clearing node, against the >= 1 MW / >= 1 h rule."""
-    _visible(actor, operator_id)
+    _visible(actor, operator_id, conn)
     return {"operator_id": operator_id, "units": admission.trading_units(conn, operator_id)}

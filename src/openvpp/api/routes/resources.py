@@ -24,14 +24,15 @@ router = APIRouter(prefix="/resources", tags=["resources"])
 def list_resources(
     resource_type: str | None = None, operator_id: str | None = None, owner_id: str | None = None,
     district_id: str | None = None, substation_id: str | None = None, feeder_id: str | None = None,
-    ta_id: str | None = None, state: str | None = None, q: str | None = None,
+    ta_id: str | None = None, state: str | None = None, verified_grade: str | None = None,
+    response_mode: str | None = None, q: str | None = None,
     limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0),
     actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn),
 ) -> dict:
     """A page of resources within your scope (server-side filters and paging)."""
     filters = {"resource_type": resource_type, "operator_id": operator_id, "owner_id": owner_id,
                "district_id": district_id, "substation_id": substation_id, "feeder_id": feeder_id,
-               "ta_id": ta_id, "state": state}
+               "ta_id": ta_id, "state": state, "verified_grade": verified_grade, "response_mode": response_mode}
     return svc.list_page(conn, actor, filters, q, limit, offset)
 
 
