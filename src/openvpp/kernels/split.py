@@ -144,7 +144,8 @@ def split(target_kw, cap_kw, weight=None) -> Split:
     group = np.repeat(np.arange(t), n)
     a_rows = c_rows / w_rows
     level, short = _levels(target, c_rows, w_rows, a_rows, group, t)
-    x = np.fmin(a_rows * level[group], c_rows)             # fmin: inf * 0 for a device with cap 0
+    with np.errstate(invalid="ignore"):                     # inf * 0 for a device with cap 0: fmin drops it
+        x = np.fmin(a_rows * level[group], c_rows)
     return Split(x.reshape(t, n).T.copy(), short, level)
 
 
@@ -175,7 +176,8 @@ def redispatch(power_kw, cap_kw, failed, weight=None, shortfall_kw=None) -> Spli
     lost = (p * dead).sum(axis=0) if shortfall_kw is None else np.asarray(shortfall_kw, dtype=np.float64)
     residual = np.where(dead, 0.0, np.maximum(cap - p, 0.0))
     extra = split(lost, residual, weight)
-    return Split(np.where(dead, 0.0, p + extra.power_kw), extra.shortfall_kw, extra.level)
+    x = np.minimum(p + extra.power_kw, cap)                 # p + (cap - p) may round above cap
+    return Split(np.where(dead, 0.0, x), extra.shortfall_kw, extra.level)
 
 
 def split_cost(power_kw, cap_kw, weight=None) -> np.ndarray:
@@ -309,6 +311,8 @@ def _merge_equal(c, w, a, g, n_groups):
 
 def _group_cumsum(v: np.ndarray, g: np.ndarray) -> np.ndarray:
     """Inclusive running sum of ``v`` restarting at each group (``g`` sorted)."""
+    if v.size == 0:                                         # the level fell in an empty bucket
+        return v
     cum = np.cumsum(v)
     start = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
     offset = np.repeat(cum[start] - v[start], np.diff(np.r_[start, v.size]))
