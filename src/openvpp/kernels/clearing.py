@@ -19,7 +19,9 @@ rejected, and only the crossing bucket's few rows are sorted by (price, submissi
 result is the one a full lexsort over (scope, slot, price, submission, unit) gives.
 
 Rows equal in scope, slot, price, submission and unit keep their input order; give every
-declaration a distinct (submission, unit) pair for a result independent of input order.
+declaration a distinct (submission, unit) pair for a result independent of input order. The
+same input gives the same bits; a permuted input gives the same accepted declarations at the
+same prices, the quantities equal up to the rounding of the sums (about 1e-15 relative).
 A cut (partial acceptance) smaller than 1e-9 × max(1 kW, target) is rounding dust and counts as 0.
 """
 
