@@ -155,12 +155,13 @@ def redispatch(power_kw, cap_kw, failed, weight=None, shortfall_kw=None) -> Spli
     Parameters
     ----------
     power_kw : float array (n,) or (n, T), kW — the current split (:func:`split`).
-    cap_kw : float array, same shape, kW — the caps it was made with (or refreshed from live
-        telemetry); a device never gets more than ``cap - power`` on top.
+    cap_kw : float array, same shape, kW — the caps it was made with, or refreshed from live
+        telemetry: a device whose cap fell below its share is cut to the cap.
     failed : bool array (n,) — devices that did not acknowledge or went offline; they get 0.
     weight : as in :func:`split`.
-    shortfall_kw : float or (T,), kW, optional — what to redistribute; default: the sum of the
-        failed devices' shares (pass a measured shortfall to also cover under-delivery).
+    shortfall_kw : float or (T,), kW, optional — what to redistribute; default: the failed
+        devices' shares plus what the cuts to refreshed caps took away (pass a measured
+        shortfall to cover under-delivery instead).
 
     Returns
     -------
@@ -173,10 +174,10 @@ def redispatch(power_kw, cap_kw, failed, weight=None, shortfall_kw=None) -> Spli
     if p.shape != cap.shape or bad.shape != cap.shape[:1]:
         raise InvalidInput(Violation("failed", f"must have shape ({cap.shape[0]},), with power_kw shaped like cap_kw", bad.shape))
     dead = bad if p.ndim == 1 else bad[:, None]
-    lost = (p * dead).sum(axis=0) if shortfall_kw is None else np.asarray(shortfall_kw, dtype=np.float64)
-    residual = np.where(dead, 0.0, np.maximum(cap - p, 0.0))
-    extra = split(lost, residual, weight)
-    x = np.minimum(p + extra.power_kw, cap)                 # p + (cap - p) may round above cap
+    kept = np.where(dead, 0.0, np.minimum(p, cap))
+    lost = (p - kept).sum(axis=0) if shortfall_kw is None else np.asarray(shortfall_kw, dtype=np.float64)
+    extra = split(lost, np.where(dead, 0.0, cap - kept), weight)
+    x = np.minimum(kept + extra.power_kw, cap)              # kept + (cap - kept) may round above cap
     return Split(np.where(dead, 0.0, x), extra.shortfall_kw, extra.level)
 
 
