@@ -22,7 +22,8 @@ Rows equal in scope, slot, price, submission and unit keep their input order; gi
 declaration a distinct (submission, unit) pair for a result independent of input order. The
 same input gives the same bits; a permuted input gives the same accepted declarations at the
 same prices, the quantities equal up to the rounding of the sums (about 1e-15 relative).
-A cut (partial acceptance) smaller than 1e-9 × max(1 kW, target) is rounding dust and counts as 0.
+A scope-slot whose target is at least the sum offered under the cap (as summed in floating
+point) accepts every offer whole. A cut (partial acceptance) smaller than 1e-9 × max(1 kW, target) is rounding dust and counts as 0.
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ def _narrow(t, g, qv, key, n_groups):
         else:
             lo_g, hi_g = _group_min_max(kr, gr, n_groups)
             lo, span = lo_g[gr], int((hi_g - lo_g).max())
-        shift = max(span.bit_length() - _BUCKET_BITS, 0)
+        nbits = min(_BUCKET_BITS, max(1, (kr.size // n_groups).bit_length()))  # at most ~2 cells a row
+        shift = max(span.bit_length() - nbits, 0)
         nb = (span >> shift) + 1
         b = np.subtract(kr, lo)
         b >>= shift
@@ -148,7 +150,7 @@ def _narrow(t, g, qv, key, n_groups):
             below = rows[b < kg]
             accepted[below] = qv[below]
             rows = rows[b == kg]
-        if rows.size <= _SMALL or span == 0 or rows.size == kr.size:
+        if rows.size <= max(_SMALL, 4 * n_groups) or span == 0 or rows.size == kr.size:
             return accepted, rows, base, offered
 
 

@@ -248,7 +248,8 @@ def _narrow(target, c, a, bits, group, rows, n_groups, base_c, base_a) -> np.nda
     span = int((hi - lo).max())
     if span == 0:                                           # every group down to one weight
         return None
-    shift = max(span.bit_length() - _BUCKET_BITS, 0)
+    nbits = min(_BUCKET_BITS, max(1, (4 * br.size // n_groups).bit_length()))  # <= ~4-8 cells a row
+    shift = max(span.bit_length() - nbits, 0)
     nb = (span >> shift) + 1
     b = np.subtract(br, lo[0] if g is None else lo[g])
     b >>= shift
