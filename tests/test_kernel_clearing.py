@@ -73,6 +73,12 @@ def test_negative_prices_come_first_and_minus_zero_ties_with_zero():
     assert r.clearing_price_yuan_per_kwh[0, 0] == 0.0
 
 
+def test_prices_far_apart_on_both_sides_of_zero_keep_their_order():
+    r = _one_slot(100.0, [40, 40, 40, 40], [1e300, -1e300, 25.0, -30.0])
+    assert r.accepted_kw.tolist() == [0.0, 40.0, 20.0, 40.0]
+    assert r.clearing_price_yuan_per_kwh[0, 0] == 25.0
+
+
 def test_scopes_and_slots_clear_independently_in_one_call():
     target = np.array([[100.0, 0.0], [50.0, 500.0]])       # 2 scopes x 2 slots
     scope = np.array([0, 0, 0, 1, 1, 1, 1])
@@ -144,7 +150,7 @@ def books(draw):
     slot, scope = draw(ints(0, n_slots - 1)), draw(ints(0, n_scopes - 1))
     # no quantity so small that adding it to the others rounds it away (1e-300 + 1 == 1)
     q = draw(st.lists(st.one_of(st.integers(0, 60).map(float), st.floats(1e-6, 60)), min_size=n, max_size=n))
-    p = draw(ints(-4, 12)) / 4.0                            # few distinct prices: many ties
+    p = draw(ints(-4, 12)) / 4.0 * draw(st.sampled_from([1.0, 1e3, 1e300]))  # few prices: many ties
     unit = draw(ints(0, 5))
     submitted = np.array(draw(st.permutations(range(n))), dtype=np.int64)
     target = np.array(draw(st.lists(st.integers(0, 200).map(float), min_size=n_scopes * n_slots,

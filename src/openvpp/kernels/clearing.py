@@ -122,15 +122,16 @@ def _narrow(t, g, qv, key, n_groups):
     while True:
         kr, gr, qr = (key, g, qv) if rows is None else (key[rows], g[rows], qv[rows])
         if rows is None:                                    # first pass: one price range for all
-            lo, span = (kr.min(), int(kr.max() - kr.min())) if kr.size else (0, 0)
+            lo, span = (kr.min(), int(kr.max()) - int(kr.min())) if kr.size else (np.uint64(0), 0)
         else:
             lo_g, hi_g = _group_min_max(kr, gr, n_groups)
             lo, span = lo_g[gr], int((hi_g - lo_g).max())
         nbits = min(_BUCKET_BITS, max(1, (kr.size // n_groups).bit_length()))  # at most ~2 cells a row
         shift = max(span.bit_length() - nbits, 0)
         nb = (span >> shift) + 1
-        b = np.subtract(kr, lo)
-        b >>= shift
+        b = np.subtract(kr, lo)                             # uint64: no overflow across signs
+        b >>= np.uint64(shift)
+        b = b.view(np.int64)                                # < 2**nbits now
         hist = np.bincount(gr * nb + b, qr, n_groups * nb).reshape(n_groups, nb)
         cum = np.cumsum(hist, axis=1)
         if offered is None:
@@ -155,11 +156,13 @@ def _narrow(t, g, qv, key, n_groups):
 
 
 def _price_key(p: np.ndarray) -> np.ndarray:
-    """int64 with the order of the float64 prices (``-0.0`` already made ``+0.0``)."""
-    bits = p.view(np.int64)
+    """uint64 with the order of the float64 prices (``-0.0`` already made ``+0.0``): a positive
+    number's bits as they are, a negative one's all flipped and below every positive one."""
+    bits = p.view(np.uint64)
     if p.size == 0 or p.min() >= 0:
         return bits
-    return bits ^ ((bits >> 63) & np.int64(0x7FFF_FFFF_FFFF_FFFF))
+    neg = bits >> np.uint64(63)
+    return bits ^ (neg * np.uint64(0x7FFF_FFFF_FFFF_FFFF) | np.uint64(1 << 63))
 
 
 def _group_cumsum(v: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -172,12 +175,11 @@ def _group_cumsum(v: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 
 def _group_min_max(v: np.ndarray, g: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    lo = np.full(n_groups, np.iinfo(np.int64).max)
-    hi = np.full(n_groups, np.iinfo(np.int64).min)
+    lo = np.full(n_groups, np.iinfo(v.dtype).max, dtype=v.dtype)
+    hi = np.zeros(n_groups, dtype=v.dtype)
     np.minimum.at(lo, g, v)
     np.maximum.at(hi, g, v)
-    empty = lo > hi
-    return np.where(empty, 0, lo), np.where(empty, 0, hi)
+    return np.minimum(lo, hi), hi                           # a group without rows: (0, 0)
 
 
 # ---------------------------------------------------------------- input checks
