@@ -91,9 +91,10 @@ def clear(target_kw, slot, quantity_kw, price_yuan_per_kwh, submitted, unit, sco
     shape, t = t.shape, t.ravel()
     n_groups = t.size
     qv = q if over is None else np.where(over, 0.0, q)    # over the cap: offered nothing
-    accepted, rows, base, offered = _narrow(t, g, qv, _price_key(p), n_groups)
+    key = _price_key(p)
+    accepted, rows, base, offered = _narrow(t, g, qv, key, n_groups)
     full = t >= offered                                     # everything offered is accepted
-    cand = rows[np.lexsort((np.asarray(unit)[rows], np.asarray(submitted)[rows], p[rows], g[rows]))]
+    cand = rows[np.lexsort((np.asarray(unit)[rows], np.asarray(submitted)[rows], key[rows], g[rows]))]
     gc, qc, goal = g[cand], qv[cand], t[g[cand]]
     before = base[gc] + _group_cumsum(qc, gc) - qc          # accepted ahead in merit order
     take = np.where(full[gc], qc, np.clip(goal - before, 0.0, qc))
@@ -132,7 +133,10 @@ def _narrow(t, g, qv, key, n_groups):
         b = np.subtract(kr, lo)                             # uint64: no overflow across signs
         b >>= np.uint64(shift)
         b = b.view(np.int64)                                # < 2**nbits now
-        hist = np.bincount(gr * nb + b, qr, n_groups * nb).reshape(n_groups, nb)
+        cell = gr * nb
+        cell += b
+        hist = np.bincount(cell, qr, n_groups * nb).reshape(n_groups, nb)
+        del cell
         cum = np.cumsum(hist, axis=1)
         if offered is None:
             offered = cum[:, -1].copy()
