@@ -261,15 +261,15 @@ def import_resources_file(conn: Connection, path: Path, actor: Actor, state: str
                 refs_read.set()
             with conn.begin_nested(), bulk.rebuilt_constraints(conn, resources), open(path, "rb") as fh:
                 fh.readline()
-                bulk.copy_csv(conn, resources.name, header, fh.read())
+                bulk.copy_csv(conn, resources.name, header, fh)
         except BaseException as exc:  # noqa: BLE001 - reported after validation, below
             server_error.append(exc)
 
     worker = threading.Thread(target=server, name="openvpp-bulk-copy")
     worker.start()
     try:
+        refs_read.wait()   # parse after the reference lists are in: both want the cores, the COPY waits for them
         checked = validate_table(read_table(path, RESOURCE_COLUMNS), RESOURCE_COLUMNS)
-        refs_read.wait()
         if refs:
             check_resources(refs[0], checked, actor)
     finally:

@@ -9,6 +9,7 @@ import io
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import BinaryIO
 
 import psycopg
 import pyarrow as pa
@@ -28,16 +29,21 @@ def csv_bytes(data: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def copy_csv(conn: Connection, table_name: str, columns: list[str], payload: bytes) -> None:
-    """Stream CSV bytes into ``table_name`` with PostgreSQL COPY on the connection's transaction."""
+def copy_csv(conn: Connection, table_name: str, columns: list[str], payload: bytes | BinaryIO) -> None:
+    """Stream CSV (bytes, or a binary file positioned after its header) into ``table_name`` with
+    PostgreSQL COPY on the connection's transaction; a file is read in 8 MiB pieces as it goes."""
     raw = conn.connection.driver_connection
     sql = f"COPY {table_name} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
+    step = 8 << 20
     try:
         with raw.cursor() as cur, cur.copy(sql) as cp:
-            view = memoryview(payload)
-            step = 8 << 20
-            for i in range(0, len(view), step):
-                cp.write(view[i:i + step])
+            if isinstance(payload, (bytes, bytearray, memoryview)):
+                view = memoryview(payload)
+                for i in range(0, len(view), step):
+                    cp.write(view[i:i + step])
+            else:
+                for piece in iter(lambda: payload.read(step), b""):
+                    cp.write(piece)
     except psycopg.IntegrityError as exc:  # same exception type as the SQLite path raises
         raise IntegrityError(sql, None, exc) from exc
 
