@@ -175,28 +175,63 @@ def transition(conn: Connection, actor: Actor, event_id: str, action: str, reaso
 
 # ---------------------------------------------------------------- trading units and declarations
 
-def unit_members(conn: Connection, ev: dict, unit_id: str) -> list[dict]:
-    """Active, unflagged resources of a trading unit inside the event's grid scope."""
-    if "@" not in unit_id:
+def _unit_parts(unit_id: str) -> tuple[str, str]:
+    if not isinstance(unit_id, str) or "@" not in unit_id:
         raise InvalidInput(Violation("unit_id", "a trading unit is OPERATOR@SUBSTATION", unit_id))
     op, sub = unit_id.split("@", 1)
+    return op, sub
+
+
+MEMBER_COLUMNS = (resources.c.resource_id, resources.c.adjustable_down_kw, resources.c.adjustable_up_kw,
+                  resources.c.verified_down_kw, resources.c.verified_up_kw, resources.c.adjustable_duration_h,
+                  resources.c.latency_s, resources.c.resource_type)
+
+
+def units_members(conn: Connection, ev: dict, unit_ids: list[str] | None = None,
+                  admitted_only: bool = False) -> dict[str, list[dict]]:
+    """``unit_members`` of several trading units in one query: unit id → its members (ordered by
+    resource id); every unit in scope when ``unit_ids`` is None, only admitted operators' when
+    ``admitted_only``. Units without members are absent."""
     scope = conn.execute(select(grid_nodes).where(grid_nodes.c.node_id == ev["scope_node_id"])).mappings().one()
-    q = (select(resources.c.resource_id, resources.c.adjustable_down_kw, resources.c.adjustable_up_kw,
-                resources.c.verified_down_kw, resources.c.verified_up_kw, resources.c.adjustable_duration_h,
-                resources.c.latency_s, resources.c.resource_type)
-         .select_from(resources.join(grid_nodes, grid_nodes.c.node_id == resources.c.ta_id))
-         .where(resources.c.operator_id == op, grid_nodes.c.substation_id == sub, resources.c.state == "active",
-                resources.c.flagged.is_(None)))
+    src = resources.join(grid_nodes, grid_nodes.c.node_id == resources.c.ta_id)
+    q = select(*MEMBER_COLUMNS, resources.c.operator_id, grid_nodes.c.substation_id)
+    wanted = None
+    if unit_ids is not None:
+        wanted = {_unit_parts(u) for u in unit_ids}
+        if not wanted:
+            return {}
+        ops = sorted({op for op, _ in wanted})
+        q = q.where(resources.c.operator_id.in_(ops))
+        subs = sorted({sub for _, sub in wanted})
+        q = q.where(grid_nodes.c.substation_id == subs[0] if len(subs) == 1 else grid_nodes.c.substation_id.in_(subs))
+    if admitted_only:
+        src = src.join(operators, operators.c.operator_id == resources.c.operator_id)
+        q = q.where(operators.c.state == "admitted")
+    q = q.select_from(src).where(resources.c.state == "active", resources.c.flagged.is_(None))
     level_col = {"district": grid_nodes.c.district_id, "substation": grid_nodes.c.substation_id,
                  "feeder": grid_nodes.c.feeder_id, "transformer_area": grid_nodes.c.node_id}.get(scope["level"])
     if level_col is not None:
         q = q.where(level_col == scope["node_id"])
+    pool_members = None
     if ev.get("pool_id"):
         engine = pool_svc.PoolEngine.from_db(conn, [ev["pool_id"]])
-        members = set(engine.reg.resource_id[engine.mask(ev["pool_id"])].tolist())
-        rows = [dict(r) for r in conn.execute(q.order_by(resources.c.resource_id)).mappings()]
-        return [r for r in rows if r["resource_id"] in members]
-    return [dict(r) for r in conn.execute(q.order_by(resources.c.resource_id)).mappings()]
+        pool_members = set(engine.reg.resource_id[engine.mask(ev["pool_id"])].tolist())
+    keys = [c.name for c in MEMBER_COLUMNS]
+    out: dict[str, list[dict]] = {}
+    for row in conn.execute(q.order_by(resources.c.resource_id)):
+        op, sub = row[-2], row[-1]
+        if wanted is not None and (op, sub) not in wanted:
+            continue
+        if pool_members is not None and row[0] not in pool_members:
+            continue
+        out.setdefault(f"{op}@{sub}", []).append(dict(zip(keys, row[:-2], strict=True)))
+    return out
+
+
+def unit_members(conn: Connection, ev: dict, unit_id: str) -> list[dict]:
+    """Active, unflagged resources of a trading unit inside the event's grid scope."""
+    _unit_parts(unit_id)
+    return units_members(conn, ev, [unit_id]).get(unit_id, [])
 
 
 def unit_capability_kw(members: list[dict], direction: str, min_duration_h: float) -> float:
@@ -364,20 +399,16 @@ def _order_key(d: dict) -> int:
 
 
 def _mandatory_offers(conn: Connection, ev: dict) -> list[dict]:
-    """Emergency events: every admitted operator's unit in scope offers its whole capability at the cap."""
-    q = (select(resources.c.operator_id, grid_nodes.c.substation_id).distinct()
-         .select_from(resources.join(grid_nodes, grid_nodes.c.node_id == resources.c.ta_id)
-                      .join(operators, operators.c.operator_id == resources.c.operator_id))
-         .where(resources.c.state == "active", operators.c.state == "admitted")
-         .order_by(resources.c.operator_id, grid_nodes.c.substation_id))
+    """Emergency events: every admitted operator's unit in scope offers its whole capability at the cap
+    (one query for every unit's members, not one per unit)."""
     n = ev["end_slot"] - ev["start_slot"]
     min_h = float(rules.load(ev["ruleset"]).section("admission")["trading_unit_min_duration_h"])
     offers = []
-    for op, sub in conn.execute(q):
-        unit = f"{op}@{sub}"
-        cap = unit_capability_kw(unit_members(conn, ev, unit), ev["direction"], min_h)
+    members = units_members(conn, ev, admitted_only=True)
+    for unit in sorted(members, key=_unit_parts):
+        cap = unit_capability_kw(members[unit], ev["direction"], min_h)
         if cap > 0:
-            offers.append({"unit_id": unit, "operator_id": op, "quantities_kw": [cap] * n,
+            offers.append({"unit_id": unit, "operator_id": _unit_parts(unit)[0], "quantities_kw": [cap] * n,
                            "prices_yuan_per_kwh": [ev["price_cap_yuan_per_kwh"]] * n})
     return offers
 
@@ -420,24 +451,41 @@ def execute(conn: Connection, actor: Actor, event_id: str, now: datetime | None 
 
 def acknowledge(conn: Connection, actor: Actor, instruction_ids: list[str], status: str = "accepted",
                 reason: str | None = None, now: datetime | None = None) -> list[dict]:
-    """An operator (or a device key of it) acknowledges instructions; late or foreign ones are refused."""
+    """An operator (or a device key of it) acknowledges instructions; late or foreign ones are refused.
+    All or nothing: one refusal changes nothing. One read and one write per resulting state."""
     if status not in ("accepted", "rejected"):
         raise InvalidInput(Violation("status", "must be accepted or rejected", status))
     now = now or datetime.now(UTC)
+    found: dict[str, dict] = {}
+    cols = (instructions.c.instruction_id, instructions.c.operator_id, instructions.c.state,
+            instructions.c.ack_deadline)
+    unique = list(dict.fromkeys(instruction_ids))
+    for k in range(0, len(unique), 2000):
+        q = select(*cols).where(instructions.c.instruction_id.in_(unique[k:k + 2000]))
+        found.update({r["instruction_id"]: dict(r) for r in conn.execute(q).mappings()})
     out = []
+    seen: set[str] = set()
     for iid in instruction_ids:
-        row = conn.execute(select(instructions).where(instructions.c.instruction_id == iid)).mappings().first()
+        row = found.get(iid)
         if row is None:
             raise NotFound("instruction", iid)
         if actor.operator_id != row["operator_id"] and actor.role not in ("city_admin",):
             raise Forbidden(f"instruction {iid} belongs to another operator")
-        if row["state"] != "sent":
-            raise TransitionRefused("instruction", iid, row["state"], "acknowledge", "acks need state sent", [])
+        if row["state"] != "sent" or iid in seen:
+            raise TransitionRefused("instruction", iid, "acked" if iid in seen else row["state"], "acknowledge",
+                                    "acks need state sent", [])
+        seen.add(iid)
         deadline = row["ack_deadline"] if row["ack_deadline"].tzinfo else row["ack_deadline"].replace(tzinfo=UTC)
         new_state = ("acked" if status == "accepted" else "rejected") if now <= deadline else "timeout"
-        conn.execute(instructions.update().where(instructions.c.instruction_id == iid).values(
-            state=new_state, acked_at=now, reason=reason if now <= deadline else "ack after the deadline"))
         out.append({"instruction_id": iid, "state": new_state})
+    by_state: dict[str, list[str]] = {}
+    for o in out:
+        by_state.setdefault(o["state"], []).append(o["instruction_id"])
+    for state, ids in by_state.items():
+        why = "ack after the deadline" if state == "timeout" else reason
+        for k in range(0, len(ids), 2000):
+            conn.execute(instructions.update().where(instructions.c.instruction_id.in_(ids[k:k + 2000])).values(
+                state=state, acked_at=now, reason=why))
     return out
 
 
