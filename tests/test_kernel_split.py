@@ -159,19 +159,22 @@ def test_optimal_against_the_highs_qp(seed):
 
 
 def bisection_optimum(target, cap, w) -> float:
-    """Independent of the kernel: bisect the level to 200 halvings, return the optimal cost."""
-    lo, hi = 0.0, float(w.max())
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if (cap * np.minimum(1.0, mid / w)).sum() < target else (lo, mid)
-    return float(split_cost(cap * np.minimum(1.0, hi / w), cap, w))
+    """Independent of the kernel: bisect the level over the bits of a float64 (to the last bit,
+    whatever the weights' range), return the optimal cost."""
+    lo, hi = 0, int(np.float64(w.max()).view(np.int64))
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        level = np.int64(mid).view(np.float64)
+        lo, hi = (mid, hi) if (cap * np.minimum(1.0, level / w)).sum() < target else (lo, mid)
+    return float(split_cost(cap * np.minimum(1.0, np.int64(hi).view(np.float64) / w), cap, w))
 
 
 @st.composite
 def instances(draw):
     n = draw(st.integers(1, 60))
     cap = np.array(draw(st.lists(st.one_of(st.just(0.0), st.floats(0.001, 1e4)), min_size=n, max_size=n)))
-    weights = st.one_of(st.sampled_from([0.5, 1.0, 2.0, 3.0]), st.floats(0.01, 100))  # classes and spread
+    weights = st.one_of(st.sampled_from([0.5, 1.0, 2.0, 3.0]), st.floats(0.01, 100),  # classes and spread
+                        st.sampled_from([1e-150, 1e150]))  # far apart; shares stay representable
     w = np.array(draw(st.lists(weights, min_size=n, max_size=n)))
     target = draw(st.one_of(st.just(0.0), st.floats(1e-6, 1.3))) * cap.sum()  # no subnormal targets
     return target, cap, w

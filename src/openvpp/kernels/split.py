@@ -256,17 +256,20 @@ def _narrow(target, c, a, bits, group, rows, n_groups, base_c, base_a) -> np.nda
     key = b if g is None else g * nb + b
     hc = np.bincount(key, c if rows is None else c[rows], n_groups * nb).reshape(n_groups, nb)
     ha = np.bincount(key, a if rows is None else a[rows], n_groups * nb).reshape(n_groups, nb)
-    cc, ca = np.cumsum(hc, axis=1), np.cumsum(ha, axis=1)
-    edge = np.minimum(lo[:, None] + (np.arange(1, nb + 1, dtype=np.int64) << shift), _INF_BITS)
+    cc = np.cumsum(hc, axis=1)                               # caps of buckets up to k
+    after = np.zeros_like(ha)                               # slopes of buckets after k, summed from
+    after[:, :-1] = np.cumsum(ha[:, :0:-1], axis=1)[:, ::-1]  # the right: tiny ones are not lost
+    step = np.arange(1, nb + 1, dtype=np.uint64) << np.uint64(shift)  # uint64: lo + step never wraps
+    edge = np.minimum(lo.astype(np.uint64)[:, None] + step, np.uint64(_INF_BITS))
     with np.errstate(invalid="ignore"):                     # inf * 0 past the largest weight
-        f_edge = base_c[:, None] + cc + edge.view(np.float64) * (base_a[:, None] + ca[:, -1:] - ca)
+        f_edge = base_c[:, None] + cc + edge.view(np.float64) * (base_a[:, None] + after)
         k = np.minimum((f_edge < target[:, None]).sum(axis=1), nb - 1)  # F is nondecreasing
     keep = b == (k[0] if g is None else k[g])
     if keep.all():
         return None
     at = np.arange(n_groups)
-    base_c += cc[at, k] - hc[at, k]
-    base_a += ca[:, -1] - ca[at, k]
+    base_c += np.where(k > 0, cc[at, np.maximum(k - 1, 0)], 0.0)
+    base_a += after[at, k]
     kept = np.flatnonzero(keep)
     return kept if rows is None else rows[kept]
 
@@ -277,10 +280,10 @@ def _solve_exact(target, c, w, a, g, n_groups, base_c, base_a) -> np.ndarray:
     if not np.all((g[1:] > g[:-1]) | (same & (w[1:] >= w[:-1]))):  # often sorted already (equal weights)
         order = np.lexsort((w, g))
         c, w, a, g = c[order], w[order], a[order], g[order]
-    cum_c, cum_a = _group_cumsum(c, g), _group_cumsum(a, g)
-    tot_a = np.bincount(g, a, n_groups)
+    cum_c, _ = _group_sums(c, g, n_groups)                 # caps up to here, inclusive
+    _, suf_a = _group_sums(a, g, n_groups)                  # slopes from here on, inclusive
     tot_c = np.bincount(g, c, n_groups)
-    f_at = base_c[g] + cum_c + w * (base_a[g] + tot_a[g] - cum_a)  # F at each candidate's weight
+    f_at = base_c[g] + cum_c + w * (base_a[g] + suf_a - a)  # F at each candidate's weight
     hit = f_at >= target[g]
     new_group = np.r_[True, g[1:] != g[:-1]]
     first = np.flatnonzero(hit & (new_group | ~np.r_[True, hit[:-1]]))  # hits are a suffix of each group
@@ -289,8 +292,8 @@ def _solve_exact(target, c, w, a, g, n_groups, base_c, base_a) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         # groups with no hit: every candidate saturated, the level lies above them all
         level = np.where(base_a > 0, (target - base_c - tot_c) / base_a, np.inf)
-        slope = base_a[gj] + tot_a[gj] - cum_a[first] + a[first]
-        level[gj] = (target[gj] - base_c[gj] - (cum_c[first] - c[first])) / slope
+        before = np.where(new_group[first], 0.0, cum_c[np.maximum(first - 1, 0)])
+        level[gj] = (target[gj] - base_c[gj] - before) / (base_a[gj] + suf_a[first])
     below = np.where(new_group[first], 0.0, w[np.maximum(first - 1, 0)])
     level[gj] = np.clip(level[gj], below, w[first])
     return level
@@ -311,14 +314,19 @@ def _merge_equal(c, w, a, g, n_groups):
             np.r_[a[rest], np.bincount(g[flat], a[flat], n_groups)[one]], np.r_[g[rest], one])
 
 
-def _group_cumsum(v: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Inclusive running sum of ``v`` restarting at each group (``g`` sorted)."""
+def _group_sums(v: np.ndarray, g: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive running sums of ``v`` within each group (``g`` sorted), from the left and from
+    the right; each group is summed on its own (a row of a padded array), so a group of tiny
+    values next to one of huge values keeps its precision."""
     if v.size == 0:                                         # the level fell in an empty bucket
-        return v
-    cum = np.cumsum(v)
-    start = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
-    offset = np.repeat(cum[start] - v[start], np.diff(np.r_[start, v.size]))
-    return cum - offset
+        return v, v
+    count = np.bincount(g, minlength=n_groups)
+    pos = np.arange(v.size) - (np.cumsum(count) - count)[g]
+    pad = np.zeros((n_groups, int(count.max())))
+    pad[g, pos] = v
+    left = np.cumsum(pad, axis=1)[g, pos]
+    right = np.cumsum(pad[:, ::-1], axis=1)[:, ::-1][g, pos]
+    return left, right
 
 
 def _group_min_max(v: np.ndarray, g: np.ndarray | None, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
