@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, case, func, select
 
 from openvpp.core import rules
 from openvpp.core.errors import Forbidden, InvalidInput, NotFound, TransitionRefused, Violation
@@ -187,22 +187,18 @@ MEMBER_COLUMNS = (resources.c.resource_id, resources.c.adjustable_down_kw, resou
                   resources.c.latency_s, resources.c.resource_type)
 
 
-def units_members(conn: Connection, ev: dict, unit_ids: list[str] | None = None,
-                  admitted_only: bool = False) -> dict[str, list[dict]]:
-    """``unit_members`` of several trading units in one query: unit id → its members (ordered by
-    resource id); every unit in scope when ``unit_ids`` is None, only admitted operators' when
-    ``admitted_only``. Units without members are absent."""
+def _members_query(conn: Connection, ev: dict, columns: tuple, unit_ids: list[str] | None, admitted_only: bool):
+    """Resources of trading units in the event's scope (active, unflagged): the select of ``columns``
+    (plus operator and substation) and the (operator, substation) pairs asked for (None: all)."""
     scope = conn.execute(select(grid_nodes).where(grid_nodes.c.node_id == ev["scope_node_id"])).mappings().one()
     src = resources.join(grid_nodes, grid_nodes.c.node_id == resources.c.ta_id)
-    q = select(*MEMBER_COLUMNS, resources.c.operator_id, grid_nodes.c.substation_id)
+    q = select(*columns, resources.c.operator_id, grid_nodes.c.substation_id)
     wanted = None
     if unit_ids is not None:
         wanted = {_unit_parts(u) for u in unit_ids}
-        if not wanted:
-            return {}
-        ops = sorted({op for op, _ in wanted})
+        ops = sorted({op for op, _ in wanted}) or [""]
         q = q.where(resources.c.operator_id.in_(ops))
-        subs = sorted({sub for _, sub in wanted})
+        subs = sorted({sub for _, sub in wanted}) or [""]
         q = q.where(grid_nodes.c.substation_id == subs[0] if len(subs) == 1 else grid_nodes.c.substation_id.in_(subs))
     if admitted_only:
         src = src.join(operators, operators.c.operator_id == resources.c.operator_id)
@@ -212,6 +208,15 @@ def units_members(conn: Connection, ev: dict, unit_ids: list[str] | None = None,
                  "feeder": grid_nodes.c.feeder_id, "transformer_area": grid_nodes.c.node_id}.get(scope["level"])
     if level_col is not None:
         q = q.where(level_col == scope["node_id"])
+    return q, wanted
+
+
+def units_members(conn: Connection, ev: dict, unit_ids: list[str] | None = None,
+                  admitted_only: bool = False) -> dict[str, list[dict]]:
+    """``unit_members`` of several trading units in one query: unit id → its members (ordered by
+    resource id); every unit in scope when ``unit_ids`` is None, only admitted operators' when
+    ``admitted_only``. Units without members are absent."""
+    q, wanted = _members_query(conn, ev, MEMBER_COLUMNS, unit_ids, admitted_only)
     pool_members = None
     if ev.get("pool_id"):
         engine = pool_svc.PoolEngine.from_db(conn, [ev["pool_id"]])
@@ -226,6 +231,22 @@ def units_members(conn: Connection, ev: dict, unit_ids: list[str] | None = None,
             continue
         out.setdefault(f"{op}@{sub}", []).append(dict(zip(keys, row[:-2], strict=True)))
     return out
+
+
+def units_capability_kw(conn: Connection, ev: dict, min_duration_h: float,
+                        admitted_only: bool = False) -> dict[str, float]:
+    """``unit_capability_kw`` of every unit in the event's scope, summed by the database (one GROUP BY,
+    not every member to Python); through ``units_members`` when the event has a pool."""
+    if ev.get("pool_id"):
+        return {u: unit_capability_kw(m, ev["direction"], min_duration_h)
+                for u, m in units_members(conn, ev, admitted_only=admitted_only).items()}
+    key = "down" if ev["direction"] == "down" else "up"
+    cap = func.sum(case((resources.c.adjustable_duration_h >= min_duration_h,
+                         func.coalesce(resources.c[f"verified_{key}_kw"], resources.c[f"adjustable_{key}_kw"])),
+                        else_=0.0))
+    q, _ = _members_query(conn, ev, (cap,), None, admitted_only)
+    q = q.group_by(resources.c.operator_id, grid_nodes.c.substation_id)
+    return {f"{op}@{sub}": float(total or 0.0) for total, op, sub in conn.execute(q)}
 
 
 def unit_members(conn: Connection, ev: dict, unit_id: str) -> list[dict]:
@@ -400,13 +421,13 @@ def _order_key(d: dict) -> int:
 
 def _mandatory_offers(conn: Connection, ev: dict) -> list[dict]:
     """Emergency events: every admitted operator's unit in scope offers its whole capability at the cap
-    (one query for every unit's members, not one per unit)."""
+    (one aggregate query for every unit, not one query per unit)."""
     n = ev["end_slot"] - ev["start_slot"]
     min_h = float(rules.load(ev["ruleset"]).section("admission")["trading_unit_min_duration_h"])
     offers = []
-    members = units_members(conn, ev, admitted_only=True)
-    for unit in sorted(members, key=_unit_parts):
-        cap = unit_capability_kw(members[unit], ev["direction"], min_h)
+    caps = units_capability_kw(conn, ev, min_h, admitted_only=True)
+    for unit in sorted(caps, key=_unit_parts):
+        cap = caps[unit]
         if cap > 0:
             offers.append({"unit_id": unit, "operator_id": _unit_parts(unit)[0], "quantities_kw": [cap] * n,
                            "prices_yuan_per_kwh": [ev["price_cap_yuan_per_kwh"]] * n})
