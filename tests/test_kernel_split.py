@@ -56,6 +56,10 @@ def test_device_caps_from_telemetry_latency_energy_and_service_limits():
     np.testing.assert_allclose(cap, [80.0, 0.0, 0.0, 20.0, 25.0, 29.0])
     up = device_cap_kw(np.array([100.0, 250.0]), 0.0, np.array([200.0, 200.0]), direction="up")
     assert up.tolist() == [100.0, 0.0]
+    ramp_only = device_cap_kw(np.array([100.0]), 0.0, 200.0, ramp_kw_per_s=np.array([0.05]), time_left_s=600.0)
+    assert ramp_only.tolist() == [30.0]
+    with pytest.raises(InvalidInput):
+        device_cap_kw(np.array([100.0]), 0.0, np.inf, direction="up")
 
 
 def test_redispatch_moves_a_failed_devices_share_to_the_others():

@@ -85,7 +85,7 @@ def device_cap_kw(power_kw, min_kw, max_kw, direction: str = "down", *, latency_
 
     Returns
     -------
-    float64 array, the broadcast shape of the inputs, kW, >= 0, never NaN.
+    float64 array, the broadcast shape of the inputs, kW, finite, >= 0.
     """
     if direction not in ("down", "up"):
         raise InvalidInput(Violation("direction", 'must be "down" or "up"', direction))
@@ -94,11 +94,11 @@ def device_cap_kw(power_kw, min_kw, max_kw, direction: str = "down", *, latency_
         cap = p - np.asarray(min_kw, dtype=np.float64)
     else:
         cap = np.asarray(max_kw, dtype=np.float64) - p
-    cap = np.nan_to_num(cap, nan=0.0)                       # no telemetry: offline, gives nothing
-    if latency_s is not None:
+    cap = np.where(np.isnan(cap), 0.0, cap)                 # no telemetry: offline, gives nothing
+    if latency_s is not None or ramp_kw_per_s is not None:
         if time_left_s is None:
-            raise InvalidInput(Violation("time_left_s", "is required with latency_s", None))
-        lat = np.asarray(latency_s, dtype=np.float64)
+            raise InvalidInput(Violation("time_left_s", "is required with latency_s or ramp_kw_per_s", None))
+        lat = 0.0 if latency_s is None else np.asarray(latency_s, dtype=np.float64)
         cap = np.where(lat > time_left_s, 0.0, cap)
         if ramp_kw_per_s is not None:
             cap = np.fmin(cap, np.asarray(ramp_kw_per_s, dtype=np.float64) * (time_left_s - lat))
@@ -109,7 +109,11 @@ def device_cap_kw(power_kw, min_kw, max_kw, direction: str = "down", *, latency_
         cap = np.fmin(cap, e)                               # fmin: a NaN limit is no limit
     if service_max_kw is not None:
         cap = np.fmin(cap, np.asarray(service_max_kw, dtype=np.float64))
-    return np.nan_to_num(np.maximum(cap, 0.0), nan=0.0, posinf=0.0)
+    cap = np.maximum(cap, 0.0)
+    if np.isinf(cap).any():
+        raise InvalidInput(Violation("max_kw", "an unbounded device needs a finite limit (max_kw, energy or service)",
+                                     int(np.isinf(cap).sum())))
+    return cap
 
 
 def split(target_kw, cap_kw, weight=None) -> Split:
