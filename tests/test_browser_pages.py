@@ -146,7 +146,16 @@ def _sign_in(page: Page, city: City, role: str, hash_: str = "") -> None:
 
 def _open(page: Page, hash_: str, view: str, state: str = "ready") -> None:
     page.evaluate("h => { location.hash = h; }", hash_)
+    if state == "ready":
+        expect(page.locator(f"#{view}")).to_have_attribute("data-route", page.evaluate("location.hash"))
     expect(page.locator(f"#{view}")).to_have_attribute("data-state", state)
+
+
+def _arrived(page: Page, view: str, hash_: str) -> None:
+    """Wait until `view` has finished rendering `hash_` (the page marks data-route when it is ready),
+    so a click's old page, still "ready", is never mistaken for the new one."""
+    expect(page.locator(f"#{view}")).to_have_attribute("data-route", hash_)
+    expect(page.locator(f"#{view}")).to_have_attribute("data-state", "ready")
 
 
 def _value(page: Page, selector: str) -> float:
@@ -203,8 +212,7 @@ def test_grid_drills_down_from_the_city_to_a_device_and_a_transformer_area_over_
     path = [ta["district_id"], ta["substation_id"], ta["feeder_id"], ta["node_id"]]
     for depth, node_id in enumerate(path, start=2):
         page.click(f"#grid-children tr[data-id='{node_id}'] a")
-        expect(page.locator("#grid-view")).to_have_attribute("data-state", "ready")
-        assert page.evaluate("location.hash") == f"#/grid/{node_id}"
+        _arrived(page, "grid-view", f"#/grid/{node_id}")
         expect(page.locator("#grid-crumbs li")).to_have_count(depth)
         expect(page.locator("#grid-crumbs li [aria-current=page]")).to_have_count(1)
         if node_id == ta["district_id"]:
@@ -236,14 +244,12 @@ def test_grid_drills_down_from_the_city_to_a_device_and_a_transformer_area_over_
     # site → device
     device = city.hot_resources[0]
     page.click(f"#grid-sites tr[data-id='{device['site_id']}'] a")
-    expect(page.locator("#grid-view")).to_have_attribute("data-state", "ready")
+    _arrived(page, "grid-view", f"#/grid/{ta['node_id']}/site/{device['site_id']}")
     expect(page.locator("#grid-crumbs li")).to_have_count(6)
     assert device["resource_id"] in _row_ids(page, "grid-devices")
     page.click(f"#grid-devices tr[data-id='{device['resource_id']}'] a")
-    expect(page.locator("#grid-view")).to_have_attribute("data-state", "ready")
+    _arrived(page, "grid-view", f"#/grid/{ta['node_id']}/site/{device['site_id']}/device/{device['resource_id']}")
     expect(page.locator("#grid-crumbs li")).to_have_count(7)
-    assert page.evaluate("location.hash") == (
-        f"#/grid/{ta['node_id']}/site/{device['site_id']}/device/{device['resource_id']}")
     detail = page.locator(f"#grid-device .resource-detail[data-id='{device['resource_id']}']")
     expect(detail).to_be_visible()
     expect(page.locator("#detail-live")).to_have_attribute("data-online", "true")
@@ -253,8 +259,7 @@ def test_grid_drills_down_from_the_city_to_a_device_and_a_transformer_area_over_
     with city.client("auditor") as c:
         substation = c.get(f"/api/v1/grid/nodes/{ta['substation_id']}").json()
     page.click("#grid-crumbs li[data-level=substation] a")
-    expect(page.locator("#grid-view")).to_have_attribute("data-state", "ready")
-    assert page.evaluate("location.hash") == f"#/grid/{ta['substation_id']}"
+    _arrived(page, "grid-view", f"#/grid/{ta['substation_id']}")
     page.click("#lang-toggle")
     expect(page.locator("#grid-stat-connected h2")).to_have_text("接入容量")
     expect(page.locator("#grid-crumbs [aria-current=page]")).to_have_text(substation["name_zh"])
@@ -427,7 +432,7 @@ def test_the_city_admin_moves_an_operator_through_admission_and_sees_the_servers
     _shot(page, "32_operators_admin")
 
     page.click(f"#operators-list tr[data-id='{op}'] a")
-    expect(page.locator("#operators-view")).to_have_attribute("data-state", "ready")
+    _arrived(page, "operators-view", f"#/operators/{op}")
     buttons = page.locator("#op-actions button[data-action]")
     assert buttons.evaluate_all("bs => bs.map(b => b.dataset.action)") == ["start_review", "reject"]
     expect(page.locator("#op-checks .empty-row")).to_be_visible()

@@ -214,6 +214,8 @@ function view() {
 
 function setState(state) {
   view().dataset.state = state;
+  // the hash this view has finished rendering, so a test (or a user script) can wait for a drill-down
+  view().dataset.route = state === "ready" ? window.location.hash : "";
 }
 
 // ---------------------------------------------------------------- loading

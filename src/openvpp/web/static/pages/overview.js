@@ -44,6 +44,7 @@ function enter() {
 async function load() {
   const gen = auth.generation;
   view().dataset.state = "loading";
+  view().dataset.route = "";
   try {
     const [targets] = await Promise.all([api("/reports/targets"), loadCharts()]);
     // the report carries the figures by type; older servers without them are asked separately
@@ -61,6 +62,7 @@ async function load() {
     clearError();
     render();
     view().dataset.state = "ready";
+    view().dataset.route = window.location.hash;
   } catch (err) {
     if (gen !== auth.generation) return;
     view().dataset.state = "error";

@@ -28,6 +28,8 @@ function view() {
 
 function setState(s) {
   view().dataset.state = s;
+  // the hash this view has finished rendering, so a test (or a user script) can wait for a drill-down
+  view().dataset.route = s === "ready" ? window.location.hash : "";
 }
 
 function scenarioLabel(code, rows) {

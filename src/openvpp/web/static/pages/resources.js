@@ -192,6 +192,7 @@ async function load() {
   const apiParams = { limit: size, offset: (page - 1) * size };
   for (const [key, apiKey] of Object.entries(FILTERS)) if (params[key]) apiParams[apiKey] = params[key];
   view().dataset.state = "loading";
+  view().dataset.route = "";
   $("res-table").classList.add("busy");
   try {
     const data = await api(`/resources${query(apiParams)}`);
@@ -204,6 +205,7 @@ async function load() {
     last = { data, page, size, pages, params: { ...params } };
     render();
     view().dataset.state = "ready";
+    view().dataset.route = window.location.hash;
   } catch (err) {
     if (my !== token || gen !== auth.generation) return;
     last = null;
