@@ -244,8 +244,7 @@ def test_overview_shows_city_figures_in_english_and_chinese_and_fences_the_opera
 
     nav = page.locator("#nav .nav-item")
     expect(nav).to_have_count(8)
-    # events, settlement and EV/V2G are placeholders until their APIs land
-    expect(page.locator("#nav .nav-item:disabled")).to_have_count(3)
+    expect(page.locator("#nav .nav-item:disabled")).to_have_count(0)
     _shot(page, "02_overview_admin_en")
 
     # switch to Chinese: labels, role, district names and resource types all follow

@@ -15,6 +15,9 @@ const PAGE_MODULES = {
   resources: () => import("./pages/resources.js"),
   operators: () => import("./pages/operators.js"),
   pools: () => import("./pages/pools.js"),
+  events: () => import("./pages/events.js"),
+  settlement: () => import("./pages/settlement.js"),
+  ev: () => import("./pages/ev.js"),
 };
 const PAGES = {}; // name → the loaded page ({enter, leave, reset, relabel, refresh, title})
 
@@ -25,6 +28,9 @@ const ACCESS = {
   resources: () => true,
   operators: () => true,
   pools: () => can("pools"),
+  events: () => can("events"),
+  settlement: () => true,
+  ev: () => true,
 };
 
 let currentPage = null;

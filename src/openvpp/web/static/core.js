@@ -50,7 +50,14 @@ export function can(what) {
     case "admit_operators": // OPERATOR_MACHINE: start_review, admit, reject, suspend, reinstate (city_admin)
     case "create_pools": // POST /pools/defaults needs approve_resources
       return r === "city_admin";
+    case "publish_events": // create, publish, open, clear, execute, cancel (model/roles.py PUBLISH_EVENTS)
+      return r === "dispatcher";
+    case "declare": // operators declare per trading unit (Perm.DECLARE)
+      return r === "operator_admin";
+    case "sign_settlements": // review, approve, pay; decide disputes (Perm.SIGN_SETTLEMENTS)
+      return r === "city_admin";
     case "verification_report": // the report is for the center and operators
+    case "events": // owners have no events to see; the API fences operators to their own declarations
     case "pools":
       return r !== null && r !== "owner";
     default:

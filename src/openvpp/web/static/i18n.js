@@ -809,6 +809,18 @@ export function setLang(lang) {
   for (const fn of listeners) fn(lang);
 }
 
+/** Let a page module carry its own labels: addMessages({en: {...}, zh: {...}}). A key already defined
+ *  is refused (two pages must not fight over one label). */
+export function addMessages(tables) {
+  for (const [lang, table] of Object.entries(tables)) {
+    if (!MESSAGES[lang]) throw new Error(`addMessages: unknown language ${lang}`);
+    for (const [key, text] of Object.entries(table)) {
+      if (key in MESSAGES[lang] && MESSAGES[lang][key] !== text) throw new Error(`addMessages: ${lang}.${key} is already defined`);
+      MESSAGES[lang][key] = text;
+    }
+  }
+}
+
 /** Call fn(lang) after each language switch (charts redraw their labels). */
 export function onLangChange(fn) {
   listeners.push(fn);
