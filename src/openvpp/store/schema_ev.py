@@ -5,6 +5,8 @@
 * ``ev_sessions`` — one row per charging transaction: meter readings, the energy charged and
   discharged so far split by TOU period (what the pilot KPIs and the V2G settlement read).
 * ``ev_charging_profiles`` — every charging profile sent to a charge point and what became of it.
+* ``ev_id_tags`` — registered ID tags / tokens (migration 0009): Accepted, Blocked, Expired.
+* ``ev_credentials`` — a charge point's password for OCPP security profile 1 (basic auth), hashed.
 """
 
 from __future__ import annotations
@@ -67,6 +69,29 @@ ev_sessions = Table(
     *[Column(f"discharge_{p}_kwh", Float, nullable=False, server_default="0") for p in PERIODS],
     Index("uq_ev_sessions_transaction", "charge_point_id", "transaction_id", unique=True),
     Index("ix_ev_sessions_started", "started_at"),
+    Column("departure_at", TZ),                        # 2.0.1 NotifyEVChargingNeeds departureTime (0009)
+    Column("energy_requested_kwh", Float),             # energy the EV asks for by departure (0009)
+)
+
+ID_TAG_STATUSES = ("Accepted", "Blocked", "Expired")
+
+ev_id_tags = Table(
+    "ev_id_tags",
+    metadata,
+    Column("id_tag", String(64), primary_key=True),   # 1.6 idTag (20 chars) or 2.0.1 idToken (36 chars)
+    Column("status", String(16), nullable=False),      # ID_TAG_STATUSES
+    Column("operator_id", String(ID)),
+    Column("expires_at", TZ),
+    Column("note", Text),
+    Column("updated_at", TZ, nullable=False),
+)
+
+ev_credentials = Table(
+    "ev_credentials",
+    metadata,
+    Column("charge_point_id", String(ID), ForeignKey("resources.resource_id"), primary_key=True),
+    Column("password_hash", String(200), nullable=False),
+    Column("updated_at", TZ, nullable=False),
 )
 
 ev_charging_profiles = Table(
