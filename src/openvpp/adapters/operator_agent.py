@@ -14,10 +14,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Engine, select
 
+from openvpp.core.clock import Clock, now_utc, wall
 from openvpp.services import dispatch, events
 from openvpp.store.audit import Actor
 from openvpp.store.schema_events import events as events_table
@@ -46,6 +47,11 @@ class OperatorAgent:
     ack_flush_s: float = 0.1
     #: (phase, started, ended) in ``time.monotonic`` seconds, for benchmarks and logs
     marks: list[tuple[str, float, float]] = field(default_factory=list)
+    #: the platform's clock (core.clock): acknowledgement and dispatch times are read from it
+    clock: Clock = wall
+
+    def _now(self) -> datetime:
+        return now_utc(self.clock)
 
     def _note(self, line: str) -> None:
         self.log_lines.append(line)
@@ -89,7 +95,7 @@ class OperatorAgent:
         async def worker() -> None:
             for r in todo:
                 async with window:
-                    sent_at = datetime.now(UTC)
+                    sent_at = self._now()
                     try:
                         ack = await self.send(r["operator_id"], r["resource_id"], r["payload"])
                     except TimeoutError:
@@ -97,7 +103,7 @@ class OperatorAgent:
                     except Exception as exc:  # noqa: BLE001 - a transport error on one device: same as no ack
                         failures.append(f"{r['resource_id']}: {exc!r}")
                         continue
-                received.append((ack, datetime.now(UTC), sent_at))
+                received.append((ack, self._now(), sent_at))
                 if len(received) >= self.ack_batch:
                     full.set()
 
@@ -139,12 +145,12 @@ class OperatorAgent:
     def _redispatch(self, event_id: str) -> list[dict]:
         with self.engine.begin() as conn:
             return dispatch.redispatch(conn, self.actor, event_id, self.status, lambda *a: None,
-                                       now=datetime.now(UTC))
+                                       now=self._now())
 
     async def step(self, now: datetime | None = None) -> dict:
         """One pass: the feed, then per event in execution the dispatch, the delivery and the re-dispatch.
         The database work runs in worker threads, so other agents and the transport keep going."""
-        now = now or datetime.now(UTC)
+        now = now or self._now()
         with self._mark("operator_ack"):
             touched = await asyncio.to_thread(self._take_feed, now)
         sent: list[dict] = []

@@ -55,13 +55,17 @@ def _caps(ev: dict, members: list[dict], status: dict[str, dict], exclude: set[s
     return caps
 
 
-def _device_payload(ev: dict, iid: str, power_kw: float, x_kw: float, end: datetime, now: datetime) -> dict:
-    duration = max(int((end - now).total_seconds()), 1)
+def _device_payload(ev: dict, iid: str, power_kw: float, x_kw: float, start: datetime, end: datetime,
+                    now: datetime) -> dict:
+    """A limit for the slot ``[start, end)`` (from ``now`` when the slot has begun: a re-dispatch),
+    relative to the device's power when it was split. Each slot's instruction carries its own start,
+    so a device holds the next slot's limit in its schedule until that slot begins."""
+    begin = max(start, now)
+    duration = max(int((end - begin).total_seconds()), 1)
+    when = {"start": int(begin.timestamp() * 1000), "duration_s": duration}
     if ev["direction"] == "down":
-        return {"id": iid, "kind": "limit", "max_kw": round(power_kw - x_kw, 3), "min_kw": None,
-                "duration_s": duration}
-    return {"id": iid, "kind": "limit", "min_kw": round(power_kw + x_kw, 3), "max_kw": None,
-            "duration_s": duration}
+        return {"id": iid, "kind": "limit", "max_kw": round(power_kw - x_kw, 3), "min_kw": None, **when}
+    return {"id": iid, "kind": "limit", "min_kw": round(power_kw + x_kw, 3), "max_kw": None, **when}
 
 
 def new_ids(prefix: str, n: int) -> list[str]:
@@ -86,7 +90,7 @@ def _device_rows(ev: dict, parent: dict, members: list[dict], x: np.ndarray, sta
     rows = []
     for i, iid in zip(take.tolist(), new_ids("DIN", len(take)), strict=True):
         rid = members[i]["resource_id"]
-        payload = _device_payload(ev, iid, float(status[rid].get("power_kw") or 0.0), float(x[i]), end, now)
+        payload = _device_payload(ev, iid, float(status[rid].get("power_kw") or 0.0), float(x[i]), start, end, now)
         rows.append({"instruction_id": iid, "event_id": ev["event_id"], "level": "device",
                      "operator_id": parent["operator_id"], "unit_id": parent["unit_id"], "resource_id": rid,
                      "parent_id": parent["instruction_id"], "slot": parent["slot"], "kw": float(x[i]),

@@ -6,9 +6,12 @@ state of charge and energy counter, and the instructions in force. ``run_devices
 to a broker: one telemetry batch per gateway (site) and report, instructions in on
 ``{root}/cmd/{operator_id}/{device_id}``, acknowledgements out on ``{root}/ack/{operator_id}/{device_id}``.
 
-Time: the profiles run ``speed`` times faster than the wall clock (a day in 24 minutes at
-speed 60), while every point is stamped with the wall clock, because the platform refuses
-points from the future. A device reports every ``interval_s / speed`` wall seconds.
+Time: ``clock`` is the platform's clock (``core.clock``: the wall clock, or a ``SimClock`` in
+accelerated time shared with the platform's services); every point is stamped with it, because the
+platform refuses points from its future. On the wall clock the profiles may still run ``speed``
+times faster (a day in 24 minutes at speed 60); with a ``SimClock`` keep ``speed`` = 1, the clock
+itself runs fast and the profile follows its simulated time. A device reports every ``interval_s``
+seconds of profile time.
 
 Instruction message (JSON; durations in wall-clock seconds, the platform's clock)::
 
@@ -16,7 +19,9 @@ Instruction message (JSON; durations in wall-clock seconds, the platform's clock
     {"id": "INS-2", "kind": "limit", "max_kw": 20.0, "min_kw": null, "duration_s": 600}
     {"id": "INS-3", "kind": "release"}                                       # back to the profile
 
-optionally with ``"start"`` (epoch ms; default: on receipt). The device answers
+optionally with ``"start"`` (epoch ms of the platform clock; default: on receipt). An instruction
+that starts later waits in the device's schedule and takes over from the one in force when its
+start comes (one instruction per event slot, sent ahead). The device answers
 ``{"id", "device", "status": "accepted" | "rejected", "reason", "t"}``. A setpoint beyond
 ±capacity is clipped to capacity and accepted (the ack says so in ``reason``).
 """
@@ -24,6 +29,7 @@ optionally with ``"start"`` (epoch ms; default: on receipt). The device answers
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import logging
 import math
@@ -37,12 +43,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from openvpp.core.clock import Clock, speed_of, wall
 from openvpp.core.timeslots import SLOT_MINUTES
 from openvpp.kernels.profiles import materialise
 from openvpp.services.telemetry import BIDIRECTIONAL_TYPES, TOPIC_ROOT, encode_columns
 from openvpp.sim.profiles import load_profiles, load_resource_profiles
 
 log = logging.getLogger("openvpp.sim.devices")
+#: acknowledgements in flight at once (published, PUBACK not yet back) per simulator connection
+ACK_WINDOW = 1000
 SLOT_MS = SLOT_MINUTES * 60_000
 NONE, SETPOINT, LIMIT = 0, 1, 2
 
@@ -85,6 +94,7 @@ class DeviceFleet:
     energy_kwh: np.ndarray = field(default=None)
     alive: np.ndarray = field(default=None)
     last_ms: int | None = None
+    clock: Clock = wall             # the platform's clock (core.clock); stamps and instruction times
 
     def __post_init__(self) -> None:
         n = len(self.resource_id)
@@ -98,6 +108,9 @@ class DeviceFleet:
         self.soc = np.where(self.bidirectional, 0.5, np.nan)
         self.energy_kwh = np.zeros(n)
         self.rng = np.random.default_rng(self.seed)
+        #: instructions that start later: (start_ms, seq, row, mode, value, min, max, until_ms)
+        self.scheduled: list[tuple] = []
+        self._seq = 0
         self.alive = self.rng.random(n) >= self.drop
         # one gateway per site and operator (a site may host several operators' devices)
         key = np.char.add(np.char.add(self.site_id.astype(str), "|"), self.operator_id.astype(str))
@@ -106,7 +119,7 @@ class DeviceFleet:
         bounds = list(starts) + [n]
         self.gateways = [Gateway(str(self.site_id[order[bounds[k]]]), str(self.operator_id[order[bounds[k]]]),
                                  order[bounds[k]:bounds[k + 1]]) for k in range(len(starts))]
-        now = int(time.time() * 1000)
+        now = int(self.clock() * 1000)
         self.wall_start_ms = self.wall_start_ms or now
         if not self.sim_start_ms:
             # today's local time of day in the profile year
@@ -142,8 +155,16 @@ class DeviceFleet:
         t = self.sim_start_ms + int((wall_ms - self.wall_start_ms) * self.speed)
         return self.year_start_ms + (t - self.year_start_ms) % (n_slots * SLOT_MS)
 
+    def _activate(self, wall_ms: int) -> None:
+        """Scheduled instructions whose start has come take over from the one in force."""
+        while self.scheduled and self.scheduled[0][0] <= wall_ms:
+            start, _, i, mode, value, lo, hi, until = heapq.heappop(self.scheduled)
+            self.mode[i], self.value_kw[i], self.min_kw[i], self.max_kw[i] = mode, value, lo, hi
+            self.from_ms[i], self.until_ms[i] = start, until
+
     def power(self, wall_ms: int, rows: np.ndarray | None = None) -> np.ndarray:
-        """Active power [kW] of ``rows`` (default all) at wall time ``wall_ms``, instructions applied."""
+        """Active power [kW] of ``rows`` (default all) at platform time ``wall_ms``, instructions applied."""
+        self._activate(wall_ms)
         rows = np.arange(self.n) if rows is None else rows
         slot = (self.profile_ms(wall_ms) - self.year_start_ms) // SLOT_MS
         p = materialise(self.archetypes, self.archetype_idx[rows], self.scale_kw[rows], self.noise_seed[rows],
@@ -195,28 +216,37 @@ class DeviceFleet:
         duration = msg.get("duration_s", 900)
         if kind == "release":
             self.mode[i] = NONE
+            self.scheduled = [e for e in self.scheduled if e[2] != i]
+            heapq.heapify(self.scheduled)
             return ack
         if not isinstance(duration, (int, float)) or not math.isfinite(duration) or duration <= 0:
             return ack | {"status": "rejected", "reason": "duration_s must be a positive number"}
         cap = float(self.capacity_kw[i])
+        value, lo_kw, hi_kw = 0.0, -np.inf, np.inf
         if kind == "setpoint":
             value = msg.get("p")
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 return ack | {"status": "rejected", "reason": "p must be a number (kW)"}
             clipped = min(max(float(value), -cap), cap)
-            self.mode[i], self.value_kw[i] = SETPOINT, clipped
-            if clipped != value:
+            mode, value = SETPOINT, clipped
+            if clipped != msg["p"]:
                 ack["reason"] = f"clipped to capacity {cap} kW"
         elif kind == "limit":
             lo, hi = msg.get("min_kw"), msg.get("max_kw")
             if lo is None and hi is None:
                 return ack | {"status": "rejected", "reason": "a limit needs min_kw or max_kw"}
-            self.mode[i] = LIMIT
-            self.min_kw[i] = -np.inf if lo is None else float(lo)
-            self.max_kw[i] = np.inf if hi is None else float(hi)
+            mode = LIMIT
+            lo_kw = -np.inf if lo is None else float(lo)
+            hi_kw = np.inf if hi is None else float(hi)
         else:
             return ack | {"status": "rejected", "reason": f"unknown kind {kind!r}"}
-        self.from_ms[i], self.until_ms[i] = start, start + int(duration * 1000)
+        until = start + int(duration * 1000)
+        if start > now_ms:
+            self._seq += 1
+            heapq.heappush(self.scheduled, (start, self._seq, i, mode, value, lo_kw, hi_kw, until))
+        else:
+            self.mode[i], self.value_kw[i], self.min_kw[i], self.max_kw[i] = mode, value, lo_kw, hi_kw
+            self.from_ms[i], self.until_ms[i] = start, until
         return ack
 
 
@@ -230,19 +260,36 @@ def _broker(url: str) -> tuple[str, int, str]:
 async def run_devices(fleet: DeviceFleet, url: str, stop: asyncio.Event | None = None, reports: int | None = None,
                       protocol: int = 5, client_id: str | None = None,
                       on_report: Callable[[int, int], None] | None = None) -> dict:
-    """Publish telemetry every ``interval_s / speed`` wall seconds and obey instructions, until
-    ``stop`` is set or ``reports`` reports were sent. Returns counts. Reconnects on broker loss."""
+    """Publish telemetry every ``interval_s`` of profile time and obey instructions, until ``stop``
+    is set or ``reports`` reports were sent. Returns counts. Reconnects on broker loss.
+
+    Acknowledgements are published as the instructions arrive, without waiting for each one's
+    PUBACK before taking the next instruction (at most ``ACK_WINDOW`` awaiting theirs)."""
     import aiomqtt
+
+    from openvpp.adapters.mqtt import SOCKET_OPTIONS
 
     host, port, root = _broker(url)
     stop = stop or asyncio.Event()
-    period = fleet.interval_s / fleet.speed
+    clock = fleet.clock
+    period = fleet.interval_s / fleet.speed / speed_of(clock)
     counts = {"reports": 0, "messages": 0, "points": 0, "instructions": 0, "reconnects": 0}
     proto = aiomqtt.ProtocolVersion.V5 if protocol == 5 else aiomqtt.ProtocolVersion.V311
+    window = asyncio.Semaphore(ACK_WINDOW)
+    acking: set[asyncio.Task] = set()
     while not stop.is_set():
         try:
-            async with aiomqtt.Client(host, port, protocol=proto, identifier=client_id, timeout=30) as client:
+            async with aiomqtt.Client(host, port, protocol=proto, identifier=client_id, timeout=30,
+                                      socket_options=SOCKET_OPTIONS) as client:
                 await client.subscribe(f"{root}/cmd/+/+", qos=1)
+
+                async def publish_ack(topic: str, body: str) -> None:
+                    try:
+                        await client.publish(topic, body, qos=1)
+                    except aiomqtt.MqttError as exc:
+                        log.warning("sim devices: acknowledgement on %s not sent (%s)", topic, exc)
+                    finally:
+                        window.release()
 
                 async def listen() -> None:
                     async for m in client.messages:
@@ -250,17 +297,20 @@ async def run_devices(fleet: DeviceFleet, url: str, stop: asyncio.Event | None =
                         operator = m.topic.value.split("/")[-2]
                         try:
                             msg = json.loads(m.payload)
-                            ack = fleet.apply(device, msg if isinstance(msg, dict) else {}, int(time.time() * 1000))
+                            ack = fleet.apply(device, msg if isinstance(msg, dict) else {}, int(clock() * 1000))
                         except ValueError:
                             ack = {"id": None, "device": device, "status": "rejected", "reason": "not JSON"}
                         counts["instructions"] += 1
-                        await client.publish(f"{root}/ack/{operator}/{device}", json.dumps(ack), qos=1)
+                        await window.acquire()
+                        task = asyncio.create_task(publish_ack(f"{root}/ack/{operator}/{device}", json.dumps(ack)))
+                        acking.add(task)
+                        task.add_done_callback(acking.discard)
 
                 listener = asyncio.create_task(listen())
                 try:
                     next_at = time.monotonic()
                     while not stop.is_set() and (reports is None or counts["reports"] < reports):
-                        now_ms = int(time.time() * 1000)
+                        now_ms = int(clock() * 1000)
                         msgs = await asyncio.to_thread(fleet.messages, now_ms, root)
                         for topic, payload in msgs:
                             await client.publish(topic, payload, qos=1)

@@ -19,7 +19,7 @@ import uuid
 
 import aiomqtt
 
-from openvpp.adapters.mqtt import parse_url
+from openvpp.adapters.mqtt import SOCKET_OPTIONS, parse_url
 from openvpp.core.ids import new_id
 
 log = logging.getLogger("openvpp.mqtt.commands")
@@ -37,7 +37,8 @@ class CommandChannel:
     async def __aenter__(self) -> CommandChannel:
         proto = aiomqtt.ProtocolVersion.V5 if self.protocol == 5 else aiomqtt.ProtocolVersion.V311
         self._client = aiomqtt.Client(self.mqtt.host, self.mqtt.port, identifier=self.client_id, protocol=proto,
-                                      username=self.mqtt.username, password=self.mqtt.password, timeout=10)
+                                      username=self.mqtt.username, password=self.mqtt.password, timeout=10,
+                                      socket_options=SOCKET_OPTIONS)
         await self._client.__aenter__()
         await self._client.subscribe(f"{self.mqtt.root}/ack/+/+", qos=1)
         self._listener = asyncio.create_task(self._listen())

@@ -26,7 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy.exc import DBAPIError
 
-from openvpp.adapters.mqtt import parse_url
+from openvpp.adapters.mqtt import SOCKET_OPTIONS, parse_url
 from openvpp.services.telemetry import IngestResult, TelemetryService
 
 log = logging.getLogger("openvpp.mqtt.ingest")
@@ -104,7 +104,8 @@ class MqttIngest:
 
     def _client(self) -> aiomqtt.Client:
         kw: dict = {"identifier": self.client_id, "keepalive": 10, "timeout": 10,
-                    "username": self.mqtt.username, "password": self.mqtt.password}
+                    "username": self.mqtt.username, "password": self.mqtt.password,
+                    "socket_options": SOCKET_OPTIONS}
         if self.protocol == 5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.session_expiry_s
