@@ -10,6 +10,7 @@ from sqlalchemy import Connection, select
 from openvpp.api.deps import current_actor, read_conn, write_conn
 from openvpp.core.errors import Forbidden
 from openvpp.services import events as svc
+from openvpp.services import execution as execution_svc
 from openvpp.store.audit import Actor
 from openvpp.store.schema_events import events
 
@@ -71,6 +72,13 @@ class TransitionIn(BaseModel):
 def transition(event_id: str, body: TransitionIn, actor: Actor = Depends(current_actor),
                conn: Connection = Depends(write_conn)) -> dict:
     return svc.transition(conn, actor, event_id, body.action, body.reason)
+
+
+@router.get("/events/{event_id}/execution")
+def execution(event_id: str, actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn)) -> dict:
+    """Target, cleared, instructed, acknowledged and delivered (pre-event reference minus metered, from the
+    15-minute rollups) per slot, operator and trading unit; operators see their own rows only."""
+    return execution_svc.execution(conn, actor, event_id)
 
 
 class DeclarationIn(BaseModel):
