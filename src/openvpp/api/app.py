@@ -10,6 +10,7 @@ from openvpp import __version__
 from openvpp.api import routes
 from openvpp.core.errors import OpenVPPError
 from openvpp.core.settings import Settings
+from openvpp.services.pools import PoolCache
 from openvpp.web import mount_web
 
 
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.pool_engine = PoolCache()   # the pools' engine, shared by requests, rebuilt on changes
 
     @app.exception_handler(OpenVPPError)
     async def _domain_error(_request: Request, exc: OpenVPPError) -> JSONResponse:

@@ -31,6 +31,7 @@ from openvpp.services.telemetry import (
     TelemetryConfig,
     decode,
 )
+from openvpp.store.schema import grid_nodes, operators
 from openvpp.store.schema_telemetry import telemetry_raw
 
 log = logging.getLogger("openvpp.live")
@@ -208,14 +209,17 @@ class LiveState:
         out.seconds = time.perf_counter() - t0
         return out
 
-    def children(self, level: str, parent_level: str, parent_id: str) -> np.ndarray:
-        """Which groups of ``level`` hold devices under group ``parent_id`` of ``parent_level``."""
+    def children(self, level: str, parent_level: str, parent_id: str) -> np.ndarray | None:
+        """Which groups of ``level`` hold devices under group ``parent_id`` of ``parent_level``;
+        None when no device sits under ``parent_id`` (an unknown id or a node with no devices)."""
+        if parent_level not in self.groups:
+            raise InvalidInput(Violation("parent_level", f"must be one of {', '.join(self.groups)}", parent_level))
         pcodes, plabels = self.groups[parent_level]
         codes, labels = self.groups[level]
         try:
             pc = plabels.index(parent_id)
         except ValueError:
-            raise NotFound(parent_level, parent_id) from None
+            return None
         keep = np.zeros(len(labels), bool)
         sel = codes[(pcodes == pc) & (codes >= 0)]
         keep[np.unique(sel)] = True
@@ -229,6 +233,34 @@ class LiveState:
             sums[:, k] = cols[:, sel].sum(axis=1)
         return {"ids": self.pool_ids, "power_kw": sums[0], "up_kw": sums[1], "down_kw": sums[2],
                 "online": sums[3], "devices": sums[4]}
+
+    def devices(self, device_ids: list[str], now_ms: int, mask: np.ndarray | None = None
+                ) -> tuple[list[dict], list[str]]:
+        """The live point of many devices at once: (one dict per known device as ``device``, in the
+        order asked, and the ids not known, or outside ``mask``, the scope)."""
+        pos = self.index.pos
+        found = [(d, pos.get(d)) for d in device_ids]
+        missing = [d for d, i in found if i is None or (mask is not None and not mask[i])]
+        known = [(d, i) for d, i in found if i is not None and (mask is None or mask[i])]
+        if not known:
+            return [], missing
+        idx = np.fromiter((i for _, i in known), np.intp, len(known))
+        v = self.index.reg.values
+        c = self.config
+        online, _power, up, down = live_flex(self.p_kw[idx], self.soc[idx], self.last_ts_ms[idx], now_ms,
+                                             int(c.offline_intervals * c.interval_s * 1000), v["capacity_kw"][idx],
+                                             v["adjustable_up_kw"][idx], v["adjustable_down_kw"][idx],
+                                             self.bidirectional[idx], self.generator[idx])
+        ts, p_kw, soc = self.last_ts_ms[idx], self.p_kw[idx], self.soc[idx]
+        items = []
+        for k, (d, _i) in enumerate(known):
+            never = ts[k] == NO_TS
+            items.append({"device_id": d, "online": bool(online[k]),
+                          "last_ts": None if never else datetime.fromtimestamp(ts[k] / 1000, UTC).isoformat(),
+                          "power_kw": None if never else float(p_kw[k]),
+                          "soc": None if np.isnan(soc[k]) else float(soc[k]),
+                          "up_kw": float(up[k]), "down_kw": float(down[k])})
+        return items, missing
 
     def device(self, device_id: str, now_ms: int) -> dict:
         i = self.index.pos.get(device_id)
@@ -252,6 +284,18 @@ class LiveState:
 def check_level(level: str, state: LiveState) -> None:
     if level not in state.levels:
         raise InvalidInput(Violation("level", f"must be one of {', '.join(state.levels)}", level))
+
+
+def group_exists(conn, level: str, group_id: str) -> bool:
+    """Whether ``group_id`` names a group of ``level`` in the database (a grid node of that level, an
+    operator), whether or not any device reports under it."""
+    if level == "operator":
+        q = select(operators.c.operator_id).where(operators.c.operator_id == group_id)
+    elif level in LEVELS:
+        q = select(grid_nodes.c.node_id).where(grid_nodes.c.node_id == group_id, grid_nodes.c.level == level)
+    else:
+        return False
+    return conn.execute(q).first() is not None
 
 
 # ---------------------------------------------------------------- the running service

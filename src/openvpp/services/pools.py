@@ -17,12 +17,14 @@ a pool that requires a verification grade excludes flagged and unverified resour
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, case, func, select
 
 from openvpp.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Violation
 from openvpp.core.ids import new_id
@@ -46,7 +48,7 @@ from openvpp.services import registry_arrays
 from openvpp.services.registry_arrays import CATEGORICAL, LEVELS, NUMERIC, RegistryArrays
 from openvpp.store import audit
 from openvpp.store.audit import Actor
-from openvpp.store.schema import grid_nodes, operators, pools, resources
+from openvpp.store.schema import audit_log, grid_nodes, operators, pools, resources
 
 #: roles that define city pools; an operator admin defines pools of its own operator only
 CITY_POOL_ROLES = (Role.CITY_ADMIN.value, Role.DISPATCHER.value)
@@ -544,6 +546,72 @@ class PoolEngine:
         new = self.res.take(idx)
         touched = kp.update(self.masks, self.sums, self._codes, idx, old, new)
         return [self.pools[p].pool_id for p in touched]
+
+
+# ================================================================ the shared engine of a process
+
+class PoolCache:
+    """One :class:`PoolEngine` of every pool, shared by the requests of a process (the API keeps one
+    on ``app.state.pool_engine``) instead of loading the registry for every evaluation.
+
+    The engine is rebuilt when the database changed in a way that can move a pool: every such change
+    (a resource registered, changed, moved or imported, an operator admitted or suspended, a
+    verification, a pool defined) appends to the audit log in its own transaction, so ``get`` first
+    counts the audit entries of those kinds above a base id (one index range scan) and rebuilds when
+    the count grew. The base follows the log's end minus ``window`` ids, so the scan stays short and
+    an entry committed late with a lower id (concurrent transactions) is still seen. ``max_age_s``
+    bounds how long one engine is used at all. Changes made in another process are seen the same way.
+    """
+
+    WATCHED = ("resource", "resource_batch", "pool", "operator", "verification_test", "city")
+
+    def __init__(self, window: int = 10_000, max_age_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.window, self.max_age_s, self.clock = window, max_age_s, clock
+        self._lock = threading.Lock()
+        self._engine: PoolEngine | None = None
+        self._base = 0
+        self._seen = 0
+        self._built_at = 0.0
+        self.builds = 0
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._engine = None
+
+    def _watched(self):
+        return (audit_log.c.entity.in_(self.WATCHED),)
+
+    def _fresh(self, conn: Connection) -> bool:
+        """Whether the engine still holds; moves the base up when nothing watched changed."""
+        end = select(func.max(audit_log.c.audit_id)).scalar_subquery()
+        row = conn.execute(select(
+            func.count(), func.coalesce(func.sum(case((audit_log.c.audit_id > end - self.window, 1), else_=0)), 0),
+            end).where(audit_log.c.audit_id > self._base, *self._watched())).one()
+        if int(row[0]) != self._seen:
+            return False
+        if row[2] is not None and row[2] - self.window > self._base:
+            self._base, self._seen = int(row[2]) - self.window, int(row[1])
+        return True
+
+    def _build(self, conn: Connection) -> PoolEngine:
+        end = conn.execute(select(func.max(audit_log.c.audit_id))).scalar() or 0
+        base = max(int(end) - self.window, 0)
+        seen = conn.execute(select(func.count()).where(audit_log.c.audit_id > base, *self._watched())).scalar()
+        engine = PoolEngine.from_db(conn)   # read after the count: a change in between rebuilds once more
+        self._engine, self._base, self._seen = engine, base, int(seen or 0)
+        self._built_at = self.clock()
+        self.builds += 1
+        return engine
+
+    def get(self, conn: Connection, pool_ids: Sequence[str] = ()) -> PoolEngine:
+        """The current engine, rebuilt first if the database changed or it lacks one of ``pool_ids``."""
+        with self._lock:
+            engine = self._engine
+            if (engine is None or self.clock() - self._built_at > self.max_age_s or not self._fresh(conn)
+                    or any(pid not in engine._index for pid in pool_ids)):
+                engine = self._build(conn)
+            return engine
 
 
 # ================================================================ evaluation

@@ -432,11 +432,30 @@ def apply_scope(q, scope: Scope):
     return q
 
 
-def summary(conn: Connection, by: str, scope: Scope = Scope()) -> list[dict]:
-    """Connected and adjustable capacity of active resources grouped by ``by`` (see ``SUMMARY_KEYS``)."""
+#: grid level of a summary's ``parent`` → the column that holds a resource's ancestor at that level
+PARENT_KEYS = {
+    GridLevel.DISTRICT.value: grid_nodes.c.district_id,
+    GridLevel.SUBSTATION.value: grid_nodes.c.substation_id,
+    GridLevel.FEEDER.value: grid_nodes.c.feeder_id,
+    GridLevel.TRANSFORMER_AREA.value: resources.c.ta_id,
+}
+
+
+def summary(conn: Connection, by: str, scope: Scope = Scope(), parent: str | None = None) -> list[dict]:
+    """Connected and adjustable capacity of active resources grouped by ``by`` (see ``SUMMARY_KEYS``).
+
+    ``parent``: a grid node id; only the resources under it count (e.g. ``by="feeder"`` with a
+    substation's id gives that substation's feeders). The city node counts everything.
+    """
     if by not in SUMMARY_KEYS:
         raise InvalidInput(Violation("by", f"must be one of {', '.join(SUMMARY_KEYS)}", by))
     key = SUMMARY_KEYS[by]
+    under = None
+    if parent is not None:
+        level = conn.execute(select(grid_nodes.c.level).where(grid_nodes.c.node_id == parent)).scalar()
+        if level is None:
+            raise InvalidInput(Violation("parent", "grid node does not exist", parent))
+        under = PARENT_KEYS.get(level)
     q = (
         select(
             key.label("key"),
@@ -452,6 +471,8 @@ def summary(conn: Connection, by: str, scope: Scope = Scope()) -> list[dict]:
         .group_by(key)
         .order_by(key)
     )
+    if under is not None:
+        q = q.where(under == parent)
     rows = [dict(r._mapping) for r in conn.execute(apply_scope(q, scope))]
     labels = _labels(conn, by, [r["key"] for r in rows])
     for r in rows:

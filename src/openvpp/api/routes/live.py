@@ -16,12 +16,13 @@ from sqlalchemy import Connection
 from openvpp.api.deps import current_actor, oauth2, read_conn
 from openvpp.api.routes.telemetry import runtime
 from openvpp.core.errors import InvalidInput, NotFound, Violation
-from openvpp.services.live import check_level
+from openvpp.services.live import check_level, group_exists
 from openvpp.services.scope import scope_of
 from openvpp.store.audit import Actor
 
 router = APIRouter(prefix="/live", tags=["live"])
 DEFAULT_STREAM_LEVELS = ("city", "district", "operator")
+MAX_DEVICES = 1000
 
 
 async def _live(request: Request):
@@ -39,13 +40,14 @@ async def summary(request: Request, actor: Actor = Depends(current_actor)) -> di
 @router.get("/nodes/{level}")
 async def nodes(level: str, request: Request, parent: str | None = None,
                 parent_level: str | None = Query(None, description="level of `parent` (default: the level above)"),
-                actor: Actor = Depends(current_actor)) -> dict:
+                actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn)) -> dict:
     """Totals per group of ``level`` (city, district, substation, feeder, transformer_area, operator, pools),
-    optionally only the children of ``parent``. Example: /api/v1/live/nodes/feeder?parent=GZ-HZ-S01"""
+    optionally only the children of ``parent``: an empty list for a parent with no reporting devices,
+    422 naming ``parent`` for an id that is no group of ``parent_level``.
+    Example: /api/v1/live/nodes/feeder?parent=GZ-HZ-S01"""
     scope = scope_of(actor)
     live = await _live(request)
     check_level(level, live.state)
-    totals = live.totals(scope, (level,))
     keep = None
     if parent is not None:
         order = ["city", "district", "substation", "feeder", "transformer_area"]
@@ -55,8 +57,31 @@ async def nodes(level: str, request: Request, parent: str | None = None,
             parent_level = order[order.index(level) - 1]
         check_level(parent_level, live.state)
         keep = live.state.children(level, parent_level, parent)
+        if keep is None:   # no device under it: an empty node, or no such node at all
+            if not await asyncio.to_thread(group_exists, conn, parent_level, parent):
+                raise InvalidInput(Violation("parent", f"is not a known {parent_level}", parent))
+            return {"at": live.latest.at.isoformat() if live.latest else None, "scope": scope.label(),
+                    "level": level, "parent": parent, "rows": []}
+    totals = live.totals(scope, (level,))
     return {"at": totals.at.isoformat(), "scope": totals.scope, "level": level, "parent": parent,
             "rows": totals.rows(level, keep)}
+
+
+@router.get("/devices")
+async def devices(request: Request, ids: str = Query(..., description=f"comma-separated device ids, at most "
+                                                     f"{MAX_DEVICES}", examples=["R0000001,R0000002"]),
+                  actor: Actor = Depends(current_actor)) -> dict:
+    """Many devices' last points at once (as ``/devices/{id}``, in the order asked). Ids unknown or
+    outside your scope are listed under ``missing`` (the two look the same)."""
+    wanted = list(dict.fromkeys(x.strip() for x in ids.split(",")))
+    if "" in wanted:
+        raise InvalidInput(Violation("ids", "must be comma-separated device ids without empty entries", ids[:200]))
+    if len(wanted) > MAX_DEVICES:
+        raise InvalidInput(Violation("ids", f"at most {MAX_DEVICES} devices per request", len(wanted)))
+    scope = scope_of(actor)
+    live = await _live(request)
+    items, missing = live.state.devices(wanted, int(live.clock() * 1000), live.state.mask_of(scope))
+    return {"items": items, "missing": missing}
 
 
 @router.get("/devices/{device_id}")

@@ -3,7 +3,7 @@ local congestion), defined as rules over the registry and evaluated, never hand-
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query, Request
 from sqlalchemy import Connection
 
 from openvpp.api.deps import current_actor, read_conn, write_conn
@@ -15,6 +15,14 @@ from openvpp.store.audit import Actor
 router = APIRouter(prefix="/pools", tags=["pools"])
 
 
+def _engine(request: Request, conn: Connection, pool_ids: list[str]) -> pools.PoolEngine:
+    """The process's shared pool engine (``app.state.pool_engine``), current with the database."""
+    cache = getattr(request.app.state, "pool_engine", None)
+    if cache is None:
+        cache = request.app.state.pool_engine = pools.PoolCache()
+    return cache.get(conn, pool_ids)
+
+
 @router.get("/presets")
 def presets(actor: Actor = Depends(current_actor)) -> dict:
     """The scenario presets (data in model/pool_presets.toml): the floor every pool of a scenario keeps."""
@@ -22,12 +30,13 @@ def presets(actor: Actor = Depends(current_actor)) -> dict:
 
 
 @router.get("")
-def list_pools(scenario: str | None = None, node_id: str | None = None, evaluate: bool = False,
+def list_pools(request: Request, scenario: str | None = None, node_id: str | None = None, evaluate: bool = False,
                actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn)) -> dict:
     """Pools you may see; with ``evaluate=true`` each with its totals (up/down kW, energy, count)."""
     rows = pools.list_pools(conn, actor, scenario, node_id)
     if evaluate and rows:
-        totals = {t["pool_id"]: t for t in pools.evaluate(conn, [r["pool_id"] for r in rows], actor=actor)}
+        ids = [r["pool_id"] for r in rows]
+        totals = {t["pool_id"]: t for t in pools.evaluate(_engine(request, conn, ids), ids)}
         rows = [{**r, "totals": totals.get(r["pool_id"])} for r in rows]
     return {"items": rows}
 
@@ -49,11 +58,12 @@ def defaults(actor: Actor = Depends(current_actor), conn: Connection = Depends(w
 
 
 @router.get("/{pool_id}")
-def get(pool_id: str, members_limit: int = Query(0, ge=0, le=1000), members_offset: int = Query(0, ge=0),
+def get(request: Request, pool_id: str, members_limit: int = Query(0, ge=0, le=1000),
+        members_offset: int = Query(0, ge=0),
         actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn)) -> dict:
     """A pool with its current totals and, on request, a page of its members."""
     row = pools.get_pool(conn, pool_id, actor)
-    total = pools.evaluate(conn, [pool_id], actor=actor, members_limit=members_limit,
+    total = pools.evaluate(_engine(request, conn, [pool_id]), [pool_id], members_limit=members_limit,
                            members_offset=members_offset)[0]
     return {**row, "totals": total}
 

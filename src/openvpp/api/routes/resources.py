@@ -37,11 +37,15 @@ def list_resources(
 
 
 @router.get("/summary")
-def summary(by: str = "district", actor: Actor = Depends(current_actor),
-            conn: Connection = Depends(read_conn)) -> dict:
-    """Connected and adjustable kW grouped by district, substation, feeder, transformer_area, type, operator..."""
+def summary(by: str = "district",
+            parent: str | None = Query(None, description="a grid node id: only the resources under it, e.g. "
+                                       "by=feeder&parent=GZ-HZ-S01 for one substation's feeders"),
+            actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn)) -> dict:
+    """Connected and adjustable kW grouped by district, substation, feeder, transformer_area, type, operator...,
+    city-wide or under one grid node (``parent``)."""
     scope = scope_of(actor)
-    return {"by": by, "scope": scope.label(), "rows": registry.summary(conn, by, scope)}
+    return {"by": by, "parent": parent, "scope": scope.label(),
+            "rows": registry.summary(conn, by, scope, parent=parent)}
 
 
 @router.get("/export")
