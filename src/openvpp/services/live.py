@@ -281,9 +281,9 @@ class LiveState:
                 "up_kw": float(up[0]), "down_kw": float(down[0])}
 
 
-def check_level(level: str, state: LiveState) -> None:
+def check_level(level: str, state: LiveState, field: str = "level") -> None:
     if level not in state.levels:
-        raise InvalidInput(Violation("level", f"must be one of {', '.join(state.levels)}", level))
+        raise InvalidInput(Violation(field, f"must be one of {', '.join(state.levels)}", level))
 
 
 def group_exists(conn, level: str, group_id: str) -> bool:

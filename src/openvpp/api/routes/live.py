@@ -55,7 +55,7 @@ async def nodes(level: str, request: Request, parent: str | None = None,
             if level not in order[1:]:
                 raise InvalidInput(Violation("parent_level", "is required for this level", None))
             parent_level = order[order.index(level) - 1]
-        check_level(parent_level, live.state)
+        check_level(parent_level, live.state, "parent_level")
         keep = live.state.children(level, parent_level, parent)
         if keep is None:   # no device under it: an empty node, or no such node at all
             if not await asyncio.to_thread(group_exists, conn, parent_level, parent):
