@@ -173,7 +173,7 @@ def schedule_v2g(sessions: Sessions, stations: Stations | None, charge_price: np
                  discharge_price: np.ndarray, degradation_yuan_per_kwh: float,
                  areas: TransformerAreas | None = None, event_yuan_per_kwh: np.ndarray | None = None,
                  charge_efficiency: float = 0.95, discharge_efficiency: float = 0.95,
-                 solver: str = "choose") -> Schedule:
+                 solver: str = "choose", fleet_max_kw: np.ndarray | None = None) -> Schedule:
     """Charging and V2G discharge at least net cost with a guaranteed state of charge at departure.
 
     Parameters
@@ -185,6 +185,9 @@ def schedule_v2g(sessions: Sessions, stations: Stations | None, charge_price: np
         (``kernels.tariff.v2g_discharge_price``); event_yuan_per_kwh : (T,) premium on discharge in event slots.
     degradation_yuan_per_kwh : battery wear per kWh discharged (``model.ev.EvAssumptions``).
     charge_efficiency, discharge_efficiency : AC-to-battery and battery-to-AC efficiencies.
+    fleet_max_kw : (T,) upper bound of the fleet's net load ``sum(c - d)`` per slot, NaN = none: an
+        event's target (plan - reduction). Soft, with a penalty below the departure penalty: the
+        guaranteed departure energy comes first, the shortfall is in ``stats["fleet_short_kw"]``.
 
     Returns
     -------
@@ -218,28 +221,36 @@ def schedule_v2g(sessions: Sessions, stations: Stations | None, charge_price: np
     st_row, ta_row, lo_c, hi_c = _coupling_rows(sess, slot, sessions.station, stations, areas, horizon, nv)
     # departure rows: e_last + short >= e_req
     dep_row = nv + len(lo_c) + np.arange(len(active))
-    # columns: c (nv), d (nv), e (nv), short (na)
-    s_c, i_c, v_c = _columns([dyn_row, st_row, ta_row], [-SLOT_H * eta_c, 1.0, 1.0], nv)
-    s_d, i_d, v_d = _columns([dyn_row, st_row, ta_row], [SLOT_H / eta_d, -1.0, -1.0], nv)
+    # fleet rows (one per slot with a bound): sum(c - d) - slack <= fleet_max
+    na = len(active)
+    fm = np.full(horizon, np.nan) if fleet_max_kw is None else np.asarray(fleet_max_kw, np.float64)
+    f_slots = np.flatnonzero(np.isfinite(fm))
+    nf = len(f_slots)
+    row_of_slot = np.full(horizon, -1)
+    row_of_slot[f_slots] = nv + len(lo_c) + na + np.arange(nf)
+    f_row = row_of_slot[slot]
+    # columns: c (nv), d (nv), e (nv), short (na), fleet slack (nf)
+    s_c, i_c, v_c = _columns([dyn_row, st_row, ta_row, f_row], [-SLOT_H * eta_c, 1.0, 1.0, 1.0], nv)
+    s_d, i_d, v_d = _columns([dyn_row, st_row, ta_row, f_row], [SLOT_H / eta_d, -1.0, -1.0, -1.0], nv)
     nxt = np.where(last, -1, dyn_row + 1)
     dep_of_var = np.full(nv, -1)
     dep_of_var[last] = dep_row
     s_e, i_e, v_e = _columns([dyn_row, nxt, dep_of_var], [1.0, -1.0, 1.0], nv)
-    na = len(active)
+    end_short = s_c[-1] + s_d[-1] + s_e[-1] + na
     start = np.r_[s_c[:-1], s_c[-1] + s_d[:-1], s_c[-1] + s_d[-1] + s_e,
-                  s_c[-1] + s_d[-1] + s_e[-1] + 1 + np.arange(na)]
-    index = np.r_[i_c, i_d, i_e, dep_row]
-    value = np.r_[v_c, v_d, v_e, np.ones(na)]
-    row_lo = np.r_[np.where(first, e0[sess], 0.0), lo_c, e_req[active]]
-    row_hi = np.r_[np.where(first, e0[sess], 0.0), hi_c, np.full(na, INF)]
+                  s_c[-1] + s_d[-1] + s_e[-1] + 1 + np.arange(na), end_short + 1 + np.arange(nf)]
+    index = np.r_[i_c, i_d, i_e, dep_row, row_of_slot[f_slots]]
+    value = np.r_[v_c, v_d, v_e, np.ones(na), -np.ones(nf)]
+    row_lo = np.r_[np.where(first, e0[sess], 0.0), lo_c, e_req[active], np.full(nf, -INF)]
+    row_hi = np.r_[np.where(first, e0[sess], 0.0), hi_c, np.full(na, INF), fm[f_slots]]
     d_hi = np.where(sessions.v2g[sess], sessions.max_discharge_kw[sess], 0.0)
     e_lo = np.minimum(sessions.soc_min[sess] * b[sess], e0[sess])
     e_hi = np.maximum(sessions.soc_max[sess] * b[sess], e0[sess])
     penalty = 1000.0 * max(1.0, float(np.abs(np.r_[cp, dp, ev]).max(initial=1.0)) + degradation_yuan_per_kwh)
     cost = np.r_[cp[slot] * SLOT_H, (degradation_yuan_per_kwh - dp[slot] - ev[slot]) * SLOT_H, np.zeros(nv),
-                 np.full(na, penalty)]
-    col_lo = np.r_[np.zeros(nv), np.zeros(nv), e_lo, np.zeros(na)]
-    col_hi = np.r_[sessions.max_charge_kw[sess], d_hi, e_hi, need[active] + 1e-9]
+                 np.full(na, penalty), np.full(nf, penalty / 50.0 * SLOT_H)]
+    col_lo = np.r_[np.zeros(nv), np.zeros(nv), e_lo, np.zeros(na), np.zeros(nf)]
+    col_hi = np.r_[sessions.max_charge_kw[sess], d_hi, e_hi, need[active] + 1e-9, np.full(nf, INF)]
     sol, obj, status = _solve(cost, col_lo, col_hi, row_lo, row_hi, start, index, value, solver)
     c, d, e = sol[:nv], sol[nv:2 * nv], sol[2 * nv:3 * nv]
     charge = np.zeros((n, horizon))
@@ -248,7 +259,9 @@ def schedule_v2g(sessions: Sessions, stations: Stations | None, charge_price: np
     charge[sess, slot] = np.clip(c, 0, None)
     dis[sess, slot] = np.clip(d, 0, None)
     energy[sess, slot] = e
-    short = sol[3 * nv:]
+    short = sol[3 * nv:3 * nv + na]
+    fleet_short = np.zeros(horizon)
+    fleet_short[f_slots] = np.maximum(sol[3 * nv + na:], 0.0)
     gained = np.zeros(n)
     gained[active] = need[active] - short
     flags = flags.copy()
@@ -260,4 +273,5 @@ def schedule_v2g(sessions: Sessions, stations: Stations | None, charge_price: np
     return Schedule(power_kw=net, served_kwh=gained, need_kwh=need, flags=flags, cost_yuan=money,
                     min_served_fraction=float(min(1.0, frac.min(initial=np.inf))), solver="highs-v2g",
                     stats={"discharge_kw": dis, "charge_kw": charge, "energy_kwh": energy, "status": status,
+                           "fleet_short_kw": fleet_short,
                            "variables": len(cost), "rows": len(row_lo)})

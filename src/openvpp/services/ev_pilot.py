@@ -15,8 +15,9 @@ V2G settlement (:func:`v2g_statement_lines`): each session's discharged energy x
 price of its TOU period (0.453 x coefficient), and the V2G subsidy (rate at most the rule set's
 cap, 5 yuan/kWh) from its own yearly budget (20,000,000 yuan), scaled pro rata when the claims
 exceed what is left of it. Amounts are ``Decimal`` yuan rounded half-up to the fen, and the
-subsidy lines never add up to more than the budget. The settlement ledger does not exist yet:
-the lines are plain dicts it can take as they are.
+subsidy lines never add up to more than the budget. This is the per-session V2G view; the yearly
+settlement (``services.settlement``) posts the same discharge value and subsidy to the ledger per
+operator, charger and owner, under the V2G budget shared with the events' V2G claims.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from openvpp.core import rules as rulesets
 from openvpp.core.errors import InvalidInput, Violation
 from openvpp.core.money import FEN, round_statement, yuan
 from openvpp.core.timeslots import local_midnight_utc
-from openvpp.kernels import tariff, v2g
+from openvpp.kernels import v2g
 from openvpp.model.ev import EvAssumptions, Sessions, Stations
+from openvpp.services import v2g as v2g_svc
 from openvpp.services.scope import Scope
 from openvpp.store.schema import owners, resources
 from openvpp.store.schema_ev import PERIODS, ev_sessions
@@ -207,12 +209,7 @@ def v2g_statement_lines(conn: Connection, year: int, scope: Scope = Scope(), rul
         raise InvalidInput(Violation("subsidy_yuan_per_kwh", f"must be between 0 and the cap {cap} yuan/kWh "
                                      f"({rs.id} [subsidy] v2g_discharge_yuan_per_kwh)", str(rate)))
     budget = max(Decimal(0), yuan(sub["v2g_yearly_budget_yuan"]) - yuan(already_paid_yuan))
-    tou = tariff.TouRules.from_ruleset(rs)
-    base = yuan(rs.section("tou")["v2g_discharge_base_yuan_per_kwh"])
-    coef = [yuan(str(tou.ratio_valley)), yuan(str(tou.ratio_flat)), yuan(str(tou.ratio_peak)),
-            yuan(str(tou.ratio_peak)) * yuan(str(tou.critical_factor))]
-    flat = yuan(str(tou.ratio_flat))
-    price = [base * c / flat for c in coef]
+    price = v2g_svc.discharge_prices(rs)
     data = _sessions(conn, year, scope, completed_only=True)
     # energy metered to the Wh
     dis = np.round(data["discharge"], 3)

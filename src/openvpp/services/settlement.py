@@ -44,6 +44,7 @@ from openvpp.model import lifecycle
 from openvpp.model.enums import Role
 from openvpp.services import admission, events
 from openvpp.services import evaluation as eva
+from openvpp.services import v2g as v2g_svc
 from openvpp.services.scope import Scope
 from openvpp.store import audit
 from openvpp.store.audit import Actor
@@ -58,10 +59,12 @@ from openvpp.store.schema_settlement import (
 )
 
 ZERO = Decimal(0)
-KINDS = ("active", "reactive", "reserve", "v2g", "penalty")
+KINDS = ("active", "reactive", "reserve", "v2g", "v2g_energy", "penalty")
 MAIN_KINDS = ("active", "reactive", "reserve")
 CAP_KEY = {"active": "active_yuan_per_kwh", "reactive": "reactive_yuan_per_kvarh", "reserve": "reserve_yuan_per_kw_h"}
-UNIT = {"active": "kWh", "reactive": "kvarh", "reserve": "kW·h", "v2g": "kWh", "penalty": "kWh"}
+UNIT = {"active": "kWh", "reactive": "kvarh", "reserve": "kW·h", "v2g": "kWh", "v2g_energy": "kWh", "penalty": "kWh"}
+#: the event id of the statement lines of metered V2G sessions (no event: the whole year's discharge)
+V2G_SESSIONS = "v2g-sessions"
 
 
 def _t(action: str, source: str, target: str) -> lifecycle.Transition:
@@ -193,9 +196,10 @@ def _eligible(conn: Connection, cache: dict, operator_id: str) -> bool:
     return cache[operator_id]
 
 
-def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], line_ids: dict | None = None
-              ) -> dict:
-    """Lines, operator and owner parties and a summary from the given evaluations (nothing written)."""
+def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], line_ids: dict | None = None,
+              v2g_sessions: tuple[int, datetime] | None = None) -> dict:
+    """Lines, operator and owner parties and a summary from the given evaluations (nothing written);
+    with ``v2g_sessions`` = (year, until) also the metered V2G sessions (``_v2g_sessions``)."""
     sub = rs.section("subsidy")
     caps = {k: yuan(sub[CAP_KEY[k]]) for k in MAIN_KINDS}
     v2g_rate = yuan(sub["v2g_discharge_yuan_per_kwh"])
@@ -214,7 +218,8 @@ def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], li
     out_lines: list[dict] = []
     gross: dict[str, dict[str, Decimal]] = defaultdict(lambda: {k: ZERO for k in KINDS})
     # exact gross per (owner, operator, contract) and pool, and the contract itself
-    owner_gross: dict[tuple, dict[str, Decimal]] = defaultdict(lambda: {"main": ZERO, "v2g": ZERO})
+    owner_gross: dict[tuple, dict[str, Decimal]] = defaultdict(lambda: {"main": ZERO, "v2g": ZERO, "v2g_energy": ZERO})
+    event_v2g_kwh: dict[str, float] = defaultdict(float)     # per charger: discharge already paid in events
     owner_contract: dict[tuple, dict] = {}
     for eid in evaluation_ids:
         head = eva.get(conn, eid)
@@ -259,7 +264,12 @@ def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], li
             if kind != "reserve" or _eligible(conn, eligible, r["operator_id"]):
                 owner_gross[key]["main"] += yuan(r["credited"] - r["v2g_kwh"]) * _rate(r["price_yuan"], caps[kind])
             owner_gross[key]["v2g"] += yuan(r["v2g_kwh"]) * v2g_rate
+            event_v2g_kwh[r["key_id"]] += float(r["v2g_kwh"])
 
+    v2g_summary = None
+    if v2g_sessions is not None:
+        v2g_summary = _v2g_sessions(conn, rs, v2g_sessions, v2g_rate, event_v2g_kwh, finder, gross, owner_gross,
+                                    owner_contract, out_lines, line_ids)
     ops = sorted(gross)
     main = prorata_fen([sum((gross[o][k] for k in MAIN_KINDS), ZERO) for o in ops], budget_main)
     v2g = prorata_fen([gross[o]["v2g"] for o in ops], budget_v2g)
@@ -268,7 +278,8 @@ def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], li
     for key in sorted(owner_gross):
         owner_id, op, contract_id = key
         c = owner_contract[key]
-        revenue = owner_gross[key]["main"] * main.factor + owner_gross[key]["v2g"] * v2g.factor
+        revenue = (owner_gross[key]["main"] * main.factor + owner_gross[key]["v2g"] * v2g.factor
+                   + owner_gross[key]["v2g_energy"])
         share_exact = owner_part(revenue, c["scheme"], c.get("owner_share"), c.get("tiers"))
         share, _ = split_fen(round_statement(revenue), share_exact)
         owner_totals[op] += share
@@ -278,16 +289,19 @@ def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], li
     for i, op in enumerate(ops):
         g = gross[op]
         gross_main = sum((g[k] for k in MAIN_KINDS), ZERO)
-        payable = main.paid[i] + v2g.paid[i]
+        payable = main.paid[i] + v2g.paid[i] + g["v2g_energy"]
         net = payable + g["penalty"]
-        amounts = {f"claim_{k}": g[k] for k in ("active", "reactive", "reserve", "v2g")} | {
+        amounts = {f"claim_{k}": g[k] for k in ("active", "reactive", "reserve", "v2g", "v2g_energy")} | {
             "prorata_main": main.paid[i] - gross_main, "prorata_v2g": v2g.paid[i] - g["v2g"],
             "penalty": g["penalty"], "payable": payable, "net": net, "owner_shares": owner_totals[op],
             "retained": net - owner_totals[op]}
         party_rows.append({"party_kind": "operator", "party_id": op, "operator_id": op, "contract": "-",
                            "amounts": {k: fen(v) for k, v in amounts.items()}})
     summary = {
-        "ruleset": rs.id, "rules": {"subsidy": dict(sub), "evaluation": dict(ev_rules)}, "evaluations": evaluation_ids,
+        "ruleset": rs.id, "evaluations": evaluation_ids,
+        # [tou] prices the metered V2G discharge; kept so that a re-settlement prices it the same way
+        "rules": {"subsidy": dict(sub), "evaluation": dict(ev_rules)} | (
+            {"tou": dict(rs.data["tou"])} if "tou" in rs.data else {}),
         "main": {"budget": str(budget_main), "claims": str(sum((sum((gross[o][k] for k in MAIN_KINDS), ZERO)
                                                                  for o in ops), ZERO)),
                  "factor": str(main.factor), "paid": str(sum(main.paid, ZERO))},
@@ -296,10 +310,84 @@ def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], li
         "penalty": {"mode": penalty_mode, "ratio": str(penalty_ratio), "total": str(sum((gross[o]["penalty"]
                                                                                          for o in ops), ZERO))},
         "reserve_eligible": eligible,
+        "v2g_sessions": v2g_summary,
         "assumptions": ["over budget every claim is scaled by budget / total (plan gives the cap only)",
-                        "penalties stay with the operator", "owner revenue = its resources' claims x the factor"],
+                        "penalties stay with the operator", "owner revenue = its resources' claims x the factor",
+                        "metered V2G discharge is paid at the discharge price (0.453 x TOU coefficient, no budget); "
+                        "the V2G subsidy counts a charger's metered discharge less what its event evaluations "
+                        "already paid as V2G, under the V2G budget together with the events' V2G claims"],
     }
     return {"lines": out_lines, "parties": party_rows, "summary": summary}
+
+
+def _sessions_of(st: dict) -> tuple[int, datetime] | None:
+    """The (year, cut-off) of the metered V2G sessions a settlement counted (None: computed before they were)."""
+    v = st["summary"].get("v2g_sessions")
+    if not v:
+        return None
+    until = datetime.fromisoformat(v["until"])
+    return int(st["year"]), until if until.tzinfo else until.replace(tzinfo=UTC)
+
+
+def _v2g_sessions(conn: Connection, rs: rules.RuleSet, year_until: tuple[int, datetime], v2g_rate: Decimal,
+                  event_v2g_kwh: dict[str, float], finder: _Contracts, gross: dict, owner_gross: dict,
+                  owner_contract: dict, out_lines: list[dict], line_ids: dict) -> dict:
+    """Metered V2G sessions into the allocation: per operator and charger a ``v2g_energy`` line (each
+    session's discharge by TOU period x the discharge price of the period) and a ``v2g`` subsidy line
+    (discharge less what the charger's event evaluations already paid as V2G, x the subsidy rate; the
+    pro rata of the V2G budget applies later to all V2G claims); owners get their chargers' part."""
+    year, until = year_until
+    sessions = v2g_svc.metered_discharge(conn, year, until)
+    prices = v2g_svc.discharge_prices(rs) if sessions else []
+    per_cp: dict[str, list[dict]] = defaultdict(list)
+    skipped = 0
+    for s in sessions:
+        if s["operator_id"] is None:
+            skipped += 1
+            continue
+        per_cp[s["charge_point_id"]].append(s)
+    tot = {"kwh": ZERO, "value": ZERO, "subsidised_kwh": ZERO, "deducted_kwh": ZERO}
+    for cp in sorted(per_cp):
+        rows = per_cp[cp]
+        op = rows[0]["operator_id"]
+        metered = sum((sum(r["by_period_kwh"], ZERO) for r in rows), ZERO)
+        already = min(yuan(round(event_v2g_kwh.get(cp, 0.0), 3)), metered)
+        keep = (metered - already) / metered if metered > 0 else ZERO
+        value_exact = ZERO
+        claim_exact = ZERO
+        for r in rows:
+            e = sum(r["by_period_kwh"], ZERO)
+            value = sum((k * p for k, p in zip(r["by_period_kwh"], prices, strict=True)), ZERO)
+            claim = e * keep * v2g_rate
+            value_exact += value
+            claim_exact += claim
+            c = finder.find(r["owner_id"], op, r["day"], cp)
+            key = (r["owner_id"], op, str(c["contract_id"]))
+            owner_contract[key] = c
+            owner_gross[key]["v2g_energy"] += value
+            owner_gross[key]["v2g"] += claim
+        tot["kwh"] += metered
+        tot["value"] += value_exact
+        tot["subsidised_kwh"] += metered - already
+        tot["deducted_kwh"] += already
+        for kind, qty, exact, rate, note in (
+                ("v2g_energy", metered, value_exact, None, f"{len(rows)} metered session(s) x discharge price by "
+                                                           "TOU period"),
+                ("v2g", metered - already, claim_exact, v2g_rate,
+                 f"metered {metered} kWh less {already} kWh paid as V2G in events" if already else None)):
+            amount = round_statement(exact)
+            gross[op][kind] += amount
+            out_lines.append({"line_id": line_ids.get((V2G_SESSIONS, cp, kind)) or new_id("SL"), "operator_id": op,
+                              "event_id": V2G_SESSIONS, "evaluation_id": "-", "unit_id": cp, "kind": kind,
+                              "quantity": float(qty), "quantity_unit": "kWh",
+                              "rate_yuan": None if rate is None else str(rate), "amount_fen": fen(amount),
+                              "note": note})
+    return {"until": until.isoformat(), "sessions": sum(len(v) for v in per_cp.values()),
+            "sessions_without_operator": skipped, "discharge_kwh": str(tot["kwh"]),
+            "energy_value": str(round_statement(tot["value"])), "subsidised_kwh": str(tot["subsidised_kwh"]),
+            "paid_in_events_kwh": str(tot["deducted_kwh"]),
+            "prices_yuan_per_kwh": dict(zip(("valley", "flat", "peak", "critical"), map(str, prices),
+                                              strict=False))}
 
 
 def _store(conn: Connection, settlement_id: str, revision: int, alloc: dict) -> None:
@@ -350,8 +438,8 @@ def compute(conn: Connection, actor: Actor, year: int, ruleset: str = rules.DEFA
         raise Conflict(f"settlement {live['settlement_id']} of {year} is {live['state']}: corrections go through "
                        "disputes, which append to the ledger")
     done, pending = _year_evaluations(conn, year)
-    alloc = _allocate(conn, rs, done)
     now = datetime.now(UTC)
+    alloc = _allocate(conn, rs, done, v2g_sessions=(int(year), now))
     settlement_id = new_id("STL")
     if live is not None:
         conn.execute(settlements.update().where(settlements.c.settlement_id == live["settlement_id"]).values(
@@ -375,9 +463,9 @@ def _postings(conn: Connection, settlement_id: str, revision: int) -> dict[tuple
     for p in parties(conn, settlement_id, revision=revision):
         a = p["amounts"]
         if p["party_kind"] == "operator":
-            for acc in ("claim_active", "claim_reactive", "claim_reserve", "claim_v2g", "prorata_main",
-                        "prorata_v2g", "penalty"):
-                out[("operator", p["party_id"], p["operator_id"], acc)] = int(a[acc])
+            for acc in ("claim_active", "claim_reactive", "claim_reserve", "claim_v2g", "claim_v2g_energy",
+                        "prorata_main", "prorata_v2g", "penalty"):
+                out[("operator", p["party_id"], p["operator_id"], acc)] = int(a.get(acc, 0))
         else:
             k = ("owner", p["party_id"], p["operator_id"], "owner_share")
             out[k] = out.get(k, 0) + int(a["owner_share"])
@@ -444,7 +532,7 @@ def resettle(conn: Connection, actor: Actor, settlement_id: str, ref: str, memo:
     event_ids = [eva.get(conn, e)["event_id"] for e in st["summary"]["evaluations"]]
     now_current = [eva.current(conn, e)["evaluation_id"] for e in event_ids]
     old_lines = {(r["event_id"], r["unit_id"], r["kind"]): r["line_id"] for r in lines(conn, settlement_id)}
-    alloc = _allocate(conn, rs, now_current, line_ids=old_lines)
+    alloc = _allocate(conn, rs, now_current, line_ids=old_lines, v2g_sessions=_sessions_of(st))
     revision = st["revision"] + 1
     _store(conn, settlement_id, revision, alloc)
     before = _postings(conn, settlement_id, st["revision"])
@@ -468,7 +556,7 @@ def preview(conn: Connection, settlement_id: str, replace: dict[str, str]) -> di
     """Operators' payable and owners' shares if evaluations were replaced ({old id: new id}); writes nothing."""
     st = get(conn, settlement_id)
     ids = [replace.get(e, e) for e in st["summary"]["evaluations"]]
-    alloc = _allocate(conn, _rules_of(st), ids)
+    alloc = _allocate(conn, _rules_of(st), ids, v2g_sessions=_sessions_of(st))
     return {(p["party_kind"], p["party_id"], p["operator_id"], p["contract"]): p["amounts"] for p in alloc["parties"]}
 
 
