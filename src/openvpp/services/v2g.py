@@ -187,7 +187,7 @@ def propose_declaration(conn: Connection, event_id: str, unit_id: str, env: kv2g
     local = ev["product"] in events.LOCAL_PRODUCTS
     cap = events.unit_capability_kw(members, ev["direction"], SLOT_H if local else float(
         adm["trading_unit_min_duration_h"]))
-    q = np.floor(np.minimum(limits, cap) * 10) / 10          # to 0.1 kW, never above a bound
+    q = np.floor(np.minimum(limits, cap) * 10 + 1e-6) / 10    # to 0.1 kW, not above a bound (beyond rounding)
     return {"event_id": event_id, "unit_id": unit_id, "quantities_kw": q.tolist(), "envelope_kw": limits.tolist(),
             "capability_kw": cap, "binding": ["envelope" if lim < cap else "capability" for lim in limits]}
 
@@ -270,11 +270,15 @@ class EventDischarge:
 
 
 def event_discharge(sessions: Sessions, stations: Stations | None, start: datetime, target_kw: np.ndarray,
-                    ruleset: str = rulesets.DEFAULT_RULESET, tmax_c: np.ndarray | None = None) -> EventDischarge:
+                    ruleset: str = rulesets.DEFAULT_RULESET, tmax_c: np.ndarray | None = None,
+                    reference: str = "v2g") -> EventDischarge:
     """Schedule sessions so that, in the slots where ``target_kw`` > 0, the fleet's net load is that
     much below its plan without the event, at least cost: charging cost - discharge revenue + battery
     wear per kWh discharged, every session leaving with its guaranteed energy (flagged, not raised,
-    when it cannot). ``start`` is the slot boundary of slot 0; target_kw : (T,) kW."""
+    when it cannot). ``start`` is the slot boundary of slot 0; target_kw : (T,) kW.
+
+    reference : the plan without the event — "v2g" (the least-cost V2G plan, which may already
+    discharge in peaks) or "charging" (orderly charging only: a fleet that discharges only when called)."""
     rs = rulesets.load(ruleset)
     a = EvAssumptions.from_mapping(rs.data.get("ev"))
     tou = tariff.TouRules.from_ruleset(ruleset)
@@ -288,7 +292,14 @@ def event_discharge(sessions: Sessions, stations: Stations | None, start: dateti
     price = tariff.price_curve(codes, tou, flat_price(tou))
     dprice = tariff.v2g_discharge_price(codes, tou)
     kw = dict(charge_efficiency=a.charge_efficiency, discharge_efficiency=a.discharge_efficiency)
-    plan = ev_lp.schedule_v2g(sessions, stations, price, dprice, a.degradation_yuan_per_kwh, **kw)
+    if reference not in ("v2g", "charging"):
+        raise InvalidInput(Violation("reference", "must be v2g or charging", reference))
+    if reference == "v2g":
+        plan = ev_lp.schedule_v2g(sessions, stations, price, dprice, a.degradation_yuan_per_kwh, **kw)
+    else:   # no discharge allowed: the same LP with a zero discharge rating
+        plain = sessions.take(np.arange(sessions.n))
+        plain.v2g = np.zeros(sessions.n, bool)
+        plan = ev_lp.schedule_v2g(plain, stations, price, dprice, a.degradation_yuan_per_kwh, **kw)
     base = plan.power_kw.sum(axis=0)
     fleet_max = np.where(target > 0, base - target, np.nan)
     got = ev_lp.schedule_v2g(sessions, stations, price, dprice, a.degradation_yuan_per_kwh, fleet_max_kw=fleet_max,
