@@ -28,9 +28,10 @@ const DEVICE_LIVE_MIN_MS = 10_000;
 const STREAM_RETRY_MS = 5_000;
 const PAGE = 1000; // resources per request when a transformer area's devices are listed
 const MAX_PAGES = 5;
-const MAX_LIVE_DEVICES = 200;
+const MAX_LIVE_DEVICES = 1000;
+const LIVE_BATCH = 200; // device ids per batch read (/live/devices?ids=...)
 const DEVICE_PAGE = 50; // devices per page of a transformer area's or site's table
-const PARALLEL = 6;
+const PARALLEL = 3;
 
 export function loadingOf(powerKw, ratingKva) {
   if (powerKw === null || powerKw === undefined || !ratingKva) return null;
@@ -47,9 +48,8 @@ export function loadingBand(ratio) {
 const cache = {
   root: null, // Promise of {node, children}
   nodes: new Map(), // node_id → grid node row
-  summaries: new Map(), // by → Promise of Map(key → row)
+  summaries: new Map(), // "by|parent" → Promise of Map(key → row)
   tas: new Map(), // ta_id → Promise of {total, items}
-  feederTas: new Map(), // feeder_id → Promise of Map(ta_id → capacity row)
   children: new Map(), // node_id → Promise of child rows (filters of the resource database)
 };
 
@@ -58,7 +58,6 @@ function clearCache() {
   cache.nodes.clear();
   cache.summaries.clear();
   cache.tas.clear();
-  cache.feederTas.clear();
   cache.children.clear();
 }
 
@@ -105,8 +104,9 @@ async function gridNode(id) {
   return row;
 }
 
-function summary(by) {
-  return memo(cache.summaries, by, () => api(`/resources/summary?by=${enc(by)}`)
+/** Capacity of the resources under `parent` (a grid node; null = the whole city) grouped by `by`. */
+function summary(by, parent = null) {
+  return memo(cache.summaries, `${by}|${parent ?? ""}`, () => api(`/resources/summary${query({ by, parent })}`)
     .then((data) => new Map(data.rows.map((r) => [r.key, r]))));
 }
 
@@ -131,18 +131,6 @@ function groupBy(items, key) {
   return groups;
 }
 
-/** Capacity per transformer area under a feeder, from that feeder's active resources (one page);
- *  a feeder with more falls back to the city-wide summary by transformer area. */
-function feederTas(feederId) {
-  return memo(cache.feederTas, feederId, async () => {
-    const page = await api(`/resources${query({ feeder_id: feederId, state: "active", limit: PAGE })}`);
-    if (page.total > page.items.length) return summary("transformer_area");
-    const out = new Map();
-    for (const [ta, items] of groupBy(page.items, "ta_id")) out.set(ta, addUp(items));
-    return out;
-  });
-}
-
 /** Every resource of a transformer area (all states), a few pages at most. */
 function taResources(taId) {
   return memo(cache.tas, taId, async () => {
@@ -158,15 +146,10 @@ function taResources(taId) {
   });
 }
 
-/** Live rows of a level (children of `parent`); a parent with no devices has no live group: empty. */
+/** Live rows of a level (children of `parent`; a parent with no reporting devices has none). */
 async function liveRows(level, parent) {
-  try {
-    const data = await api(`/live/nodes/${enc(level)}${query({ parent })}`);
-    return { at: data.at, rows: new Map(data.rows.map((r) => [r.id, r])) };
-  } catch (err) {
-    if (err instanceof ApiError && err.status === 404) return { at: null, rows: new Map() };
-    throw err;
-  }
+  const data = await api(`/live/nodes/${enc(level)}${query({ parent })}`);
+  return { at: data.at, rows: new Map(data.rows.map((r) => [r.id, r])) };
 }
 
 /** Live figures of a node and of its children. */
@@ -181,18 +164,18 @@ async function liveOf(node) {
   return { at: own.at || children?.at || null, own: own.row, children: children?.rows || new Map() };
 }
 
+/** Live points of devices (id → point, or null when unknown or outside the scope), in batch reads. */
 async function devicesLive(ids) {
   const out = new Map();
-  const queue = ids.slice(0, MAX_LIVE_DEVICES);
+  const queue = [];
+  const wanted = ids.slice(0, MAX_LIVE_DEVICES);
+  for (let i = 0; i < wanted.length; i += LIVE_BATCH) queue.push(wanted.slice(i, i + LIVE_BATCH));
   async function worker() {
     while (queue.length) {
-      const id = queue.shift();
-      try {
-        out.set(id, await api(`/live/devices/${enc(id)}`));
-      } catch (err) {
-        if (!(err instanceof ApiError) || err.status !== 404) throw err;
-        out.set(id, null);
-      }
+      const batch = queue.shift();
+      const data = await api(`/live/devices${query({ ids: batch.join(",") })}`);
+      for (const d of data.items) out.set(d.device_id, d);
+      for (const id of data.missing) out.set(id, null);
     }
   }
   await Promise.all(Array.from({ length: PARALLEL }, worker));
@@ -223,7 +206,7 @@ function setState(state) {
 async function loadBranch(node, children) {
   const childLevel = CHILD_LEVEL[node.level];
   const [childCap, live] = await Promise.all([
-    childLevel === "transformer_area" ? feederTas(node.node_id) : summary(childLevel),
+    summary(childLevel, node.level === "city" ? null : node.node_id),
     liveOf(node).catch((err) => ({ error: err, own: null, children: new Map() })),
   ]);
   const rows = children.map((c) => ({ node: c, cap: childCap.get(c.node_id) || null }));
@@ -321,8 +304,7 @@ async function load(target) {
 }
 
 /** Live points of the devices on screen first (the page's live view is then complete), then of
- *  the others of the area (the sites' sums), at most MAX_LIVE_DEVICES in all. One request per
- *  device: the API has no batch read of device points yet. */
+ *  the others of the area (the sites' sums), at most MAX_LIVE_DEVICES in all, in batch reads. */
 async function refreshDevices(my) {
   const shown = visibleDevices().map((r) => r.resource_id);
   const seen = new Set(shown);
