@@ -9,7 +9,7 @@ import { COLORS, axisStyle, baseOption, chart, disposeCharts, loadCharts, toolti
 import {
   $, CITY_ROLES, api, auth, can, fmt, fmtPct, fmtTime, h, pageMessage, query, role, stat, table, tl,
 } from "../core.js";
-import { addMessages, t } from "../i18n.js";
+import { addMessages, applyI18n, t } from "../i18n.js";
 import { navigate } from "../router.js";
 
 const enc = encodeURIComponent;
@@ -252,6 +252,7 @@ let mode = "list";
 let list = null; // {items, filters}
 let detail = null; // {ev, decls, units, execution, evaluation, message}
 let timer = null;
+let pendingCreated = null; // an event just created: its first read may come before the commit
 
 function view() {
   return $("events-view");
@@ -399,12 +400,17 @@ async function submitForm(event) {
   // the server names the field when a value is missing or wrong: send what was typed
   if ($("ev-target").value !== "") body.targets_kw = Number($("ev-target").value);
   if ($("ev-cap").value !== "") body.price_cap_yuan_per_kwh = Number($("ev-cap").value);
-  if ($("ev-deadline").value) body.declare_deadline = `${$("ev-deadline").value}:00+08:00`;
+  // typed in Beijing time, sent in UTC (the SQLite store keeps a datetime's wall time and drops its offset)
+  if ($("ev-deadline").value) {
+    const at = new Date(`${$("ev-deadline").value}:00+08:00`);
+    body.declare_deadline = Number.isNaN(at.getTime()) ? $("ev-deadline").value : at.toISOString();
+  }
   button.disabled = true;
   button.textContent = t("event.form.creating");
   $("event-form-errors").replaceChildren();
   try {
     const ev = await api("/events", { method: "POST", json: body });
+    pendingCreated = ev.event_id;
     navigate("events", [ev.event_id]);
   } catch (err) {
     $("event-form-errors").replaceChildren(pageMessage(err));
@@ -416,19 +422,30 @@ async function submitForm(event) {
 
 // ---------------------------------------------------------------- one event
 
-async function loadDetail(id, { quiet = false } = {}) {
+/** `until(ev, declarations)`: what a write just made true. The API commits a write as its answer
+ *  goes out, so a read right after it may still see the state before: read again (a few times). */
+async function loadDetail(id, { quiet = false, until = null } = {}) {
   const my = ++token;
   const gen = auth.generation;
   stopLive();
   if (!quiet) setState("loading");
   try {
     const opId = auth.session?.operator_id;
-    const [ev, decls, units] = await Promise.all([
+    const read = () => Promise.all([
       api(`/events/${enc(id)}`),
       api(`/events/${enc(id)}/declarations`),
       can("declare") && opId ? api(`/operators/${enc(opId)}/trading-units`).catch(() => ({ units: [] })) : Promise.resolve(null),
       loadCharts(),
     ]);
+    // while waiting for a write, a 404 (the event just created) is the same "not yet"
+    const attempt = () => read().catch((err) => (until && err.status === 404 ? null : Promise.reject(err)));
+    let got = await attempt();
+    for (let tries = 0; until && (!got || !until(got[0], got[1].items)) && tries < 10; tries += 1) {
+      await new Promise((resolve) => { window.setTimeout(resolve, 200); });
+      if (my !== token || gen !== auth.generation) return;
+      got = await attempt();
+    }
+    const [ev, decls, units] = got || await read();
     const executes = ["cleared", "executing", "evaluating", "settled"].includes(ev.state);
     const [execution, evaluation] = await Promise.all([
       executes ? api(`/events/${enc(id)}/execution`) : Promise.resolve(null),
@@ -476,7 +493,7 @@ function renderDetail() {
   const n = ev.end_slot - ev.start_slot;
   const cleared = ev.result?.cleared_kw || [];
   const delivered = detail.execution?.totals?.delivered_kwh;
-  $("events-body").replaceChildren(
+  $("events-body").replaceChildren(...[
     h("a", { class: "back", href: "#/events", text: t("event.back") }),
     h("div", { class: "node-head", id: "event-detail", dataset: { id: ev.event_id, state: ev.state } },
       h("div", {},
@@ -495,7 +512,7 @@ function renderDetail() {
     clearingPanel(),
     h("article", { class: "panel", id: "event-exec-panel" }),
     evaluationPanel(),
-  );
+  ].filter(Boolean));
   renderExecution();
 }
 
@@ -537,7 +554,7 @@ async function act(action, button) {
     }
     if (my !== token) return;
     detail.message = { text: t("event.action.done", { action: t(`event.action.${action}`), state: stateLabel(state) }) };
-    loadDetail(ev.event_id, { quiet: true });
+    loadDetail(ev.event_id, { quiet: true, until: (e) => e.state === state });
   } catch (err) {
     if (my !== token) return;
     button.disabled = false;
@@ -597,7 +614,7 @@ function declareForm() {
         method: "POST", json: { unit_id: select.value, quantities_kw: quantities, prices_yuan_per_kwh: price },
       });
       detail.message = { text: t("event.declare.done", { unit: row.unit_id, version: row.version }) };
-      loadDetail(ev.event_id, { quiet: true });
+      loadDetail(ev.event_id, { quiet: true, until: (e, ds) => ds.some((d) => d.unit_id === row.unit_id && d.version === row.version) });
     } catch (err) {
       button.disabled = false;
       result.replaceChildren(pageMessage(err));
@@ -739,6 +756,7 @@ function evaluationPanel() {
 // ---------------------------------------------------------------- page
 
 function enter(route) {
+  applyI18n(view()); // the heading's label arrived with this module, after the page was first labelled
   const id = route.parts[0];
   if (id === "new") {
     mode = "form";
@@ -751,7 +769,9 @@ function enter(route) {
   } else if (id) {
     mode = "detail";
     if (detail?.ev?.event_id !== id) detail = null;
-    loadDetail(id);
+    const created = pendingCreated === id;
+    pendingCreated = null;
+    loadDetail(id, created ? { until: (e) => Boolean(e) } : {});
   } else {
     mode = "list";
     loadList(route.params);
