@@ -25,6 +25,10 @@ HiGHS in one call.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
+
 import highspy
 import numpy as np
 
@@ -34,9 +38,33 @@ from openvpp.model.ev import CAPACITY_SHORT, Schedule, Sessions, Stations, Trans
 INF = highspy.kHighsInf
 
 
+_BANNER = [True]
+
+
+def _new_highs() -> highspy.Highs:
+    """A HiGHS instance; the first one of a process prints a copyright banner on the C-level stdout,
+    which would break machine-readable output (``openvpp demo --json``): sent to /dev/null instead."""
+    if not _BANNER[0]:
+        return highspy.Highs()
+    _BANNER[0] = False
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        h = highspy.Highs()
+        libc.fflush(None)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
+    return h
+
+
 def _solve(cost, col_lo, col_hi, row_lo, row_hi, start, index, value, solver: str = "choose",
            maximize: bool = False) -> tuple[np.ndarray, float, str]:
-    h = highspy.Highs()
+    h = _new_highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("solver", solver)
     lp = highspy.HighsLp()

@@ -5,9 +5,14 @@
    one device never acknowledges and its share is re-dispatched to the others.
 2. A local congestion event on the most overloaded transformer area in Haizhu (the plan's pilot
    district), proposed from the load forecast, declared, cleared and dispatched the same way.
-3. Every device's metered power: its profile, less what it was asked for (simulated devices deliver
+3. V2G in the afternoon peak: the V2G chargers' share of the peak event is not followed as a plain
+   set-point; their operator schedules the vehicles plugged in that day (``sim.ev`` sessions) to shed
+   it, discharging against battery wear with every vehicle's departure energy guaranteed
+   (``services.v2g.event_discharge``); the sessions are metered (energy by TOU period) and a
+   charger's metered power is its profile plus the change the event made to its vehicles' schedule.
+4. Every device's metered power: its profile, less what it was asked for (simulated devices deliver
    96-100 %; the silent one delivers nothing); both events are evaluated against the GB/T baseline
-   and the year is settled (computed → reviewed → approved).
+   and the year is settled (computed → reviewed → approved), the metered V2G sessions included.
 
 The clock is simulated (``now`` is passed to every service), so a whole day runs in seconds; the
 business rules are the platform's own services, not a script of their results.
@@ -23,10 +28,14 @@ from sqlalchemy import select
 
 from openvpp.core.settings import Settings
 from openvpp.core.timeslots import SLOTS_PER_DAY, local_midnight_utc, slot_start_utc
+from openvpp.kernels import v2g as kv2g
 from openvpp.kernels.profiles import materialise
+from openvpp.model.ev import WORKPLACE, Chargers
 from openvpp.services import congestion, dispatch, evaluation, events, settlement
+from openvpp.services import v2g as v2g_svc
 from openvpp.services.live import live_flex
 from openvpp.services.telemetry import BIDIRECTIONAL_TYPES
+from openvpp.sim.ev import ARCHETYPE_KIND, generate_sessions
 from openvpp.store import db
 from openvpp.store.audit import Actor
 from openvpp.store.schema import grid_nodes, operators, profile_archetypes, resources
@@ -62,6 +71,7 @@ class Fleet:
         types = np.array([r[7] for r in rows])
         self.bidirectional = np.isin(types, BIDIRECTIONAL_TYPES)
         self.generator = types == "distributed_pv"
+        self.v2g = types == "v2g_charger"
         self.pos = {r: i for i, r in enumerate(self.ids)}
         self._rows = rows
         self.power: np.ndarray | None = None
@@ -124,7 +134,8 @@ def _qualifying_units(conn, ev: dict, fleet: Fleet) -> list[tuple[str, float]]:
     return out
 
 
-def _run_event(conn, fleet: Fleet, ev: dict, rng: np.random.Generator, fail_one: bool) -> dict:
+def _run_event(conn, fleet: Fleet, ev: dict, rng: np.random.Generator, fail_one: bool,
+               v2g_hook: Callable | None = None) -> dict:
     """Declare, clear, execute, dispatch (and re-dispatch) one event; return what happened."""
     eid = ev["event_id"]
     n = ev["end_slot"] - ev["start_slot"]
@@ -175,10 +186,51 @@ def _run_event(conn, fleet: Fleet, ev: dict, rng: np.random.Generator, fail_one:
         device_rows += events.instructions_of(conn, eid, "device", op, state="acked")
     if silent:
         replaced.append(silent)
+    v2g_out = None
+    if v2g_hook is not None:
+        v2g_rows = [r for r in device_rows if fleet.v2g[fleet.pos[r["resource_id"]]]]
+        if v2g_rows:
+            device_rows = [r for r in device_rows if not fleet.v2g[fleet.pos[r["resource_id"]]]]
+            v2g_out = v2g_hook(conn, fleet, ev, v2g_rows)
     fleet.apply(device_rows, ev["direction"])
-    return {"event_id": eid, "product": ev["product"], "scope": ev["scope_node_id"], "units_declared": declared,
+    return {**({"v2g": v2g_out} if v2g_out else {}), "event_id": eid, "product": ev["product"], "scope": ev["scope_node_id"], "units_declared": declared,
             "cleared_kw": cleared["result"]["cleared_kw"], "clearing_price": cleared["result"]["clearing_price"],
             "device_instructions": len(device_rows), "replaced": replaced}
+
+
+def _v2g_discharge(conn, fleet: Fleet, ev: dict, rows: list[dict], seed: int, ids: list[str] | None = None) -> dict:
+    """The V2G chargers' share of a load-reduction event, delivered by their vehicles (module docstring, 3).
+
+    rows : the chargers' acknowledged device instructions (their kW per slot is the target); without
+    any, ``ids`` are V2G chargers outside the cleared units and the target is what their vehicles'
+    flexibility envelope can sustain over the event (``services.v2g.envelope_limits``)."""
+    ids = sorted({r["resource_id"] for r in rows}) if rows else sorted(ids or [])
+    idx = np.array([fleet.pos[r] for r in ids])
+    arch = [fleet._rows[i][1] for i in idx]
+    kind = np.array([ARCHETYPE_KIND.get(a, (WORKPLACE, True))[0] for a in arch], np.int8)
+    chargers = Chargers(charger_id=np.array(ids, dtype=object), max_kw=fleet.capacity[idx], station=np.arange(len(ids)),
+                        max_discharge_kw=fleet.capacity[idx], kind=kind)
+    day = ev["day"]
+    sessions = generate_sessions(chargers, str(day), seed=seed, start_hour=0.0, horizon=SLOTS_PER_DAY)
+    target = np.zeros(SLOTS_PER_DAY)
+    start = local_midnight_utc(day)
+    for r in rows:
+        target[r["slot"]] += r["kw"]
+    basis = "instructions"
+    if not rows:
+        plan = v2g_svc.event_discharge(sessions, None, start, target, reference="charging").plan
+        env = kv2g.envelope(sessions, plan)
+        target[ev["start_slot"]:ev["end_slot"]] = np.floor(
+            v2g_svc.envelope_limits(env, "down", ev["start_slot"], ev["end_slot"]) * 0.9)
+        basis = "envelope (90 % of what the vehicles can sustain)"
+    got = v2g_svc.event_discharge(sessions, None, start, target, reference="charging")
+    delta = np.zeros((len(ids), SLOTS_PER_DAY))
+    np.add.at(delta, sessions.charger, got.power - got.plan)
+    p = fleet.materialise()
+    p[idx, -1, :] += delta
+    written = v2g_svc.record_sessions(conn, sessions, chargers.charger_id[sessions.charger], start, got.charge,
+                                      got.discharge, got.period_codes)
+    return {"chargers": len(ids), "target_basis": basis, "sessions_recorded": written, **got.summary()}
 
 
 def run_day(settings: Settings, progress: Callable[[str, float], None] | None = None, seed: int = 7,
@@ -199,8 +251,20 @@ def run_day(settings: Settings, progress: Callable[[str, float], None] | None = 
         conn.execute(events.events.update().where(events.events.c.event_id == peak["event_id"]).values(
             targets_kw=[round(0.5 * capacity, 1)] * (PEAK[1] - PEAK[0])))
         progress("day: peak-shaving event", 0.15)
-        out["peak_shaving"] = _run_event(conn, fleet, events.get(conn, peak["event_id"]), rng, fail_one=True)
+        out["peak_shaving"] = _run_event(conn, fleet, events.get(conn, peak["event_id"]), rng, fail_one=True,
+                                         v2g_hook=lambda c, f, e, r: _v2g_discharge(c, f, e, r, seed))
 
+        if "v2g" not in out["peak_shaving"]:
+            # the V2G chargers' trading units are below the market's 1 MW minimum: their operators answer
+            # the peak with the vehicles' envelope (V2G pilot discharge, metered and settled per session)
+            v2g_ids = [r[0] for r in conn.execute(
+                select(resources.c.resource_id).join(operators, operators.c.operator_id == resources.c.operator_id)
+                .where(resources.c.resource_type == "v2g_charger", resources.c.state == "active",
+                       operators.c.state == "admitted"))]
+            if v2g_ids:
+                progress("day: V2G discharge", 0.35)
+                out["peak_shaving"]["v2g"] = _v2g_discharge(conn, fleet, events.get(conn, peak["event_id"]), [],
+                                                            seed, v2g_ids)
         progress("day: congestion scan", 0.4)
         haizhu = {r[0] for r in conn.execute(select(grid_nodes.c.node_id).where(
             grid_nodes.c.district_id == "GZ-HZ", grid_nodes.c.level == "transformer_area"))}
@@ -226,11 +290,16 @@ def run_day(settings: Settings, progress: Callable[[str, float], None] | None = 
                 ev_sum = evaluation.evaluate(conn, CENTER, out[key]["event_id"], source, now=after)
                 out[key]["evaluation"] = {"evaluation_id": ev_sum["evaluation_id"],
                                           "credited_kwh": sum(o["credited"] for o in ev_sum["operators"]),
+                                          "v2g_kwh": round(float(ev_sum["totals"]["v2g_kwh"]), 3),
                                           "operators": len(ev_sum["operators"])}
         progress("day: settlement", 0.85)
         st = settlement.compute(conn, CENTER, day.year)
         st = settlement.transition(conn, CENTER, st["settlement_id"], "review", reason="demo review")
         st = settlement.transition(conn, CENTER, st["settlement_id"], "approve", reason="demo approval")
         out["settlement"] = {"settlement_id": st["settlement_id"], "state": st["state"], "summary": st["summary"]}
+        if "v2g" in out["peak_shaving"]:
+            out["v2g"] = {**out["peak_shaving"]["v2g"], "event_id": out["peak_shaving"]["event_id"],
+                          "settlement": st["summary"].get("v2g_sessions"),
+                          "evaluated_v2g_kwh": out["peak_shaving"]["evaluation"].get("v2g_kwh")}
     progress("day: done", 1.0)
     return out
