@@ -55,6 +55,8 @@ TARGET_S = 1.0
 CHROMIUM = "/usr/bin/chromium"
 RESERVED_PORTS = {8000, 1883, 4222, 5432, 5672, 6379}
 SECRET = "dashboard-bench-secret-" + "x" * 32
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+                "--disable-component-update", "--disable-sync"]
 
 #: records, per element id and attribute value, the first time (performance.now(), ms) it was set
 MARKS = """
@@ -207,14 +209,17 @@ def pages(client: httpx.Client, operator_id: str) -> list[tuple[str, str, str, s
 
 
 def visit(browser, base: str, session: dict, hash_: str, first: str,
-          complete: str | None) -> tuple[float, float | None, float]:
+          complete: str | None, requests: list[str] | None = None) -> tuple[float, float | None, float]:
     """(first view, complete or None, app start) in seconds from navigation start; app start is the
-    end of DOMContentLoaded: HTML, CSS and the shared modules fetched and run, before any data."""
+    end of DOMContentLoaded: HTML, CSS and the shared modules fetched and run, before any data.
+    ``requests``: a list to append the URL of every API request the page makes (benchmarks/api_load.py)."""
     context = browser.new_context(viewport={"width": 1440, "height": 900}, locale="en-US",
                                   timezone_id="Asia/Shanghai")
     try:
         context.add_init_script(MARKS + f"\nsessionStorage.setItem('openvpp.session', {json.dumps(json.dumps(session))});")
         page = context.new_page()
+        if requests is not None:
+            page.on("request", lambda r: requests.append(f"{r.method} {r.url}") if "/api/v1/" in r.url else None)
         page.goto(base + "/" + hash_, wait_until="commit")
         wanted = [first] + ([complete] if complete else [])
         page.wait_for_function("keys => keys.every(k => k in window.__marks) || "
@@ -269,9 +274,7 @@ def main() -> None:
         done: dict[str, list[float]] = {name: [] for name, *_ in plan}
         starts: dict[str, list[float]] = {name: [] for name, *_ in plan}
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--no-first-run", "--disable-component-update", "--disable-sync"])
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
             try:
                 if warmup:
                     print(f"\n{'page':<24} {'cold server':>12}")

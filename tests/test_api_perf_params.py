@@ -7,10 +7,12 @@ import time
 
 import pytest
 
+from openvpp.core.errors import InvalidInput
 from openvpp.services import accounts, pools
+from openvpp.services.scope import Scope
 from openvpp.store import audit, db
 from openvpp.store.audit import Actor
-from openvpp.store.schema import grid_nodes
+from openvpp.store.schema import grid_nodes, resources
 from tests.test_telemetry_api import api, login  # noqa: F401  (fixture)
 
 ADMIN = Actor("admin", "city_admin")
@@ -244,3 +246,27 @@ def test_pool_cache_sees_a_change_committed_after_later_audit_ids(loaded):
     slow.close()
     with engine.connect() as conn:
         assert cache.get(conn).totals_of("peak_shaving:GZ")["down_kw"] == 1140.0
+
+
+@pytest.mark.parametrize(("scope", "active"), [(Scope(), 6), (Scope(operator_id="OP01"), 4),
+                                               (Scope(owner_id="OW2"), 1)], ids=["city", "OP01", "OW2"])
+def test_summary_on_the_registry_arrays_equals_the_group_by(loaded, scope, active):
+    from openvpp.services import registry, registry_arrays
+
+    with db.get_engine(loaded.database_url).begin() as conn:
+        # a verified resource and one not active, so every column and the state filter count
+        conn.execute(resources.update().where(resources.c.resource_id == "R3").values(
+            verified_down_kw=420.0, verified_grade="A"))
+        conn.execute(resources.update().where(resources.c.resource_id == "R4").values(state="suspended"))
+    with db.get_engine(loaded.database_url).connect() as conn:
+        reg = registry_arrays.load(conn)
+        for by in registry.SUMMARY_KEYS:
+            for parent in (None, "GZ", "GZ-HZ", "GZ-TH-S01", "GZ-HZ-S01-F01", "GZ-HZ-S01-F01-T001"):
+                sql = registry.summary(conn, by, scope, parent=parent)
+                arrays = registry.summary(conn, by, scope, parent=parent, reg=reg)
+                assert arrays == sql, (by, parent)
+        city = registry.summary(conn, "district", scope, reg=reg)
+        assert sum(r["resources"] for r in city) == active   # R4 is suspended
+        with pytest.raises(InvalidInput) as e:
+            registry.summary(conn, "type", scope, parent="GZ-NOPE", reg=reg)
+        assert e.value.violations[0].field == "parent"

@@ -604,6 +604,10 @@ class PoolCache:
         self.builds += 1
         return engine
 
+    def registry(self, conn: Connection) -> RegistryArrays:
+        """The registry arrays of the current engine (every resource, all states), for summaries."""
+        return self.get(conn).reg
+
     def get(self, conn: Connection, pool_ids: Sequence[str] = ()) -> PoolEngine:
         """The current engine, rebuilt first if the database changed or it lacks one of ``pool_ids``."""
         with self._lock:

@@ -5,7 +5,7 @@ from typing import Any
 
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from fastapi import APIRouter, Body, Depends, Query, Response, UploadFile
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, UploadFile
 from sqlalchemy import Connection
 
 from openvpp.api.deps import current_actor, read_conn, write_conn
@@ -37,7 +37,7 @@ def list_resources(
 
 
 @router.get("/summary")
-def summary(by: str = "district",
+def summary(request: Request, by: str = "district",
             parent: str | None = Query(None, description="a grid node id: only the resources under it, e.g. "
                                        "by=feeder&parent=GZ-HZ-S01 for one substation's feeders"),
             actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn)) -> dict:
@@ -45,7 +45,8 @@ def summary(by: str = "district",
     city-wide or under one grid node (``parent``)."""
     scope = scope_of(actor)
     return {"by": by, "parent": parent, "scope": scope.label(),
-            "rows": registry.summary(conn, by, scope, parent=parent)}
+            "rows": registry.summary(conn, by, scope, parent=parent,
+                                     reg=request.app.state.pool_engine.registry(conn))}
 
 
 @router.get("/export")

@@ -1,0 +1,221 @@
+"""API latency under load: the dashboard's read requests at a fixed arrival rate, on loopback.
+
+Target (issue 9): p99 <= 50 ms at 200 requests/s on the read endpoints the dashboard uses, with a
+100,000-resource city. The value of the JSON line is the p99 of the dashboard's requests; the
+reference is that 50 ms bound (the issue gives only the bound). ``/api/v1/health`` runs beside them
+in the same run at ``--health-rate`` requests/s and its p99 is reported too (``health_p99_ms``):
+what the server, the event loop and the client cost without any work behind them.
+
+Set-up as ``benchmarks/dashboard_pages.py`` (the same city, server process, preset pools, one live
+point per device). The request mix is what the pages really ask: headless Chromium opens every
+page of that benchmark's plan once (first view and what the page fills in afterwards) and every
+``GET /api/v1/...`` it makes is recorded, except the SSE stream; each arrival picks one of the
+recorded requests at random (seeded), so a URL weighs as often as the pages ask it. Every distinct
+request is sent once untimed before the run (the server is warm, as after its first users).
+
+Open loop: request ``i`` is due at ``t0 + i / rate``, whatever the earlier ones are doing; its
+latency runs from that due time (not from when the client got round to sending it) to the end of
+the response body, so a slow server cannot hide its queue (no coordinated omission). A request
+that fails, answers other than 200, or has not finished ``--timeout`` s after it was due counts
+as an error. The run is bounded: ``--duration`` s of arrivals plus at most ``--timeout`` s.
+
+    python benchmarks/api_load.py [--quick] [--size N] [--rate R] [--duration S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import result  # noqa: E402
+from dashboard_pages import (  # noqa: E402
+    BROWSER_ARGS,
+    CHROMIUM,
+    pages,
+    prepare,
+    seed_live,
+    sign_in,
+    start_server,
+    visit,
+)
+
+TARGET_P99_MS = 50.0
+
+
+def record_requests(base: str, session: dict, plan: list) -> dict[str, list[str]]:
+    """Open every page once in Chromium; return, per page, the API GETs it made (path + query)."""
+    from playwright.sync_api import sync_playwright
+
+    out: dict[str, list[str]] = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        try:
+            for name, hash_, first, complete in plan:
+                seen: list[str] = []
+                visit(browser, base, session, hash_, first, complete, requests=seen)
+                urls = []
+                for entry in seen:
+                    method, url = entry.split(" ", 1)
+                    parts = urlsplit(url)
+                    if method != "GET" or parts.path.endswith("/live/stream"):
+                        continue
+                    urls.append(parts.path + (f"?{parts.query}" if parts.query else ""))
+                out[name] = urls
+        finally:
+            browser.close()
+    return out
+
+
+def endpoint(url: str) -> str:
+    """A request's endpoint for the breakdown: ids in the path and query values dropped."""
+    path, _, q = url.partition("?")
+    segs = path.split("/")[3:]   # after /api/v1
+    keep = []
+    for s in segs:
+        keep.append(s if s in ("resources", "live", "grid", "nodes", "pools", "operators", "reports", "targets",
+                               "summary", "devices", "presets", "health", "history", "trading-units", "report",
+                               "verification", "district", "substation", "feeder", "transformer_area")
+                    else "{id}")
+    params = sorted({p.split("=", 1)[0] for p in q.split("&") if p})
+    return "/" + "/".join(keep) + (f"?{','.join(params)}" if params else "")
+
+
+async def run_load(base: str, token: str, mix: list[str], rate: float, health_rate: float, duration: float,
+                   timeout: float, seed: int) -> tuple[list[tuple[str, float | None, str]], float]:
+    """Open-loop arrivals; return (url, latency s or None on error, error text) per request and the
+    wall time of the run."""
+    rng = random.Random(seed)
+    schedule: list[tuple[float, str]] = [(i / rate, rng.choice(mix)) for i in range(int(duration * rate))]
+    if health_rate > 0:
+        schedule += [((i + 0.5) / health_rate, "/api/v1/health") for i in range(int(duration * health_rate))]
+    schedule.sort()
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+    out: list[tuple[str, float | None, str]] = []
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, limits=limits,
+                                 timeout=timeout) as client:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time() + 0.5
+
+        async def one(due: float, url: str) -> None:
+            try:
+                async with asyncio.timeout(max(t0 + due + timeout - loop.time(), 0.001)):
+                    r = await client.get(url)
+                    await r.aread()
+                latency = loop.time() - (t0 + due)
+                if r.status_code != 200:
+                    out.append((url, None, f"HTTP {r.status_code}"))
+                else:
+                    out.append((url, latency, ""))
+            except (TimeoutError, httpx.HTTPError) as exc:
+                out.append((url, None, type(exc).__name__))
+
+        tasks = []
+        for due, url in schedule:
+            delay = t0 + due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(due, url)))
+        await asyncio.gather(*tasks)
+        wall = loop.time() - t0
+    return out, wall
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) * 1000 if values else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="5,000 resources, 6 s of arrivals (under 30 s)")
+    ap.add_argument("--size", type=int, default=None, help="resources in the city (default 100,000)")
+    ap.add_argument("--rate", type=float, default=200.0, help="dashboard requests per second")
+    ap.add_argument("--health-rate", type=float, default=10.0, help="/api/v1/health requests per second beside them")
+    ap.add_argument("--duration", type=float, default=None, help="seconds of arrivals (default 60, quick 6)")
+    ap.add_argument("--timeout", type=float, default=10.0, help="a request not done this long after it was due fails")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    n = args.size or (5_000 if args.quick else 100_000)
+    duration = args.duration or (6.0 if args.quick else 60.0)
+    if not Path(CHROMIUM).exists():
+        raise SystemExit(f"{CHROMIUM} is missing: apt-get install -y chromium")
+
+    t_start = time.perf_counter()
+    settings, info = prepare(n, args.seed)
+    proc, base = start_server(settings, settings.home / f"server-load-{n}.log")
+    try:
+        session = sign_in(base, *info["users"]["city_admin"])
+        token = session["access_token"]
+        with httpx.Client(base_url=base, timeout=120, headers={"Authorization": f"Bearer {token}"}) as client:
+            client.post("/api/v1/pools/defaults").raise_for_status()
+            client.get("/api/v1/live/summary").raise_for_status()
+            seed_live(client, settings, args.seed)
+            plan = pages(client, info["operator_id"])
+            t0 = time.perf_counter()
+            per_page = record_requests(base, session, plan)
+            mix = [u for urls in per_page.values() for u in urls]
+            distinct = sorted(set(mix))
+            print(f"recorded {len(mix)} API GETs ({len(distinct)} distinct) on {len(per_page)} pages "
+                  f"in {time.perf_counter() - t0:.1f} s")
+            for url in distinct:   # warm: every request once, untimed
+                r = client.get(url)
+                if r.status_code != 200:
+                    raise SystemExit(f"{url}: HTTP {r.status_code} {r.text[:300]}")
+        load_before = os.getloadavg()[0]
+        print(f"open loop: {args.rate:g}/s dashboard requests + {args.health_rate:g}/s health for {duration:g} s "
+              f"(load average before {load_before:.1f} on {os.cpu_count()} cores)")
+        out, wall = asyncio.run(run_load(base, token, mix, args.rate, args.health_rate, duration, args.timeout,
+                                         args.seed))
+        load_after = os.getloadavg()[0]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except Exception:   # noqa: BLE001 - a server that will not stop is killed
+            proc.kill()
+
+    dash = [lat for url, lat, _ in out if lat is not None and url != "/api/v1/health"]
+    health = [lat for url, lat, _ in out if lat is not None and url == "/api/v1/health"]
+    errors = [(url, err) for url, lat, err in out if lat is None]
+    by_ep: dict[str, list[float]] = defaultdict(list)
+    for url, lat, _ in out:
+        if lat is not None:
+            by_ep[endpoint(url)].append(lat)
+    print(f"\n{'endpoint':<58} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for ep, lats in sorted(by_ep.items(), key=lambda kv: -pct(kv[1], 99)):
+        print(f"{ep[:58]:<58} {len(lats):>6} {pct(lats, 50):8.1f} {pct(lats, 95):8.1f} {pct(lats, 99):8.1f} "
+              f"{max(lats) * 1000:8.1f}")
+    if errors:
+        kinds = defaultdict(int)
+        for url, err in errors:
+            kinds[(endpoint(url), err)] += 1
+        print("errors:", dict(kinds))
+    sent = len(out)
+    p50, p95, p99 = pct(dash, 50), pct(dash, 95), pct(dash, 99)
+    h99 = pct(health, 99)
+    print(f"\ndashboard requests: {len(dash):,} ok, {len(errors):,} errors of {sent:,} sent in {wall:.1f} s "
+          f"(achieved {sent / wall:.0f}/s); p50 {p50:.1f} ms, p95 {p95:.1f} ms, p99 {p99:.1f} ms "
+          f"(target p99 <= {TARGET_P99_MS:.0f} ms); health p50 {pct(health, 50):.1f} ms, p99 {h99:.1f} ms")
+    print(f"run took {time.perf_counter() - t_start:.0f} s; load average {load_before:.1f} before, "
+          f"{load_after:.1f} after, on {os.cpu_count()} cores")
+    result("api_load_p99", p99, "ms", TARGET_P99_MS, n, rate_per_s=args.rate, duration_s=duration,
+           requests=len(dash) + sum(1 for u, _ in errors if u != "/api/v1/health"), errors=len(errors),
+           p50_ms=round(p50, 2), p95_ms=round(p95, 2), p99_ms=round(p99, 2), health_p50_ms=round(pct(health, 50), 2),
+           health_p99_ms=round(h99, 2), mean_ms=round(statistics.fmean(dash) * 1000, 2) if dash else None,
+           distinct_requests=len(distinct), load_average=round(max(load_before, load_after), 1))
+
+
+if __name__ == "__main__":
+    main()
