@@ -30,7 +30,6 @@ addMessages({
     "evp.not_ok": "below the target",
     "evp.no_data": "no data",
     "evp.empty": "No metered charging session in {year}: the OCPP central system has recorded none, so the valley shares, the discharged energy and the battery indicators are empty. V2G power counts the registered V2G chargers.",
-    "evp.targets": "Targets ({source})",
     "evp.by_operator": "Per operator ({n})",
     "evp.by_project": "Per project ({n})",
     "evp.chart.power": "V2G discharge power per project",
@@ -111,7 +110,6 @@ addMessages({
     "evp.not_ok": "未达标",
     "evp.no_data": "无数据",
     "evp.empty": "{year} 年没有计量的充电会话：OCPP 中心系统尚未记录，低谷占比、放电量和电池指标为空。V2G 功率按已登记的 V2G 充电桩统计。",
-    "evp.targets": "目标（{source}）",
     "evp.by_operator": "按运营商（{n}）",
     "evp.by_project": "按项目（{n}）",
     "evp.chart.power": "各项目 V2G 放电功率",
@@ -422,7 +420,7 @@ function drawPower() {
       name: t("evp.chart.power_series"), type: "bar", barMaxWidth: 28,
       data: rows.map((x) => ({ value: x.v2g_discharge_kw, itemStyle: { color: x.v2g_power_ok ? COLORS.ok : COLORS.near } })),
       markLine: {
-        symbol: "none", label: { formatter: `${t("evp.chart.target")} ${fmtInt(target)} ${t("unit.kw")}`, color: COLORS.over },
+        symbol: "none", label: { position: "insideEndTop", formatter: `${t("evp.chart.target")} ${fmtInt(target)} ${t("unit.kw")}`, color: COLORS.over },
         lineStyle: { color: COLORS.over, type: "dashed" }, data: [{ yAxis: target }],
       },
     }],
@@ -442,11 +440,11 @@ function drawShare() {
     series: [
       {
         name: t("evp.chart.valley"), type: "bar", barMaxWidth: 24, data: rows.map((x) => pct(x.valley_share)), itemStyle: { color: COLORS.adjustable },
-        markLine: { symbol: "none", lineStyle: { color: COLORS.adjustable, type: "dashed" }, label: { formatter: `≥ ${fmtPct(tg.valley_share_min, 0)}` }, data: [{ yAxis: 100 * tg.valley_share_min }] },
+        markLine: { symbol: "none", lineStyle: { color: COLORS.adjustable, type: "dashed" }, label: { position: "insideEndTop", formatter: `≥ ${fmtPct(tg.valley_share_min, 0)}` }, data: [{ yAxis: 100 * tg.valley_share_min }] },
       },
       {
         name: t("evp.chart.private"), type: "bar", barMaxWidth: 24, data: rows.map((x) => pct(x.private_valley_share)), itemStyle: { color: COLORS.up },
-        markLine: { symbol: "none", lineStyle: { color: COLORS.up, type: "dashed" }, label: { formatter: `≥ ${fmtPct(tg.valley_share_private_min, 0)}` }, data: [{ yAxis: 100 * tg.valley_share_private_min }] },
+        markLine: { symbol: "none", lineStyle: { color: COLORS.up, type: "dashed" }, label: { position: "insideEndTop", formatter: `≥ ${fmtPct(tg.valley_share_private_min, 0)}` }, data: [{ yAxis: 100 * tg.valley_share_private_min }] },
       },
     ],
   }, { notMerge: true });

@@ -752,7 +752,7 @@ function budgetBlock(id, labelKey, b) {
   return h("div", { class: "budget", id, dataset: { scaled: String(scaled), factor: b.factor } },
     tl("h3", labelKey),
     h("div", { class: "stats stats-compact" },
-      stat(`${id}-cap`, "settle.budget.cap", b.budget, yuan(b.budget), t("settle.unit.yuan")),
+      stat(`${id}-cap`, "settle.budget.cap", b.budget, fmtInt(b.budget), t("settle.unit.yuan")),
       stat(`${id}-claims`, "settle.budget.claims", b.claims, yuan(b.claims), t("settle.unit.yuan")),
       stat(`${id}-paid`, "settle.budget.paid", b.paid, yuan(b.paid), t("settle.unit.yuan")),
       stat(`${id}-factor`, "settle.budget.factor", b.factor, fmt(factor, 6))),
