@@ -18,7 +18,12 @@ Thread-safe: the adapter calls it from worker threads.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
+import math
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -29,12 +34,21 @@ import numpy as np
 from sqlalchemy import Engine, insert, select, update
 
 from openvpp.core import rules as rulesets
+from openvpp.core.errors import InvalidInput, NotFound, Violation
 from openvpp.core.timeslots import SLOT_MINUTES, slot_of
 from openvpp.kernels import ev_heuristic, ev_lp, tariff
 from openvpp.model.ev import EvAssumptions, Schedule, Sessions, Stations, TransformerAreas
 from openvpp.services.telemetry import Points, TelemetryService
 from openvpp.store.schema import resources
-from openvpp.store.schema_ev import PERIODS, ev_charge_points, ev_charging_profiles, ev_sessions
+from openvpp.store.schema_ev import (
+    ID_TAG_STATUSES,
+    PERIODS,
+    ev_charge_points,
+    ev_charging_profiles,
+    ev_credentials,
+    ev_id_tags,
+    ev_sessions,
+)
 
 log = logging.getLogger("openvpp.ev")
 EV_TYPES = ("ev_charging", "v2g_charger")
@@ -120,6 +134,66 @@ class ChargingService:
         self._codes: dict[object, np.ndarray] = {}
         self.counters = {"meter_samples": 0, "points_flushed": 0, "flushes": 0, "rejected_points": 0}
         self.last_flush_s = 0.0
+
+    # -- authorization (ID tags / tokens) and charge point passwords (security profile 1)
+    def register_tag(self, id_tag: str, status: str = "Accepted", operator_id: str | None = None,
+                     expires_at: datetime | None = None, note: str | None = None) -> None:
+        """Register (or change) an ID tag: Accepted, Blocked or Expired; ``expires_at`` ends an Accepted tag."""
+        v = []
+        if not isinstance(id_tag, str) or not 1 <= len(id_tag) <= 64:
+            v.append(Violation("id_tag", "must be 1-64 characters", id_tag))
+        if status not in ID_TAG_STATUSES:
+            v.append(Violation("status", f"must be one of {', '.join(ID_TAG_STATUSES)}", status))
+        if v:
+            raise InvalidInput(v)
+        row = {"status": status, "operator_id": operator_id, "expires_at": expires_at, "note": note,
+               "updated_at": self._now()}
+        with self.engine.begin() as conn:
+            if not conn.execute(update(ev_id_tags).where(ev_id_tags.c.id_tag == id_tag).values(**row)).rowcount:
+                conn.execute(insert(ev_id_tags).values(id_tag=id_tag, **row))
+
+    def authorize(self, id_tag: str | None) -> str:
+        """OCPP authorization status of an ID tag: Accepted, Blocked, Expired, or Invalid (not registered)."""
+        if not id_tag:
+            return "Invalid"
+        with self.engine.connect() as conn:
+            row = conn.execute(select(ev_id_tags.c.status, ev_id_tags.c.expires_at).where(
+                ev_id_tags.c.id_tag == id_tag)).first()
+        if row is None:
+            return "Invalid"
+        status, expires = row
+        if status == "Accepted" and expires is not None:
+            exp = expires if expires.tzinfo else expires.replace(tzinfo=UTC)
+            if exp <= self._now():
+                return "Expired"
+        return status
+
+    @staticmethod
+    def _hash(password: str, salt: bytes) -> str:
+        return base64.b64encode(salt + hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 20_000)).decode()
+
+    def set_password(self, cp_id: str, password: str) -> None:
+        """Security profile 1: the charge point's basic-auth password (OCPP: 16-40 characters), stored hashed."""
+        if not isinstance(password, str) or not 16 <= len(password) <= 40:
+            raise InvalidInput(Violation("password", "must be 16-40 characters (OCPP security profile 1)",
+                                         "***" if password else password))
+        with self.engine.begin() as conn:
+            if conn.execute(select(resources.c.resource_type).where(resources.c.resource_id == cp_id)).scalar() \
+                    not in EV_TYPES:
+                raise NotFound("charge point", cp_id)
+            row = {"password_hash": self._hash(password, secrets.token_bytes(16)), "updated_at": self._now()}
+            if not conn.execute(update(ev_credentials).where(ev_credentials.c.charge_point_id == cp_id)
+                                .values(**row)).rowcount:
+                conn.execute(insert(ev_credentials).values(charge_point_id=cp_id, **row))
+
+    def check_password(self, cp_id: str, password: str) -> bool:
+        with self.engine.connect() as conn:
+            stored = conn.execute(select(ev_credentials.c.password_hash).where(
+                ev_credentials.c.charge_point_id == cp_id)).scalar()
+        if stored is None:
+            return False
+        raw = base64.b64decode(stored)
+        return hmac.compare_digest(stored, self._hash(password, raw[:16]))
 
     # -- charge points
     def boot(self, cp_id: str, ocpp_version: str, vendor: str = "", model: str = "", serial: str = "",
@@ -222,6 +296,58 @@ class ChargingService:
                 ev_sessions.c.state == "active").values(state="completed", stopped_at=ts,
                                                          stop_reason=(reason or "")[:40] or None)).rowcount
         return bool(n)
+
+    def charging_needs(self, cp_id: str, transaction_id: str, departure_at: datetime | None,
+                       energy_kwh: float | None, battery_kwh: float | None = None, soc: float | None = None) -> bool:
+        """OCPP 2.0.1 NotifyEVChargingNeeds: the EV's departure time and the energy it asks for, kept on its
+        session for the scheduler (:meth:`open_sessions`). False if the transaction is not open."""
+        values: dict = {}
+        if departure_at is not None:
+            values["departure_at"] = departure_at
+        if energy_kwh is not None and math.isfinite(energy_kwh) and energy_kwh >= 0:
+            values["energy_requested_kwh"] = float(energy_kwh)
+        if battery_kwh is not None and math.isfinite(battery_kwh) and battery_kwh > 0:
+            values["battery_kwh"] = float(battery_kwh)
+        if soc is not None:
+            values["soc_last"] = float(soc)
+        with self.engine.begin() as conn:
+            n = conn.execute(update(ev_sessions).where(
+                ev_sessions.c.charge_point_id == cp_id, ev_sessions.c.transaction_id == str(transaction_id),
+                ev_sessions.c.state == "active").values(**values)).rowcount if values else 1
+        return bool(n)
+
+    def open_sessions(self, start: datetime, horizon: int = 96) -> tuple[Sessions, list[str]]:
+        """Open sessions as scheduler input over ``horizon`` slots from ``start``: plugged from now (slot 0 or
+        their start), leaving at their reported departure (the horizon's end when none was reported),
+        asking for the energy reported less what they charged since (0 when none was reported).
+        Returns the sessions and their ids (rows in the same order)."""
+        s, r = ev_sessions, resources
+        cols = [s.c.session_id, s.c.started_at, s.c.departure_at, s.c.energy_requested_kwh, s.c.battery_kwh,
+                s.c.soc_last, s.c.v2g, r.c.capacity_kw, *[s.c[f"charge_{p}_kwh"] for p in PERIODS],
+                *[s.c[f"discharge_{p}_kwh"] for p in PERIODS]]
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*cols).select_from(s.join(r, r.c.resource_id == s.c.charge_point_id))
+                                .where(s.c.state == "active").order_by(s.c.session_id)).all()
+        start = start.astimezone(UTC)
+
+        def slots(ts: datetime | None) -> float:
+            ts = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+            return (ts - start).total_seconds() / (SLOT_MINUTES * 60)
+
+        k = len(PERIODS)
+        arrival = [max(0, min(horizon - 1, math.floor(slots(row[1]) + 1e-9))) for row in rows]
+        departure = [max(a + 1, min(horizon, horizon if row[2] is None else math.ceil(slots(row[2]) - 1e-9)))
+                     for a, row in zip(arrival, rows, strict=True)]
+        charged = [sum(row[8:8 + k]) - sum(row[8 + k:8 + 2 * k]) for row in rows]
+        need = [max(0.0, (row[3] or 0.0) - c) for row, c in zip(rows, charged, strict=True)]
+        battery = [row[4] if row[4] else np.inf for row in rows]
+        soc = [row[5] if row[5] is not None and np.isfinite(b) else 0.0 for row, b in zip(rows, battery, strict=True)]
+        sess = Sessions(station=np.full(len(rows), -1), arrival=arrival, departure=departure, energy_kwh=need,
+                        max_charge_kw=[float(row[7]) for row in rows],
+                        max_discharge_kw=[float(row[7]) if row[6] else 0.0 for row in rows], battery_kwh=battery,
+                        soc_arrival=soc, v2g=[bool(row[6]) for row in rows],
+                        session_id=np.array([row[0] for row in rows], dtype=object))
+        return sess, [row[0] for row in rows]
 
     # -- meter values
     def _period(self, ts: datetime) -> int:

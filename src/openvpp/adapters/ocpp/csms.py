@@ -6,8 +6,25 @@ is ``services.ev_charging.ChargingService``'s (which piles may boot, sessions, m
 telemetry, profiles).
 
 Handled: BootNotification, Heartbeat, StatusNotification, Authorize, transactions (1.6
-Start/StopTransaction, 2.0.1 TransactionEvent), MeterValues; sent: SetChargingProfile (a default
+Start/StopTransaction, 2.0.1 TransactionEvent), MeterValues, 2.0.1 NotifyEVChargingNeeds (departure
+time and energy onto the session, read by the scheduler); sent: SetChargingProfile (a default
 profile after boot, transaction profiles from a schedule) and ClearChargingProfile.
+
+Authorization: an ID tag (1.6 ``idTag`` in Authorize and StartTransaction, 2.0.1 ``idToken`` in
+Authorize and TransactionEvent) is answered from the registered tags (``ChargingService.authorize``):
+Accepted, Blocked, Expired, or Invalid when unknown. A 1.6 StartTransaction always gets a
+transaction id (the protocol requires one); with a status other than Accepted the charge point
+stops it, and its StopTransaction closes the session.
+
+Durability: meter values (MeterValues, and TransactionEvent samples) are committed to telemetry
+and to the session before the CALLRESULT goes back: a handler waits for the next group commit of
+the flusher, which starts as soon as something waits (after ``batch_s`` to gather more), so a
+crash loses nothing the charge point was told was received; a failed write answers CALLERROR
+(InternalError) and the charge point sends again.
+
+Security profile 1 (``security_profile=1``): HTTP basic auth on the WebSocket upgrade, user = the
+charge point id, password = its own (``ChargingService.set_password``); a missing or wrong one gets
+401 before any OCPP message.
 
 Errors answer with the protocol's CALLERROR and are logged (logger ``openvpp.ocpp``):
 
@@ -33,6 +50,7 @@ default again on the next boot.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -41,6 +59,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http import HTTPStatus
 
 from ocpp.exceptions import OCPPError, PropertyConstraintViolationError, SecurityError
 from ocpp.messages import MessageType, unpack
@@ -50,6 +69,8 @@ from ocpp.v16 import call as call16
 from ocpp.v201 import ChargePoint as CP201
 from ocpp.v201 import call as call201
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
 
 from openvpp.services.ev_charging import BootDecision, ChargingService, ProfilePlan, Sample
 
@@ -172,6 +193,19 @@ class _Session:
             log.warning("ocpp %s: boot rejected: %s", self.id, d.reason)
         return d
 
+    @after("BootNotification")
+    async def after_boot(self, **_kw):
+        if self.booted:
+            await self.csms.send_default_profile(self)
+
+    @on("Heartbeat")
+    def on_heartbeat(self):
+        self.csms.service.seen(self.id)
+        return self._call_result.Heartbeat(current_time=_now_iso())
+
+    async def _authorize(self, token: str | None) -> str:
+        return await asyncio.to_thread(self.csms.service.authorize, token)
+
     def _known_tx(self, tx: str) -> None:
         if not self.csms.service.has_transaction(self.id, tx):
             raise PropertyConstraintViolationError(
@@ -194,32 +228,25 @@ class CSMS16(_Session, CP16):
         return self._call_result.BootNotification(current_time=_now_iso(), interval=d.interval_s,
                                                   status="Accepted" if d.accepted else "Rejected")
 
-    @after("BootNotification")
-    async def after_boot(self, **_kw):
-        if self.booted:
-            await self.csms.send_default_profile(self)
-
-    @on("Heartbeat")
-    def on_heartbeat(self):
-        self.csms.service.seen(self.id)
-        return self._call_result.Heartbeat(current_time=_now_iso())
-
     @on("StatusNotification")
     async def on_status(self, connector_id, error_code, status, **_kw):
         await asyncio.to_thread(self.csms.service.status, self.id, 0, connector_id, status)
         return self._call_result.StatusNotification()
 
     @on("Authorize")
-    def on_authorize(self, id_tag):
-        return self._call_result.Authorize(id_tag_info={"status": "Accepted"})
+    async def on_authorize(self, id_tag):
+        return self._call_result.Authorize(id_tag_info={"status": await self._authorize(id_tag)})
 
     @on("StartTransaction")
     async def on_start(self, connector_id, id_tag, meter_start, timestamp, **_kw):
+        status = await self._authorize(id_tag)
         tx = self.csms.next_transaction_id()
         await asyncio.to_thread(self.csms.service.start_transaction, self.id, connector_id, str(tx), _ts(timestamp),
                                 "1.6", id_tag, float(meter_start))
         self.csms.tx_evse[(self.id, str(tx))] = connector_id
-        return self._call_result.StartTransaction(transaction_id=tx, id_tag_info={"status": "Accepted"})
+        if status != "Accepted":
+            log.warning("ocpp %s: StartTransaction with idTag %r: %s", self.id, id_tag, status)
+        return self._call_result.StartTransaction(transaction_id=tx, id_tag_info={"status": status})
 
     @on("StopTransaction")
     async def on_stop(self, meter_stop, timestamp, transaction_id, **kw):
@@ -235,6 +262,7 @@ class CSMS16(_Session, CP16):
         if tx is not None:
             await self.csms.check_tx(self, tx)
         self.csms.service.meter_values(self.id, connector_id, tx, samples)
+        await self.csms.durable()
         return self._call_result.MeterValues()
 
     async def send_profile(self, plan: ProfilePlan) -> str:
@@ -267,24 +295,32 @@ class CSMS201(_Session, CP201):
         return self._call_result.BootNotification(current_time=_now_iso(), interval=d.interval_s,
                                                   status="Accepted" if d.accepted else "Rejected")
 
-    @after("BootNotification")
-    async def after_boot(self, **_kw):
-        if self.booted:
-            await self.csms.send_default_profile(self)
-
-    @on("Heartbeat")
-    def on_heartbeat(self):
-        self.csms.service.seen(self.id)
-        return self._call_result.Heartbeat(current_time=_now_iso())
-
     @on("StatusNotification")
     async def on_status(self, timestamp, connector_status, evse_id, connector_id, **_kw):
         await asyncio.to_thread(self.csms.service.status, self.id, evse_id, connector_id, connector_status)
         return self._call_result.StatusNotification()
 
     @on("Authorize")
-    def on_authorize(self, id_token, **_kw):
-        return self._call_result.Authorize(id_token_info={"status": "Accepted"})
+    async def on_authorize(self, id_token, **_kw):
+        return self._call_result.Authorize(id_token_info={"status": await self._authorize(id_token.get("id_token"))})
+
+    @on("NotifyEVChargingNeeds")
+    async def on_charging_needs(self, evse_id, charging_needs, **_kw):
+        tx = self.csms.open_tx_of(self.id, evse_id)
+        if tx is None:
+            log.warning("ocpp %s: NotifyEVChargingNeeds for EVSE %s without a transaction", self.id, evse_id)
+            return self._call_result.NotifyEVChargingNeeds(status="Rejected")
+        ac = charging_needs.get("ac_charging_parameters") or {}
+        dc = charging_needs.get("dc_charging_parameters") or {}
+        energy_wh = ac.get("energy_amount", dc.get("energy_amount"))
+        capacity_wh = dc.get("ev_energy_capacity")
+        soc = dc.get("state_of_charge")
+        dep = charging_needs.get("departure_time")
+        ok = await asyncio.to_thread(self.csms.service.charging_needs, self.id, tx, _ts(dep) if dep else None,
+                                     None if energy_wh is None else energy_wh / 1000.0,
+                                     None if capacity_wh is None else capacity_wh / 1000.0,
+                                     None if soc is None else soc / 100.0)
+        return self._call_result.NotifyEVChargingNeeds(status="Accepted" if ok else "Rejected")
 
     @on("TransactionEvent")
     async def on_transaction_event(self, event_type, timestamp, trigger_reason, seq_no, transaction_info,
@@ -293,25 +329,30 @@ class CSMS201(_Session, CP201):
         ts = _ts(timestamp)
         samples = parse_samples(meter_value or [], v201=True)
         evse_id = int((evse or {}).get("id", self.csms.tx_evse.get((self.id, tx), 1)))
+        info = {"status": await self._authorize(id_token.get("id_token"))} if id_token else None
         if event_type == "Started":
             start_wh = next((s.import_kwh * 1000 for s in samples if s.import_kwh is not None), None)
             await asyncio.to_thread(self.csms.service.start_transaction, self.id, evse_id, tx, ts, "2.0.1",
                                     (id_token or {}).get("id_token"), start_wh)
             self.csms.tx_evse[(self.id, tx)] = evse_id
             self.csms.service.meter_values(self.id, evse_id, tx, samples)
-            return self._call_result.TransactionEvent(id_token_info={"status": "Accepted"} if id_token else None)
+            await self.csms.durable()
+            return self._call_result.TransactionEvent(id_token_info=info)
         await self.csms.check_tx(self, tx)
         self.csms.service.meter_values(self.id, evse_id, tx, samples)
+        if samples:
+            await self.csms.durable()
         if event_type == "Ended":
             await asyncio.to_thread(self.csms.service.stop_transaction, self.id, tx, ts, None,
                                     transaction_info.get("stopped_reason"))
             self.csms.tx_evse.pop((self.id, tx), None)
-        return self._call_result.TransactionEvent()
+        return self._call_result.TransactionEvent(id_token_info=info)
 
     @on("MeterValues")
     async def on_meter_values(self, evse_id, meter_value, **_kw):
         tx = self.csms.open_tx_of(self.id, evse_id)
         self.csms.service.meter_values(self.id, evse_id, tx, parse_samples(meter_value, v201=True))
+        await self.csms.durable()
         return self._call_result.MeterValues()
 
     async def send_profile(self, plan: ProfilePlan) -> str:
@@ -341,6 +382,8 @@ class CentralSystem:
     service: ChargingService
     flush_s: float = 1.0
     response_timeout_s: float = 30.0
+    batch_s: float = 0.02                 # a waiting handler's commit starts after this (gathers a batch)
+    security_profile: int = 0             # 0: none; 1: basic auth with each charge point's password
     connected: dict[str, _Session] = field(default_factory=dict)
     tx_evse: dict[tuple[str, str], int] = field(default_factory=dict)
     stats: dict = field(default_factory=lambda: {"connections": 0, "callerrors": 0, "flush_max_s": 0.0,
@@ -348,6 +391,19 @@ class CentralSystem:
     _tx_counter: itertools.count = field(default_factory=lambda: itertools.count(int(time.time()) % 1_000_000_000))
     _server: object = None
     _flusher: asyncio.Task | None = None
+    _waiters: list = field(default_factory=list)
+    _kick: asyncio.Event | None = None
+
+    async def durable(self) -> None:
+        """Wait until everything buffered so far is committed (the next group commit); raises its error."""
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        if self._kick is not None:
+            self._kick.set()
+            await fut
+        else:                                   # not serving: commit now
+            await self.flush()
+            await fut
 
     def next_transaction_id(self) -> int:
         return next(self._tx_counter)
@@ -394,15 +450,32 @@ class CentralSystem:
 
     async def _flush_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.flush_s)
-            await self.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self.flush_s)
+            if self._kick.is_set():
+                await asyncio.sleep(self.batch_s)
+            self._kick.clear()
+            with contextlib.suppress(Exception):      # logged by flush; the waiters got the error
+                await self.flush()
 
     async def flush(self) -> dict:
         t0 = time.perf_counter()
         now = time.time()
+        waiters, self._waiters = self._waiters, []
         with self.service._lock:
             oldest = min((p[1] for p in self.service._points), default=None)
-        out = await asyncio.to_thread(self.service.flush)
+        try:
+            out = await asyncio.to_thread(self.service.flush)
+        except Exception as exc:
+            log.error("ocpp: meter values not committed: %s", exc)
+            self.stats["flush_errors"] = self.stats.get("flush_errors", 0) + 1
+            for w in waiters:
+                if not w.done():
+                    w.set_exception(exc)
+            raise
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
         dt = time.perf_counter() - t0
         self.stats["flushes"] += 1
         self.stats["points"] += out.get("points", 0)
@@ -415,10 +488,35 @@ class CentralSystem:
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port (``port=0`` picks a free one)."""
+        if self.security_profile not in (0, 1):
+            raise ValueError("security_profile must be 0 (none) or 1 (basic auth); 2 and 3 need TLS")
+        self._kick = asyncio.Event()
         self._server = await serve(self._handler, host, port, subprotocols=list(SUBPROTOCOLS), ping_interval=60,
-                                   ping_timeout=60, max_queue=64)
+                                   ping_timeout=60, max_queue=64,
+                                   process_request=self._basic_auth if self.security_profile == 1 else None)
         self._flusher = asyncio.create_task(self._flush_loop())
         return self._server.sockets[0].getsockname()[1]
+
+    async def _basic_auth(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Security profile 1: ``Authorization: Basic base64(<charge point id>:<password>)`` on the upgrade."""
+        cp_id = request.path.strip("/").split("/")[-1]
+        ok = False
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Basic "):
+            try:
+                user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                user, password = "", ""
+            ok = user == cp_id and bool(password) and await asyncio.to_thread(
+                self.service.check_password, cp_id, password)
+        if ok:
+            return None
+        log.warning("ocpp %s: basic auth failed on the WebSocket upgrade", cp_id)
+        self.stats["auth_failures"] = self.stats.get("auth_failures", 0) + 1
+        body = b"charge point id and password required (OCPP security profile 1)\n"
+        return Response(HTTPStatus.UNAUTHORIZED.value, "Unauthorized",
+                        Headers([("WWW-Authenticate", 'Basic realm="openvpp-ocpp"'),
+                                 ("Content-Length", str(len(body))), ("Content-Type", "text/plain")]), body)
 
     async def stop(self) -> None:
         if self._flusher:
