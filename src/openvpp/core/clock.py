@@ -46,6 +46,13 @@ class SimClock:
     def __call__(self) -> float:
         return self.start_s + (time.monotonic() - self._t0) * self.speed
 
+    def set_speed(self, speed: float) -> None:
+        """Run faster or slower from now on, without a jump (a time-lapse that slows down where
+        there is something to watch)."""
+        if not speed > 0:
+            raise ValueError(f"speed must be > 0, got {speed!r}")
+        self.start_s, self._t0, self.speed = self(), time.monotonic(), float(speed)
+
     def now(self) -> datetime:
         return datetime.fromtimestamp(self(), UTC)
 

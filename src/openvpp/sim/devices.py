@@ -33,7 +33,6 @@ import heapq
 import json
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,7 +271,6 @@ async def run_devices(fleet: DeviceFleet, url: str, stop: asyncio.Event | None =
     host, port, root = _broker(url)
     stop = stop or asyncio.Event()
     clock = fleet.clock
-    period = fleet.interval_s / fleet.speed / speed_of(clock)
     counts = {"reports": 0, "messages": 0, "points": 0, "instructions": 0, "reconnects": 0}
     proto = aiomqtt.ProtocolVersion.V5 if protocol == 5 else aiomqtt.ProtocolVersion.V311
     window = asyncio.Semaphore(ACK_WINDOW)
@@ -308,7 +306,8 @@ async def run_devices(fleet: DeviceFleet, url: str, stop: asyncio.Event | None =
 
                 listener = asyncio.create_task(listen())
                 try:
-                    next_at = time.monotonic()
+                    period_ms = fleet.interval_s * 1000 / fleet.speed      # in the platform clock's ms
+                    next_ms = clock() * 1000
                     while not stop.is_set() and (reports is None or counts["reports"] < reports):
                         now_ms = int(clock() * 1000)
                         msgs = await asyncio.to_thread(fleet.messages, now_ms, root)
@@ -319,8 +318,14 @@ async def run_devices(fleet: DeviceFleet, url: str, stop: asyncio.Event | None =
                         counts["points"] += int(fleet.alive.sum())
                         if on_report:
                             on_report(counts["reports"], now_ms)
-                        next_at += period
-                        await asyncio.sleep(max(next_at - time.monotonic(), 0))
+                        # the next report is due at a time of the platform clock; wait for it in short
+                        # steps, so a simulated clock that speeds up is followed at once
+                        next_ms = max(next_ms + period_ms, now_ms - period_ms)   # no burst after a stall
+                        while not stop.is_set():
+                            wait_s = (next_ms - clock() * 1000) / 1000 / speed_of(clock)
+                            if wait_s <= 0:
+                                break
+                            await asyncio.sleep(min(wait_s, 0.05))
                     if reports is not None and counts["reports"] >= reports:
                         return counts
                 finally:
