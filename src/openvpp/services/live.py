@@ -98,10 +98,13 @@ class LiveTotals:
     def rows(self, level: str, keep: np.ndarray | None = None) -> list[dict]:
         """One row per group of ``level`` that has devices (and ``keep[group]`` when given)."""
         d = self.levels[level]
+        sel = np.asarray(d["devices"]) > 0
+        if keep is not None:
+            sel &= keep
         out = []
-        for i, gid in enumerate(d["ids"]):
-            if d["devices"][i] == 0 or (keep is not None and not keep[i]):
-                continue
+        ids = d["ids"]
+        for i in np.flatnonzero(sel):
+            gid = ids[i]
             out.append({"id": gid, "power_kw": round(float(d["power_kw"][i]), 3),
                         "up_kw": round(float(d["up_kw"][i]), 3), "down_kw": round(float(d["down_kw"][i]), 3),
                         "online": int(d["online"][i]), "offline": int(d["devices"][i] - d["online"][i]),

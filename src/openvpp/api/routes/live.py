@@ -34,7 +34,8 @@ async def summary(request: Request, actor: Actor = Depends(current_actor)) -> di
     """City totals of the caller's scope: power, available up/down flexibility, online/offline devices."""
     scope = scope_of(actor)
     live = await _live(request)
-    return live.totals(scope, ("city",)).summary() | {"tick": live.tick}
+    # city-wide: the totals of the last recompute (every few seconds, as the stream); a scope: its own
+    return live.totals(scope, None if scope.city_wide else ("city",)).summary() | {"tick": live.tick}
 
 
 @router.get("/nodes/{level}")
@@ -62,7 +63,7 @@ async def nodes(level: str, request: Request, parent: str | None = None,
                 raise InvalidInput(Violation("parent", f"is not a known {parent_level}", parent))
             return {"at": live.latest.at.isoformat() if live.latest else None, "scope": scope.label(),
                     "level": level, "parent": parent, "rows": []}
-    totals = live.totals(scope, (level,))
+    totals = live.totals(scope, None if scope.city_wide else (level,))
     return {"at": totals.at.isoformat(), "scope": totals.scope, "level": level, "parent": parent,
             "rows": totals.rows(level, keep)}
 
