@@ -170,3 +170,24 @@ def test_operator_dispatch_to_devices_and_redispatch_of_a_failed_device(city):
         assert all(p["kind"] == "limit" for _, _, p in sent)
         again = dispatch.redispatch(conn, OP2, eid, status_of, lambda *a: None, now=now + timedelta(seconds=26))
         assert again == []      # nothing failed since
+
+
+def test_a_deadline_with_an_offset_reads_back_as_the_same_instant(loaded):
+    """A declaration deadline given in Beijing time is the same instant after a round trip through the
+    store (SQLite keeps timestamps without their offset: the service stores UTC)."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from openvpp.services import events
+    from openvpp.store import db
+    from openvpp.store.audit import Actor
+
+    beijing = timezone(timedelta(hours=8))
+    day = (datetime.now(UTC) + timedelta(days=2)).date()
+    deadline = datetime(day.year, day.month, day.day, 9, 45, tzinfo=beijing)
+    with db.get_engine(loaded.database_url).begin() as conn:
+        ev = events.create(conn, Actor("d", "dispatcher"), {"product": "peak_shaving", "day": day.isoformat(),
+                                                           "start_slot": 56, "end_slot": 60, "targets_kw": 100.0,
+                                                           "declare_deadline": deadline.isoformat()})
+        got = events.get(conn, ev["event_id"])["declare_deadline"]
+    got = got if got.tzinfo else got.replace(tzinfo=UTC)
+    assert got == deadline

@@ -31,7 +31,9 @@ def read_conn(request: Request) -> Iterator[Connection]:
 
 
 def write_conn(request: Request) -> Iterator[Connection]:
-    """A transaction: committed when the endpoint returns, rolled back on any error."""
+    """A transaction: committed when the endpoint returns, rolled back on any error. Routes take it
+    with ``Depends(write_conn, scope="function")``, so the commit happens before the response is
+    sent: a client that reads right after its write sees it, and a failed commit is its error."""
     with get_engine(request.app.state.settings.database_url).begin() as conn:
         yield conn
 

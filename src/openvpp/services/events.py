@@ -127,6 +127,7 @@ def create(conn: Connection, actor: Actor, fields: dict, ruleset: str = rules.DE
         v.append(Violation("declare_deadline", "must be before the window starts", deadline.isoformat()))
     if v:
         raise InvalidInput(v)
+    deadline = deadline.astimezone(UTC)     # stored in UTC: SQLite keeps a wall time without its offset
     now = datetime.now(UTC)
     row = {"event_id": new_id("EVT"), "product": product, "direction": direction,
            "name": fields.get("name") or f"{product} {day} {start}-{end}", "state": "draft", "day": day,

@@ -26,7 +26,7 @@ class ResourceTransition(BaseModel):
 
 @router.post("/resources/transitions")
 def transition(body: ResourceTransition, actor: Actor = Depends(current_actor),
-               conn: Connection = Depends(write_conn)) -> dict:
+               conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """Approve, reject or retire resources, all or none."""
     return {"items": access.transition(conn, actor, body.resource_ids, body.action, body.reason)}
 
@@ -39,7 +39,7 @@ class TransferIn(BaseModel):
 
 @router.post("/resources/{resource_id}/transfer")
 def transfer(resource_id: str, body: TransferIn, actor: Actor = Depends(current_actor),
-             conn: Connection = Depends(write_conn)) -> dict:
+             conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """Move a resource to another admitted operator; the old link is closed with its dates."""
     return access.transfer(conn, actor, resource_id, body.to_operator, body.reason, body.at)
 
@@ -68,7 +68,7 @@ class ContractIn(BaseModel):
 
 @router.post("/contracts", status_code=201)
 def register_contract(body: ContractIn, actor: Actor = Depends(current_actor),
-                      conn: Connection = Depends(write_conn)) -> dict:
+                      conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """An owner's revenue-share contract with its operator (fixed share or tiers)."""
     return access.register_contract(conn, actor, **body.model_dump())
 

@@ -38,7 +38,7 @@ class UserIn(BaseModel):
 
 
 @router.post("/users", status_code=201)
-def create_user(body: UserIn, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn),
+def create_user(body: UserIn, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn, scope="function"),
                 s: Settings = Depends(settings)) -> dict:
     """Create a user (city admin)."""
     return accounts.create_user(conn, actor, rounds=s.bcrypt_rounds, **body.model_dump())
@@ -52,11 +52,11 @@ class KeyIn(BaseModel):
 
 
 @router.post("/api-keys", status_code=201)
-def create_key(body: KeyIn, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn)) -> dict:
+def create_key(body: KeyIn, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """Issue a machine API key; the secret is in the response only."""
     return accounts.create_api_key(conn, actor, **body.model_dump())
 
 
 @router.delete("/api-keys/{key_id}", status_code=204)
-def revoke_key(key_id: str, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn)) -> None:
+def revoke_key(key_id: str, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn, scope="function")) -> None:
     accounts.revoke_api_key(conn, actor, key_id)

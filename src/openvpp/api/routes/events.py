@@ -32,7 +32,7 @@ class EventIn(BaseModel):
 
 
 @router.post("/events", status_code=201)
-def create(body: EventIn, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn)) -> dict:
+def create(body: EventIn, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """A draft event (dispatcher or city admin); publish it with a transition."""
     fields: dict[str, Any] = body.model_dump(exclude_none=True)
     fields["day"] = body.day.isoformat()
@@ -70,7 +70,7 @@ class TransitionIn(BaseModel):
 
 @router.post("/events/{event_id}/transitions")
 def transition(event_id: str, body: TransitionIn, actor: Actor = Depends(current_actor),
-               conn: Connection = Depends(write_conn)) -> dict:
+               conn: Connection = Depends(write_conn, scope="function")) -> dict:
     return svc.transition(conn, actor, event_id, body.action, body.reason)
 
 
@@ -89,7 +89,7 @@ class DeclarationIn(BaseModel):
 
 @router.post("/events/{event_id}/declarations", status_code=201)
 def declare(event_id: str, body: DeclarationIn, actor: Actor = Depends(current_actor),
-            conn: Connection = Depends(write_conn)) -> dict:
+            conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """Declare (or amend, before the deadline) a unit's quantity and price per slot."""
     return svc.declare(conn, actor, event_id, body.unit_id, body.quantities_kw, body.prices_yuan_per_kwh)
 
@@ -117,6 +117,6 @@ class AckIn(BaseModel):
 
 
 @router.post("/operator/acks")
-def acknowledge(body: AckIn, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn)) -> dict:
+def acknowledge(body: AckIn, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """Acknowledge instructions of the city (within 30 s of sending)."""
     return {"items": svc.acknowledge(conn, actor, body.instruction_ids, body.status, body.reason)}

@@ -55,7 +55,7 @@ class Application(BaseModel):
 
 
 @router.post("", status_code=201)
-def apply(body: Application, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn)) -> dict:
+def apply(body: Application, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """Register an operator's application for admission (state ``applied``)."""
     return admission.apply(conn, actor, body.model_dump())
 
@@ -78,7 +78,7 @@ class TransitionIn(BaseModel):
 
 @router.post("/{operator_id}/transitions")
 def transition(operator_id: str, body: TransitionIn, request: Request, actor: Actor = Depends(current_actor),
-               conn: Connection = Depends(write_conn)) -> dict:
+               conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """Move an operator through admission; checks run at review and admission (TSS round trip included)."""
     tss_probe = getattr(request.app.state, "tss_probe", probe)
     return admission.transition(conn, actor, operator_id, body.action, body.reason, probe=tss_probe,

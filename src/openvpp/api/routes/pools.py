@@ -44,14 +44,14 @@ def list_pools(request: Request, scenario: str | None = None, node_id: str | Non
 @router.post("", status_code=201)
 def create(body: dict[str, Any] = Body(..., examples=[{"scenario": "local_congestion", "name": "Haizhu T001",
                                                       "rules": {"node_id": "GZ-HZ-S01-F01-T001"}}]),
-           actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn)) -> dict:
+           actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """Define a pool: a scenario and rules (types, response modes, max latency, min duration, grid node,
     minimum verified grade, operators, direction)."""
     return pools.create_pool(conn, actor, body)
 
 
 @router.post("/defaults", status_code=201)
-def defaults(actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn)) -> dict:
+def defaults(actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """Create the preset pools at city level and per district (idempotent)."""
     require(actor, Perm.APPROVE_RESOURCES)
     return {"items": pools.default_pools(conn, actor)}
@@ -70,11 +70,11 @@ def get(request: Request, pool_id: str, members_limit: int = Query(0, ge=0, le=1
 
 @router.patch("/{pool_id}")
 def update(pool_id: str, body: dict[str, Any] = Body(...), reason: str | None = None,
-           actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn)) -> dict:
+           actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn, scope="function")) -> dict:
     return pools.update_pool(conn, actor, pool_id, body, reason)
 
 
 @router.delete("/{pool_id}", status_code=204)
 def delete(pool_id: str, reason: str | None = None, actor: Actor = Depends(current_actor),
-           conn: Connection = Depends(write_conn)) -> None:
+           conn: Connection = Depends(write_conn, scope="function")) -> None:
     pools.delete_pool(conn, actor, pool_id, reason)

@@ -84,7 +84,7 @@ def register(body: dict[str, Any] = Body(..., examples=[{
         "capacity_kw": 800, "profile_archetype": "central_ac_office", "profile_scale_kw": 600, "noise_seed": 7,
         "latency_s": 120, "response_mode": "semi_automatic", "adjustable_up_kw": 0, "adjustable_down_kw": 160,
         "adjustable_duration_h": 2, "control_protocol": "mqtt", "meter_id": "M900000000001"}]),
-        actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn)) -> dict:
+        actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """Register one resource. Fields and rules as the columns of resources.csv (docs/city-files.md)."""
     return svc.register(conn, actor, body)
 
@@ -92,14 +92,14 @@ def register(body: dict[str, Any] = Body(..., examples=[{
 @router.patch("/{resource_id}")
 def update(resource_id: str, body: dict[str, Any] = Body(..., examples=[{"adjustable_down_kw": 120}]),
            reason: str | None = None, actor: Actor = Depends(current_actor),
-           conn: Connection = Depends(write_conn)) -> dict:
+           conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """Change declared attributes (capability, latency, response mode, protocol); audited with before/after."""
     return svc.update(conn, actor, resource_id, body, reason)
 
 
 @router.post("/import", status_code=201)
 async def import_file(file: UploadFile, actor: Actor = Depends(current_actor),
-                      conn: Connection = Depends(write_conn)) -> dict:
+                      conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """Bulk import (CSV or Parquet with the columns of resources.csv): all rows or none."""
     require(actor, Perm.REGISTER_RESOURCES)
     data = await file.read()

@@ -52,7 +52,7 @@ class EvaluateIn(BaseModel):
 
 @router.post("/evaluations/{event_id}", status_code=201)
 def evaluate(event_id: str, request: Request, body: EvaluateIn | None = None, actor: Actor = Depends(current_actor),
-             conn: Connection = Depends(write_conn)) -> dict:
+             conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """Evaluate an event (center): baseline, metered, response, cleared, ratio and credited per resource,
     unit, operator and slot, stored as a new version with its inputs' versions."""
     body = body or EvaluateIn()
@@ -106,7 +106,7 @@ def _public(st: dict, scope: Scope) -> dict:
 
 
 @router.post("/settlements", status_code=201)
-def compute(body: SettleIn, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn)) -> dict:
+def compute(body: SettleIn, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """Compute (or recompute while computed/reviewed) a year's settlement (city admin) with a packaged rule set."""
     if body.ruleset not in rules.available():
         raise InvalidInput(Violation("ruleset", f"must be one of {', '.join(rules.available())}", body.ruleset))
@@ -136,14 +136,14 @@ class SettlementTransitionIn(BaseModel):
 
 @router.post("/settlements/{settlement_id}/transitions")
 def transition(settlement_id: str, body: SettlementTransitionIn, actor: Actor = Depends(current_actor),
-               conn: Connection = Depends(write_conn)) -> dict:
+               conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """computed → reviewed → approved (posts the ledger) → paid (payment entries)."""
     return stl.transition(conn, actor, settlement_id, body.action, body.reason)
 
 
 @router.post("/settlements/{settlement_id}/pay-balances")
 def pay_balances(settlement_id: str, actor: Actor = Depends(current_actor),
-                 conn: Connection = Depends(write_conn)) -> dict:
+                 conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """Pay (or recover) the balances a dispute left on a paid settlement."""
     return stl.pay_balances(conn, actor, settlement_id)
 
@@ -205,7 +205,7 @@ class DecisionIn(BaseModel):
 
 @router.post("/disputes", status_code=201)
 def raise_dispute(body: DisputeIn, actor: Actor = Depends(current_actor),
-                  conn: Connection = Depends(write_conn)) -> dict:
+                  conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """An operator admin disputes a line of its statement with corrected meter data."""
     return disputes.raise_dispute(conn, actor, body.settlement_id, body.line_id, body.reason, body.evidence)
 
@@ -223,7 +223,7 @@ def get_dispute(dispute_id: str, actor: Actor = Depends(current_actor), conn: Co
 
 @router.post("/disputes/{dispute_id}/reevaluate")
 def reevaluate(dispute_id: str, request: Request, actor: Actor = Depends(current_actor),
-               conn: Connection = Depends(write_conn)) -> dict:
+               conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """The center re-evaluates the event with the evidence; the dispute then shows the difference."""
     if actor.role not in eva.CENTER_ROLES:
         raise Forbidden("re-evaluation is the center's work")
@@ -232,7 +232,7 @@ def reevaluate(dispute_id: str, request: Request, actor: Actor = Depends(current
 
 @router.post("/disputes/{dispute_id}/decision")
 def decide(dispute_id: str, body: DecisionIn, actor: Actor = Depends(current_actor),
-           conn: Connection = Depends(write_conn)) -> dict:
+           conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """Approve (evaluation replaced, settlement re-run, ledger adjusted) or reject (city admin)."""
     return disputes.decide(conn, actor, dispute_id, body.approve, body.reason)
 

@@ -24,7 +24,7 @@ class TestIn(BaseModel):
 
 
 @router.post("/tests", status_code=201)
-def schedule(body: TestIn, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn)) -> dict:
+def schedule(body: TestIn, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """Schedule a verification test; the response carries the test instruction for the window."""
     t = ver.schedule(conn, actor, **body.model_dump())
     return {**t, "instruction": ver.instruction(t)}
@@ -41,7 +41,7 @@ def get_test(test_id: str, actor: Actor = Depends(current_actor), conn: Connecti
 
 @router.post("/tests/{test_id}/complete")
 def complete(test_id: str, request: Request, actor: Actor = Depends(current_actor),
-             conn: Connection = Depends(write_conn)) -> dict:
+             conn: Connection = Depends(write_conn, scope="function")) -> dict:
     """Evaluate a test from the telemetry of its window (the platform's configured telemetry source)."""
     source = getattr(request.app.state, "telemetry_source", None) or ver.StoreTelemetry(conn.engine)
     return ver.complete(conn, actor, test_id, source)
