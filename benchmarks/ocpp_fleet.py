@@ -5,7 +5,9 @@ telemetry path (``services.ev_charging`` -> ``TelemetryService.ingest``) on a sc
 (SQLite by default, ``--pg`` for a scratch PostgreSQL database). The fleet (``sim.chargers``,
 charge points built with the ``ocpp`` library, 40 % OCPP 2.0.1 and 60 % 1.6J) runs in a separate
 process, so the two do not share an interpreter lock: each charger connects, boots, receives its
-default charging profile, starts a transaction and sends meter values every ``--interval`` s.
+default charging profile, starts a transaction (its ID tag registered, so authorized) and sends
+meter values every ``--interval`` s. Each MeterValues is answered only after its values are
+committed (group commit), so the round trip includes the database write.
 
 Reported (one JSON line at the end): the ingest lag — the longest time from a meter value's
 timestamp to its commit in telemetry (value) against the reporting interval (reference; a ratio
@@ -99,6 +101,9 @@ def main() -> None:
     url = pg_database(name) if args.pg else f"sqlite:///{tmp / 'openvpp.db'}"
     db.upgrade(url)
     setup.load_city(Settings(home=tmp, database_url=url), city_dir)
+    tags = ChargingService(db.get_engine(db.normalise_url(url)))
+    for i in ids:                          # the fleet's ID tags (sim.chargers: "TAG" + the id's last 8)
+        tags.register_tag("TAG" + i.split(",")[0][-8:], "Accepted")
     try:
         res = asyncio.run(run(db.normalise_url(url), ids, args.interval, duration, ramp))
     finally:
