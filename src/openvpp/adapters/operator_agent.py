@@ -4,6 +4,12 @@ production), record the devices' acknowledgements and re-dispatch what a device 
 
 One ``step()`` is one pass; ``run()`` repeats it. The business rules live in ``services.events``
 and ``services.dispatch``; this adapter only moves messages between them and the transport.
+
+The city side is reached through a ``CityLink``: ``InProcessCity`` calls the services (the
+platform and the operator's system in one deployment), ``HttpCity`` speaks the documented operator
+interface (``docs/operator-interface.md``: ``GET /api/v1/operator/feed``, ``POST
+/api/v1/operator/acks``) with the operator's API key, as an operator's own system does. The split
+to devices and their acknowledgements are the operator's side and stay on its database.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import Engine, select
 
@@ -27,6 +34,60 @@ log = logging.getLogger("openvpp.operator_agent")
 
 #: (operator_id, device_id, instruction) → the device's acknowledgement; raises TimeoutError if none
 SendAsync = Callable[[str, str, dict], Awaitable[dict]]
+
+
+class CityLink(Protocol):
+    """What an operator's system asks of the city: its feed, and acknowledging the city's instructions."""
+
+    def feed(self, after: int) -> dict: ...
+
+    def acknowledge(self, instruction_ids: list[str], now: datetime) -> list[dict]: ...
+
+
+@dataclass
+class InProcessCity:
+    """The city's services called in process (one deployment runs both sides)."""
+
+    engine: Engine
+    actor: Actor
+
+    def feed(self, after: int) -> dict:
+        with self.engine.connect() as conn:
+            return events.feed(conn, self.actor, after)
+
+    def acknowledge(self, instruction_ids: list[str], now: datetime) -> list[dict]:
+        with self.engine.begin() as conn:
+            return events.acknowledge(conn, self.actor, instruction_ids, "accepted", now=now)
+
+
+class HttpCity:
+    """The operator interface over HTTP with an API key (``X-API-Key``); the city stamps the time of
+    each acknowledgement itself. Errors carry the API's message (field and rule)."""
+
+    def __init__(self, base_url: str, api_key: str, timeout_s: float = 10.0):
+        import httpx
+
+        self._http = httpx.Client(base_url=base_url.rstrip("/") + "/api/v1", timeout=timeout_s,
+                                  headers={"X-API-Key": api_key})
+
+    def _check(self, r):
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("message") or r.text
+            except ValueError:
+                detail = r.text
+            raise RuntimeError(f"city API {r.request.method} {r.request.url.path}: {r.status_code} {detail}")
+        return r.json()
+
+    def feed(self, after: int) -> dict:
+        return self._check(self._http.get("/operator/feed", params={"after": after}))
+
+    def acknowledge(self, instruction_ids: list[str], now: datetime) -> list[dict]:
+        return self._check(self._http.post("/operator/acks", json={"instruction_ids": instruction_ids,
+                                                                  "status": "accepted"}))["items"]
+
+    def close(self) -> None:
+        self._http.close()
 
 
 @dataclass
@@ -49,6 +110,12 @@ class OperatorAgent:
     marks: list[tuple[str, float, float]] = field(default_factory=list)
     #: the platform's clock (core.clock): acknowledgement and dispatch times are read from it
     clock: Clock = wall
+    #: how the city is reached (default: its services in process)
+    city: CityLink | None = None
+
+    def __post_init__(self) -> None:
+        if self.city is None:
+            self.city = InProcessCity(self.engine, self.actor)
 
     def _now(self) -> datetime:
         return now_utc(self.clock)
@@ -68,17 +135,16 @@ class OperatorAgent:
     def _take_feed(self, now: datetime) -> set[str]:
         """Acknowledge every new instruction of the city; return the events they belong to."""
         touched: set[str] = set()
-        with self.engine.begin() as conn:
-            page = events.feed(conn, self.actor, self.last_seq)
-            ids = []
-            for item in page["items"]:
-                if item["topic"] == "instructions":
-                    touched.add(item["payload"]["event_id"])
-                    ids += [i["instruction_id"] for i in item["payload"]["instructions"]]
-            if ids:
-                states = events.acknowledge(conn, self.actor, ids, "accepted", now=now)
-                self._note(f"acknowledged {sum(s['state'] == 'acked' for s in states)} of {len(ids)} instructions")
-            self.last_seq = page["last"]
+        page = self.city.feed(self.last_seq)
+        ids = []
+        for item in page["items"]:
+            if item["topic"] == "instructions":
+                touched.add(item["payload"]["event_id"])
+                ids += [i["instruction_id"] for i in item["payload"]["instructions"]]
+        if ids:
+            states = self.city.acknowledge(ids, now)
+            self._note(f"acknowledged {sum(s['state'] == 'acked' for s in states)} of {len(ids)} instructions")
+        self.last_seq = page["last"]
         return touched
 
     async def _deliver(self, rows: list[dict]) -> None:
