@@ -73,6 +73,14 @@ def test_operator_scope_sees_its_own_piles_only(metered):
     assert r["city"]["charge_kwh"] == 31.0 and [o["key"] for o in r["operator"]] == ["OP02"]
 
 
+def test_an_operator_without_sessions_or_v2g_chargers_gets_an_empty_report(metered):
+    """OP01 has neither charging sessions nor V2G chargers: its city row is zeros, not an error."""
+    with db.get_engine(metered.database_url).connect() as conn:
+        r = ev_pilot.pilot_report(conn, 2025, Scope(operator_id="OP01"))
+    assert r["sessions"] == 0 and r["operator"] == [] and r["project"] == []
+    assert r["city"]["charge_kwh"] == 0 and r["city"]["v2g_chargers"] == 0
+
+
 def test_v2g_statement_lines_value_and_subsidy_in_decimal(metered):
     with db.get_engine(metered.database_url).connect() as conn:
         res = ev_pilot.v2g_statement_lines(conn, 2025)

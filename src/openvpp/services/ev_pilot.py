@@ -163,9 +163,10 @@ def pilot_report(conn: Connection, year: int, scope: Scope = Scope(), ruleset: s
                         days_in_year)
         if level == "project":
             rows = [r for r in rows if r["v2g_chargers"] > 0 or r["charge_kwh"] > 0]
+        # a scope with neither sessions nor V2G chargers: the city row of one empty group
         out[level] = rows if level != "city" else (rows[0] if rows else kpi_rows(
-            np.zeros(0, dtype=object), np.zeros((0, 4)), np.zeros(0, bool), np.array(["city"], dtype=object),
-            np.zeros(1), targets, days, days_in_year)[0])
+            np.array(["city"], dtype=object), np.zeros((1, 4)), np.zeros((1, 4)), np.zeros(1, bool),
+            np.zeros(0, dtype=object), np.zeros(0), targets, days, days_in_year)[0])
     out["battery"] = battery_summary(data, EvAssumptions.from_mapping(rs.data.get("ev")))
     return out
 
