@@ -60,8 +60,9 @@ def _noop(_stage: str, _fraction: float) -> None:
 
 # ---------------------------------------------------------------- reading files
 
-def read_table(path: Path, columns: tuple[Column, ...]) -> pa.Table:
-    """Read CSV (all columns as text, so every value is checked by our rules) or Parquet."""
+def read_table(path: Path, columns: tuple[Column, ...], threads: bool = True) -> pa.Table:
+    """Read CSV (all columns as text, so every value is checked by our rules) or Parquet;
+    ``threads=False`` parses a CSV on one core."""
     path = Path(path)
     if not path.exists():
         raise InvalidInput(Violation("file", "does not exist", str(path)))
@@ -74,7 +75,7 @@ def read_table(path: Path, columns: tuple[Column, ...]) -> pa.Table:
         header = _csv_header(path)
         return pacsv.read_csv(
             path,
-            read_options=pacsv.ReadOptions(block_size=1 << 24),
+            read_options=pacsv.ReadOptions(block_size=1 << 24, use_threads=threads),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: pa.string() for name in header},
                 strings_can_be_null=False, quoted_strings_can_be_null=False),
@@ -131,10 +132,6 @@ def _grid_with_ancestors(checked: Checked) -> pa.Table:
             .append_column("feeder_id", pa.array(anc["feeder"], pa.string()))
 
 
-def _ids(conn: Connection, sql: str) -> pa.Array:
-    return bulk.query_arrow(conn, sql, {"id": pa.string()}).column("id").combine_chunks()
-
-
 # ---------------------------------------------------------------- resources
 
 @dataclass
@@ -150,15 +147,17 @@ class References:
 
     @classmethod
     def read(cls, conn: Connection) -> References:
-        sites_t = bulk.query_arrow(conn, "SELECT site_id, ta_id FROM sites",
-                                   {"site_id": pa.string(), "ta_id": pa.string()})
+        def ids(sql: str) -> pa.Array:
+            return bulk.query_ids(conn, sql, ["id"]).column("id").combine_chunks()
+
+        sites_t = bulk.query_ids(conn, "SELECT site_id, ta_id FROM sites", ["site_id", "ta_id"])
         closed = ", ".join(f"'{s}'" for s in CLOSED_OPERATOR_STATES)
         return cls(
-            ta_ids=_ids(conn, f"SELECT node_id FROM grid_nodes WHERE level = '{GridLevel.TRANSFORMER_AREA.value}'"),
+            ta_ids=ids(f"SELECT node_id AS id FROM grid_nodes WHERE level = '{GridLevel.TRANSFORMER_AREA.value}'"),
             site_ids=sites_t.column("site_id").combine_chunks(),
             site_tas=sites_t.column("ta_id").combine_chunks(),
-            owner_ids=_ids(conn, "SELECT owner_id FROM owners"),
-            open_operator_ids=_ids(conn, f"SELECT operator_id FROM operators WHERE state NOT IN ({closed})"),
+            owner_ids=ids("SELECT owner_id AS id FROM owners"),
+            open_operator_ids=ids(f"SELECT operator_id AS id FROM operators WHERE state NOT IN ({closed})"),
         )
 
 
@@ -240,11 +239,14 @@ def import_resources_file(conn: Connection, path: Path, actor: Actor, state: str
     """Import a CSV or Parquet file of resources: all rows or none (caller's transaction).
 
     On PostgreSQL, a large CSV batch of active resources takes the bulk path. A second thread drives
-    the database on the caller's transaction: it reads the reference lists (transformer areas, sites,
-    owners, operators), then COPYs the file's bytes into the table with its constraints dropped and
-    rebuilds them once (``store.bulk.rebuilt_constraints``). Meanwhile this thread parses and
-    validates every row, then checks the references. Both must succeed before the caller commits,
-    so an invalid file still writes nothing. Call ``finish_bulk`` after the commit.
+    the database on the caller's transaction: it drops the table's keys and foreign keys (which
+    locks ``resources`` and the tables it refers to until the caller commits), reads the reference
+    lists (transformer areas, sites, owners, operators) under those locks, COPYs the file's bytes
+    into the table and rebuilds the keys once (``store.bulk.rebuilt_constraints``). Meanwhile this
+    thread parses and validates every row, then checks the references. Both must succeed before the
+    caller commits, so an invalid file still writes nothing; and because the references are read
+    under the locks, no row they vouch for can go away before the commit. Call ``finish_bulk`` after
+    the commit.
     """
     path = Path(path)
     source = source or str(path)
@@ -257,21 +259,25 @@ def import_resources_file(conn: Connection, path: Path, actor: Actor, state: str
 
     def server() -> None:
         try:
-            try:
-                refs.append(References.read(conn))   # before the constraint drops lock the referenced tables
-            finally:
-                refs_read.set()
-            with conn.begin_nested(), bulk.rebuilt_constraints(conn, resources), open(path, "rb") as fh:
-                fh.readline()
-                bulk.copy_csv(conn, resources.name, header, fh)
+            with conn.begin_nested(), bulk.rebuilt_constraints(conn, resources):
+                try:
+                    refs.append(References.read(conn))
+                finally:
+                    refs_read.set()
+                with open(path, "rb") as fh:
+                    fh.readline()
+                    bulk.copy_csv(conn, resources.name, header, fh)
         except BaseException as exc:  # noqa: BLE001 - reported after validation, below
             server_error.append(exc)
+        finally:
+            refs_read.set()
 
     worker = threading.Thread(target=server, name="openvpp-bulk-copy")
     worker.start()
     try:
-        refs_read.wait()   # parse after the reference lists are in: both want the cores, the COPY waits for them
-        checked = validate_table(read_table(path, RESOURCE_COLUMNS), RESOURCE_COLUMNS)
+        # one parsing thread: the other core is the COPY's
+        checked = validate_table(read_table(path, RESOURCE_COLUMNS, threads=False), RESOURCE_COLUMNS)
+        refs_read.wait()
         if refs:
             check_resources(refs[0], checked, actor)
     finally:

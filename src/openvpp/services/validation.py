@@ -118,6 +118,8 @@ def _typed(col: Column, raw: pa.Array, out: _Collector) -> tuple[pa.Array, np.nd
         return pc.cast(raw, pa.date32()), _mask(pc.is_null(raw))
     if numeric:
         return _parse_numbers(col, raw, out)
+    if kind == "str" and not col.pattern and not col.unique:
+        return _free_text(raw)
     d = _Dict(raw)
     blank = d.blank
     if kind == "date":
@@ -141,7 +143,20 @@ def _typed(col: Column, raw: pa.Array, out: _Collector) -> tuple[pa.Array, np.nd
         first[d.idx[order]] = order
         dup = (first[d.idx] != np.arange(len(d.idx))) & ~d.null_rows
         out.add(dup & ~blank, col.name, "must be unique in the file", raw)
+    if pc.all(pc.equal(d.clean, d.values), skip_nulls=False).as_py():
+        return _as_strings(raw), blank   # nothing to trim or blank out: keep the parsed column as it is
     return d.take(d.clean), blank
+
+
+def _free_text(raw: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """A text column with no rule but 'present' (names, descriptions): trimmed, blank → null, row by
+    row. Most values are distinct here, so dictionary-encoding them first would cost more than it saves."""
+    s = _as_strings(raw)
+    trimmed = pc.utf8_trim_whitespace(s)
+    blank = _mask(pc.or_kleene(pc.is_null(trimmed), pc.equal(trimmed, "")))
+    if not blank.any() and pc.all(pc.equal(trimmed, s)).as_py():
+        return s, blank
+    return pc.if_else(pa.array(blank), pa.scalar(None, pa.string()), trimmed), blank
 
 
 def _parse_numbers(col: Column, raw: pa.Array, out: _Collector) -> tuple[pa.Array, np.ndarray]:

@@ -83,6 +83,34 @@ def query_arrow(conn: Connection, sql: str, types: dict[str, pa.DataType]) -> pa
     return pa.table({n: _sqlite_array(list(c), t) for (n, t), c in zip(types.items(), cols, strict=True)})
 
 
+def query_ids(conn: Connection, sql: str, names: list[str]) -> pa.Table:
+    """Text columns of a SELECT (non-null ids: no newline, ``model.columns.ID_PATTERN``) as Arrow strings.
+
+    On PostgreSQL each column comes back as one ``string_agg`` value, split in C++ by Arrow: 600,000
+    ids in 0.1 s, where ``query_arrow`` spends 0.4 s in Python on COPY's one message per row. If a
+    value is NULL or holds a newline the pieces do not add up to the row count, and the rows are
+    fetched again with ``query_arrow``.
+    """
+    types = {n: pa.string() for n in names}
+    if conn.dialect.name != "postgresql":
+        return query_arrow(conn, sql, types)
+    aggs = ", ".join(f"string_agg({n}, E'\\n')" for n in names)
+    row = conn.exec_driver_sql(f"SELECT count(*), {aggs} FROM ({sql}) AS q").one()
+    n_rows, texts = row[0], row[1:]
+    cols = {}
+    for name, text in zip(names, texts, strict=True):
+        if not n_rows:
+            cols[name] = pa.array([], pa.string())
+            continue
+        if text is None:
+            return query_arrow(conn, sql, types)
+        pieces = pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), "\n"))
+        if len(pieces) != n_rows:
+            return query_arrow(conn, sql, types)
+        cols[name] = pieces.cast(pa.string())
+    return pa.table(cols)
+
+
 def _sqlite_array(values: list, t: pa.DataType) -> pa.Array:
     """SQLite hands dates and timestamps back as ISO text: parse those through Arrow's cast."""
     try:
