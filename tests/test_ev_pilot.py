@@ -6,7 +6,7 @@ from decimal import Decimal
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from typer.testing import CliRunner
 
 from openvpp.api.app import create_app
@@ -15,8 +15,10 @@ from openvpp.cli.ev import ev_app
 from openvpp.core.errors import InvalidInput
 from openvpp.model.ev import Sessions
 from openvpp.services import accounts, ev_pilot
+from openvpp.services.ev_charging import ChargingService
 from openvpp.services.scope import Scope
 from openvpp.store import audit, db
+from openvpp.store.schema import audit_log
 from openvpp.store.schema_ev import PERIODS, ev_charge_points, ev_sessions
 
 T0 = datetime(2025, 7, 1, 10, tzinfo=UTC)
@@ -166,3 +168,31 @@ def test_cli_ev_pilot_and_statement(metered, monkeypatch):
     assert r.exit_code == 0 and '"subsidy_yuan": "750.00"' in r.output
     r = CliRunner().invoke(ev_app, ["statement", "--year", "2025", "--rate", "9"])
     assert r.exit_code == 2
+
+
+def test_api_id_tags_registered_by_tenant_audited_and_authorized(client, metered):
+    admin, op2 = _login(client, "admin"), _login(client, "op2")
+    r = client.post("/api/v1/ev/id-tags", json={"id_tag": "CARD-1", "status": "Accepted"}, headers=op2)
+    assert r.status_code == 201 and r.json()["operator_id"] == "OP02"
+    # an operator admin cannot register for another operator, nor take over its tag
+    r = client.post("/api/v1/ev/id-tags", json={"id_tag": "CARD-2", "operator_id": "OP01"}, headers=op2)
+    assert r.status_code == 422 and "operator_id" in r.text
+    assert client.post("/api/v1/ev/id-tags", json={"id_tag": "CARD-9", "operator_id": "OP01"},
+                       headers=admin).status_code == 201
+    r = client.post("/api/v1/ev/id-tags", json={"id_tag": "CARD-9", "status": "Blocked"}, headers=op2)
+    assert r.status_code == 422 and "another operator" in r.text
+    r = client.post("/api/v1/ev/id-tags", json={"id_tag": "CARD-3", "status": "Maybe"}, headers=admin)
+    assert r.status_code == 422 and "status" in r.text
+    # the admin blocks OP02's card; the central system's authorization follows
+    assert client.post("/api/v1/ev/id-tags", json={"id_tag": "CARD-1", "status": "Blocked", "operator_id": "OP02"},
+                       headers=admin).status_code == 201
+    assert [t["id_tag"] for t in client.get("/api/v1/ev/id-tags", headers=op2).json()["items"]] == ["CARD-1"]
+    assert {t["id_tag"] for t in client.get("/api/v1/ev/id-tags", headers=admin).json()["items"]} == {"CARD-1",
+                                                                                                      "CARD-9"}
+    svc = ChargingService(db.get_engine(metered.database_url))
+    assert svc.authorize("CARD-1") == "Blocked" and svc.authorize("CARD-9") == "Accepted"
+    assert svc.authorize("NOBODY") == "Invalid"
+    with db.get_engine(metered.database_url).connect() as conn:
+        trail = conn.execute(select(audit_log.c.actor, audit_log.c.after).where(
+            audit_log.c.entity == "ev_id_tag", audit_log.c.entity_id == "CARD-1").order_by(audit_log.c.audit_id)).all()
+    assert [t[0] for t in trail] == ["op2", "admin"] and trail[-1][1]["status"] == "Blocked"

@@ -31,14 +31,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from openvpp.core import rules as rulesets
-from openvpp.core.errors import InvalidInput, NotFound, Violation
+from openvpp.core.errors import Forbidden, InvalidInput, NotFound, Violation
 from openvpp.core.timeslots import SLOT_MINUTES, slot_of
 from openvpp.kernels import ev_heuristic, ev_lp, tariff
 from openvpp.model.ev import EvAssumptions, Schedule, Sessions, Stations, TransformerAreas
 from openvpp.services.telemetry import Points, TelemetryService
+from openvpp.store import audit
+from openvpp.store.audit import Actor
 from openvpp.store.schema import resources
 from openvpp.store.schema_ev import (
     ID_TAG_STATUSES,
@@ -116,6 +118,41 @@ def _open_from_row(row) -> _Open:
                  np.array([row[f"discharge_{p}_kwh"] for p in PERIODS], float), row["soc_last"])
 
 
+def register_tag(conn: Connection, actor: Actor, id_tag: str, status: str = "Accepted",
+                 operator_id: str | None = None, expires_at: datetime | None = None, note: str | None = None,
+                 now: datetime | None = None) -> dict:
+    """Register (or change) an ID tag: Accepted, Blocked or Expired; ``expires_at`` ends an Accepted tag.
+    The city admin registers any tag; an operator admin only its own operator's. Audited."""
+    if actor.role == "operator_admin":
+        if operator_id not in (None, actor.operator_id):
+            raise InvalidInput(Violation("operator_id", "an operator admin registers its own operator's tags",
+                                         operator_id))
+        operator_id = actor.operator_id
+    elif actor.role != "city_admin":
+        raise Forbidden("ID tags are registered by the city admin or an operator admin")
+    v = []
+    if not isinstance(id_tag, str) or not 1 <= len(id_tag) <= 64:
+        v.append(Violation("id_tag", "must be 1-64 characters", id_tag))
+    if status not in ID_TAG_STATUSES:
+        v.append(Violation("status", f"must be one of {', '.join(ID_TAG_STATUSES)}", status))
+    if expires_at is not None and expires_at.tzinfo is None:
+        v.append(Violation("expires_at", "must carry a time zone", expires_at.isoformat()))
+    if v:
+        raise InvalidInput(v)
+    before = conn.execute(select(ev_id_tags).where(ev_id_tags.c.id_tag == id_tag)).mappings().first()
+    if before is not None and actor.role == "operator_admin" and before["operator_id"] not in (None, operator_id):
+        raise InvalidInput(Violation("id_tag", "is registered by another operator", id_tag))
+    row = {"status": status, "operator_id": operator_id,
+           "expires_at": None if expires_at is None else expires_at.astimezone(UTC), "note": note,
+           "updated_at": now or datetime.now(UTC)}
+    if before is None:
+        conn.execute(insert(ev_id_tags).values(id_tag=id_tag, **row))
+    else:
+        conn.execute(update(ev_id_tags).where(ev_id_tags.c.id_tag == id_tag).values(**row))
+    audit.record(conn, actor, "ev.id_tag", "ev_id_tag", id_tag, before=dict(before) if before else None, after=row)
+    return {"id_tag": id_tag, **row}
+
+
 class ChargingService:
     """Charge points, sessions, meter values and profiles of the OCPP central system."""
 
@@ -138,19 +175,11 @@ class ChargingService:
     # -- authorization (ID tags / tokens) and charge point passwords (security profile 1)
     def register_tag(self, id_tag: str, status: str = "Accepted", operator_id: str | None = None,
                      expires_at: datetime | None = None, note: str | None = None) -> None:
-        """Register (or change) an ID tag: Accepted, Blocked or Expired; ``expires_at`` ends an Accepted tag."""
-        v = []
-        if not isinstance(id_tag, str) or not 1 <= len(id_tag) <= 64:
-            v.append(Violation("id_tag", "must be 1-64 characters", id_tag))
-        if status not in ID_TAG_STATUSES:
-            v.append(Violation("status", f"must be one of {', '.join(ID_TAG_STATUSES)}", status))
-        if v:
-            raise InvalidInput(v)
-        row = {"status": status, "operator_id": operator_id, "expires_at": expires_at, "note": note,
-               "updated_at": self._now()}
+        """Register (or change) an ID tag as the system (see :func:`register_tag`)."""
         with self.engine.begin() as conn:
-            if not conn.execute(update(ev_id_tags).where(ev_id_tags.c.id_tag == id_tag).values(**row)).rowcount:
-                conn.execute(insert(ev_id_tags).values(id_tag=id_tag, **row))
+            register_tag(conn, audit.SYSTEM, id_tag, status, operator_id,
+                         expires_at if expires_at is None or expires_at.tzinfo else expires_at.replace(tzinfo=UTC),
+                         note, now=self._now())
 
     def authorize(self, id_tag: str | None) -> str:
         """OCPP authorization status of an ID tag: Accepted, Blocked, Expired, or Invalid (not registered)."""

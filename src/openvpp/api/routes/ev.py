@@ -6,6 +6,8 @@
   money as strings of Decimal yuan.
 * ``POST /api/v1/ev/schedule`` — a day-ahead orderly-charging (or V2G) schedule of the sessions given.
 * ``GET /api/v1/ev/charge-points`` and ``/ev/sessions`` — what the OCPP central system knows.
+* ``POST /api/v1/ev/id-tags`` and ``GET /api/v1/ev/id-tags`` — the ID tags (RFID cards, app tokens)
+  the central system authorizes: Accepted, Blocked or Expired; any other tag is Invalid.
 
 Operators and owners see their own piles only (tenant scope).
 """
@@ -18,16 +20,17 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Body, Depends, Query
+from pydantic import BaseModel, Field
 from sqlalchemy import Connection, select
 
-from openvpp.api.deps import current_actor, read_conn
+from openvpp.api.deps import current_actor, read_conn, write_conn
 from openvpp.core.errors import InvalidInput, Violation
 from openvpp.model.ev import Sessions, Stations
 from openvpp.services import ev_charging, ev_pilot
 from openvpp.services.scope import scope_of
 from openvpp.store.audit import Actor
 from openvpp.store.schema import resources
-from openvpp.store.schema_ev import ev_charge_points, ev_sessions
+from openvpp.store.schema_ev import ev_charge_points, ev_id_tags, ev_sessions
 
 router = APIRouter(prefix="/ev", tags=["ev"])
 MAX_SESSIONS = 20_000
@@ -150,3 +153,30 @@ def sessions_list(charge_point_id: str | None = None, state: str | None = None,
         q = q.where(ev_sessions.c.state == state)
     rows = conn.execute(q.order_by(ev_sessions.c.started_at.desc()).limit(limit).offset(offset)).mappings()
     return {"items": [_plain(dict(r)) for r in rows]}
+
+
+class IdTagIn(BaseModel):
+    id_tag: str = Field(min_length=1, max_length=64)
+    status: str = Field("Accepted", description="Accepted, Blocked or Expired")
+    operator_id: str | None = None
+    expires_at: datetime | None = None
+    note: str | None = None
+
+
+@router.post("/id-tags", status_code=201)
+def register_id_tag(body: IdTagIn, actor: Actor = Depends(current_actor),
+                    conn: Connection = Depends(write_conn, scope="function")) -> dict:
+    """Register or change an ID tag (city admin: any; operator admin: its own operator's)."""
+    return _plain(ev_charging.register_tag(conn, actor, body.id_tag, body.status, body.operator_id, body.expires_at,
+                                           body.note))
+
+
+@router.get("/id-tags")
+def list_id_tags(actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn)) -> dict:
+    """The registered ID tags the caller may see (an operator: its own)."""
+    q = select(ev_id_tags).order_by(ev_id_tags.c.id_tag)
+    if actor.operator_id:
+        q = q.where(ev_id_tags.c.operator_id == actor.operator_id)
+    elif actor.role not in ("city_admin", "dispatcher", "auditor"):
+        return {"items": []}
+    return {"items": [_plain(dict(r)) for r in conn.execute(q).mappings()]}
