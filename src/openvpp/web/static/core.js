@@ -11,6 +11,19 @@ export const OPERATOR_ROLES = new Set(["operator_admin", "operator_engineer"]);
 
 export const $ = (id) => document.getElementById(id);
 
+/** A page's section (`#<name>-view`) and body (`#<name>-body`), and its state marker: data-state is
+ *  loading | ready | error, data-route the hash the view has finished rendering, so a test (or a
+ *  user script) can wait for a drill-down without mistaking the previous view for it. */
+export function pageView(name) {
+  const view = () => $(`${name}-view`);
+  const body = () => $(`${name}-body`);
+  function setState(s) {
+    view().dataset.state = s;
+    view().dataset.route = s === "ready" ? window.location.hash : "";
+  }
+  return { view, body, setState };
+}
+
 // ---------------------------------------------------------------- session
 
 /** The signed-in user ({access_token, role, username, operator_id, owner_id}) and a generation

@@ -7,9 +7,11 @@
 // Routes: #/ev?year=<y>
 
 import { COLORS, axisStyle, baseOption, chart, loadCharts, tooltipLines } from "../charts.js";
-import { $, api, auth, fmt, fmtInt, fmtPct, fmtTime, h, pageMessage, query, stat, table, tl } from "../core.js";
+import { $, api, auth, fmt, fmtInt, fmtPct, fmtTime, h, pageMessage, pageView, query, stat, table, tl } from "../core.js";
 import { addMessages, applyI18n, t } from "../i18n.js";
 import { navigate, parseHash } from "../router.js";
+
+const { view, setState, body } = pageView("ev");
 
 addMessages({
   en: {
@@ -180,19 +182,6 @@ const PERIODS = ["valley", "flat", "peak", "critical"];
 
 let token = 0;
 let current = null; // {year, report, statement, statementError, points, sessions}
-
-function view() {
-  return $("ev-view");
-}
-
-function setState(s) {
-  view().dataset.state = s;
-  view().dataset.route = s === "ready" ? window.location.hash : "";
-}
-
-function body() {
-  return $("ev-body");
-}
 
 async function load(route) {
   const my = ++token;

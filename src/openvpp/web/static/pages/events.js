@@ -6,11 +6,11 @@
 // Routes: #/events?state=&product=&day=, #/events/new, #/events/<event_id>
 
 import { COLORS, axisStyle, baseOption, chart, disposeCharts, loadCharts, tooltipLines } from "../charts.js";
-import {
-  $, CITY_ROLES, api, auth, can, fmt, fmtPct, fmtTime, h, pageMessage, query, role, stat, table, tl,
-} from "../core.js";
+import { $, api, auth, can, CITY_ROLES, fmt, fmtPct, fmtTime, h, pageMessage, pageView, query, role, stat, table, tl } from "../core.js";
 import { addMessages, applyI18n, t } from "../i18n.js";
 import { navigate } from "../router.js";
+
+const { view, setState } = pageView("events");
 
 const enc = encodeURIComponent;
 const PRODUCTS = ["peak_shaving", "valley_filling", "reactive", "reserve", "congestion", "emergency"];
@@ -253,15 +253,6 @@ let list = null; // {items, filters}
 let detail = null; // {ev, decls, units, execution, evaluation, message}
 let timer = null;
 let pendingCreated = null; // an event just created: its first read may come before the commit
-
-function view() {
-  return $("events-view");
-}
-
-function setState(s) {
-  view().dataset.state = s;
-  view().dataset.route = s === "ready" ? window.location.hash : "";
-}
 
 function stopLive() {
   if (timer !== null) window.clearTimeout(timer);

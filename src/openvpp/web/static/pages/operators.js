@@ -5,10 +5,10 @@
 // Routes: #/operators, #/operators/<id>
 
 import { COLORS, axisStyle, baseOption, chart, loadCharts, tooltipLines } from "../charts.js";
-import {
-  $, api, auth, can, fmt, fmtInt, fmtPct, fmtTime, h, localName, nextSort, pageMessage, stat, table, tl,
-} from "../core.js";
+import { $, api, auth, can, fmt, fmtInt, fmtPct, fmtTime, h, localName, nextSort, pageMessage, pageView, stat, table, tl } from "../core.js";
 import { getLang, t } from "../i18n.js";
+
+const { view, setState } = pageView("operators");
 
 const enc = encodeURIComponent;
 
@@ -31,16 +31,6 @@ let detail = null; // {op, units, report row, unitsError}
 let mode = "list";
 let sortState = { key: "id", dir: 1 };
 let actionResult = null; // {ok, message, violations}
-
-function view() {
-  return $("operators-view");
-}
-
-function setState(s) {
-  view().dataset.state = s;
-  // the hash this view has finished rendering, so a test (or a user script) can wait for a drill-down
-  view().dataset.route = s === "ready" ? window.location.hash : "";
-}
 
 function opName(op) {
   return localName(op, getLang()) || op.operator_id;

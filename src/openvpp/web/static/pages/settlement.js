@@ -15,12 +15,11 @@
 //         #/settlement/carbon?year=<y>               emission reduction per event, operator, year
 
 import { COLORS, axisStyle, baseOption, chart, loadCharts, tooltipLines } from "../charts.js";
-import {
-  $, API, ApiError, CITY_ROLES, api, auth, can, download, fmt, fmtInt, fmtTime, h, pageMessage, query, role, stat,
-  table, tl, toApiError,
-} from "../core.js";
+import { $, api, API, ApiError, auth, can, CITY_ROLES, download, fmt, fmtInt, fmtTime, h, pageMessage, pageView, query, role, stat, table, tl, toApiError } from "../core.js";
 import { addMessages, applyI18n, t } from "../i18n.js";
 import { hrefFor, navigate, parseHash } from "../router.js";
+
+const { view, setState, body } = pageView("settlement");
 
 const enc = encodeURIComponent;
 
@@ -400,19 +399,6 @@ let current = null; // {route, year, settlements, live, data}
 let actionResult = null; // {ok, message, violations, details}
 let disputeLine = null; // line id whose dispute form is open
 let disputeForm = null; // {line, resources: [{id, slots, values}], error}
-
-function view() {
-  return $("settlement-view");
-}
-
-function setState(s) {
-  view().dataset.state = s;
-  view().dataset.route = s === "ready" ? window.location.hash : "";
-}
-
-function body() {
-  return $("settlement-body");
-}
 
 function isCenter() {
   return CITY_ROLES.has(role());
