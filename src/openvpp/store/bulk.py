@@ -20,6 +20,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.schema import AddConstraint, CreateIndex, DropConstraint, DropIndex
 
 CHUNK_ROWS = 100_000
+#: memory of the session that rebuilds keys and indexes: a million-row sort stays in memory
+MAINTENANCE_WORK_MEM = "512MB"
+#: memory of the foreign-key validations' hash anti-joins (the default 4MB splits them in batches)
+FK_CHECK_WORK_MEM = "256MB"
 
 
 def csv_bytes(data: pa.Table) -> bytes:
@@ -147,7 +151,7 @@ def rebuilt_constraints(conn: Connection, table: Table) -> Iterator[None]:
     incoming = [fk for t in table.metadata.tables.values() if t is not table
                 for fk in t.foreign_key_constraints if fk.referred_table is table]
     indexes = list(table.indexes)
-    conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '512MB'")
+    conn.exec_driver_sql(f"SET LOCAL maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
     for fk in incoming + own_fks:
         conn.execute(DropConstraint(fk))
     for ix in indexes:
@@ -172,6 +176,8 @@ def finish(engine, table: Table) -> dict[str, float]:
     spent: dict[str, float] = {}
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.exec_driver_sql(f"SET maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")  # sorts in memory
+        conn.exec_driver_sql(f"SET work_mem = '{FK_CHECK_WORK_MEM}'")   # the validations' anti-joins too
         present = {r[0] for r in conn.exec_driver_sql(
             "SELECT indexname FROM pg_indexes WHERE tablename = %s", (table.name,))}
         for ix in table.indexes:
