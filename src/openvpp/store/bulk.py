@@ -130,7 +130,7 @@ def _sqlite_array(values: list, t: pa.DataType) -> pa.Array:
 
 
 @contextmanager
-def rebuilt_constraints(conn: Connection, table: Table) -> Iterator[None]:
+def rebuilt_constraints(conn: Connection, table: Table, spent: dict[str, float] | None = None) -> Iterator[None]:
     """PostgreSQL bulk-load mode ("Populating a Database" in the PostgreSQL manual), inside the
     caller's transaction: drop the table's keys, indexes and foreign keys (and the foreign keys of
     other tables that point at it), let the caller COPY, then
@@ -142,7 +142,8 @@ def rebuilt_constraints(conn: Connection, table: Table) -> Iterator[None]:
       again after commit (``VALIDATE CONSTRAINT`` does not block readers or writers);
     * leave the plain (performance) indexes to ``finish``, which builds them ``CONCURRENTLY``.
 
-    Readers of the table wait for the transaction (ACCESS EXCLUSIVE) while it runs.
+    Readers of the table wait for the transaction (ACCESS EXCLUSIVE) while it runs. ``spent``, if
+    given, receives the seconds of each step (a profile; benchmarks/import_resources.py --profile).
     """
     if conn.dialect.name != "postgresql":
         yield
@@ -151,20 +152,29 @@ def rebuilt_constraints(conn: Connection, table: Table) -> Iterator[None]:
     incoming = [fk for t in table.metadata.tables.values() if t is not table
                 for fk in t.foreign_key_constraints if fk.referred_table is table]
     indexes = list(table.indexes)
+    spent = {} if spent is None else spent
+    t0 = time.perf_counter()
     conn.exec_driver_sql(f"SET LOCAL maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
     for fk in incoming + own_fks:
         conn.execute(DropConstraint(fk))
     for ix in indexes:
         conn.execute(DropIndex(ix))
     conn.execute(DropConstraint(table.primary_key))
+    spent["drop keys"] = time.perf_counter() - t0
     yield
+    t0 = time.perf_counter()
     conn.execute(AddConstraint(table.primary_key))
+    spent["primary key"] = time.perf_counter() - t0
     for ix in indexes:
         if ix.unique:
+            t0 = time.perf_counter()
             conn.execute(CreateIndex(ix))
+            spent[f"unique {ix.name}"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     for fk in own_fks + incoming:
         ddl = str(AddConstraint(fk).compile(dialect=conn.dialect))
         conn.exec_driver_sql(ddl + " NOT VALID")
+    spent["foreign keys NOT VALID"] = time.perf_counter() - t0
 
 
 def finish(engine, table: Table) -> dict[str, float]:
