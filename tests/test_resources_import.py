@@ -113,3 +113,28 @@ def test_summary_by_district_and_type(loaded):
     assert by_t["central_ac"]["adjustable_down_kw"] == 160 + 300
     with pytest.raises(InvalidInput, match="by: must be one of"), db.get_engine(loaded.database_url).connect() as c:
         registry.summary(c, "colour")
+
+
+def test_validation_names_the_columns_it_rewrites(tmp_path):
+    # what PostgreSQL's COPY would store differently from the rules: trimmed text, a blank present value
+    from openvpp.model.columns import RESOURCE_COLUMNS
+    from openvpp.services.validation import validate_table
+
+    path = tmp_path / "r.csv"
+    lines = [",".join(RES_HEADER),
+             ",".join(str(v) for v in _row(resource_id=" R10", name="Padded ")),
+             ",".join(str(v) for v in _row(resource_id="R11", meter_id="M0011", operator_id="", capacity_kva='""')),
+             ",".join(str(v) for v in _row(resource_id="R12", meter_id="M0012", name="", latency_s=" 60 "))]
+    path.write_text("\n".join(lines) + "\n")
+    table = registry.read_table(path, (), copy_nulls=True)
+    assert table.column("operator_id")[1].as_py() is None          # unquoted empty: missing, as COPY reads it
+    assert table.column("capacity_kva")[1].as_py() == ""           # quoted empty: empty text, as COPY reads it
+    checked = validate_table(table, RESOURCE_COLUMNS)
+    assert checked.rewritten == ("resource_id", "name", "capacity_kva")   # not the padded number, not the nulls
+    assert checked.table.column("resource_id").to_pylist() == ["R10", "R11", "R12"]
+    assert checked.table.column("name").to_pylist() == ["Padded", "New AC", None]
+    assert checked.table.column("latency_s").to_pylist() == [60.0, 60.0, 60.0]
+
+    plain = tmp_path / "plain.csv"
+    plain.write_text("\n".join([lines[0], ",".join(str(v) for v in _row(operator_id=""))]) + "\n")
+    assert validate_table(registry.read_table(plain, (), copy_nulls=True), RESOURCE_COLUMNS).rewritten == ()

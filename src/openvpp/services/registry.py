@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from sqlalchemy import Connection, case, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from openvpp.core import rules
 from openvpp.core.errors import Conflict, InvalidInput, Violation
@@ -60,9 +60,10 @@ def _noop(_stage: str, _fraction: float) -> None:
 
 # ---------------------------------------------------------------- reading files
 
-def read_table(path: Path, columns: tuple[Column, ...], threads: bool = True) -> pa.Table:
+def read_table(path: Path, columns: tuple[Column, ...], threads: bool = True, copy_nulls: bool = False) -> pa.Table:
     """Read CSV (all columns as text, so every value is checked by our rules) or Parquet;
-    ``threads=False`` parses a CSV on one core."""
+    ``threads=False`` parses a CSV on one core. ``copy_nulls``: an unquoted empty field is null and
+    a quoted one ``""`` is empty text, as PostgreSQL's COPY reads them (the rules treat both as blank)."""
     path = Path(path)
     if not path.exists():
         raise InvalidInput(Violation("file", "does not exist", str(path)))
@@ -77,8 +78,8 @@ def read_table(path: Path, columns: tuple[Column, ...], threads: bool = True) ->
             path,
             read_options=pacsv.ReadOptions(block_size=1 << 24, use_threads=threads),
             convert_options=pacsv.ConvertOptions(
-                column_types={name: pa.string() for name in header},
-                strings_can_be_null=False, quoted_strings_can_be_null=False),
+                column_types={name: pa.string() for name in header}, null_values=[""],
+                strings_can_be_null=copy_nulls, quoted_strings_can_be_null=False),
         )
     except pa.ArrowInvalid as exc:
         raise InvalidInput(Violation("file", f"is not a well-formed CSV file: {exc}", str(path))) from exc
@@ -239,14 +240,18 @@ def import_resources_file(conn: Connection, path: Path, actor: Actor, state: str
     """Import a CSV or Parquet file of resources: all rows or none (caller's transaction).
 
     On PostgreSQL, a large CSV batch of active resources takes the bulk path. A second thread drives
-    the database on the caller's transaction: it drops the table's keys and foreign keys (which
-    locks ``resources`` and the tables it refers to until the caller commits), reads the reference
-    lists (transformer areas, sites, owners, operators) under those locks, COPYs the file's bytes
-    into the table and rebuilds the keys once (``store.bulk.rebuilt_constraints``). Meanwhile this
-    thread parses and validates every row, then checks the references. Both must succeed before the
-    caller commits, so an invalid file still writes nothing; and because the references are read
-    under the locks, no row they vouch for can go away before the commit. Call ``finish_bulk`` after
-    the commit.
+    the database on the caller's transaction: it locks the tables the rows refer to against writes
+    (until the caller commits), drops the table's keys and foreign keys, reads the reference lists
+    (transformer areas, sites, owners, operators), COPYs the file's bytes into the table and rebuilds
+    the keys once (``store.bulk.rebuilt_constraints``), all in a savepoint. Meanwhile this thread
+    parses and validates every row, then checks the references. Both must succeed before the caller
+    commits, so an invalid file still writes nothing, with the same errors as the row path; and no
+    row the reference lists vouch for can go away before the commit.
+
+    The file's bytes are what the rules accepted only if no value had to be trimmed or blanked
+    (``Checked.rewritten``); otherwise, or if the server refuses a value the rules accept (a quoted
+    empty optional number), the savepoint is rolled back and the validated rows are copied instead.
+    Call ``finish_bulk`` after the commit.
     """
     path = Path(path)
     source = source or str(path)
@@ -255,11 +260,14 @@ def import_resources_file(conn: Connection, path: Path, actor: Actor, state: str
     header = _csv_header(path)
     refs: list[References] = []
     refs_read = threading.Event()
+    savepoint: list = []
     server_error: list[BaseException] = []
 
     def server() -> None:
         try:
-            with conn.begin_nested(), bulk.rebuilt_constraints(conn, resources):
+            _lock_references(conn)
+            savepoint.append(conn.begin_nested())
+            with bulk.rebuilt_constraints(conn, resources):
                 try:
                     refs.append(References.read(conn))
                 finally:
@@ -276,19 +284,44 @@ def import_resources_file(conn: Connection, path: Path, actor: Actor, state: str
     worker.start()
     try:
         # one parsing thread: the other core is the COPY's
-        checked = validate_table(read_table(path, RESOURCE_COLUMNS, threads=False), RESOURCE_COLUMNS)
+        checked = validate_table(read_table(path, RESOURCE_COLUMNS, threads=False, copy_nulls=True),
+                                 RESOURCE_COLUMNS)
         refs_read.wait()
         if refs:
             check_resources(refs[0], checked, actor)
-    finally:
+    except BaseException:
         worker.join()
-    if server_error:
-        exc = server_error[0]
-        if isinstance(exc, IntegrityError):
-            raise _existing_conflicts(conn, checked.table, 2) from None
+        if savepoint and savepoint[0].is_active:
+            savepoint[0].rollback()
+        raise
+    worker.join()
+    exc = server_error[0] if server_error else None
+    if exc is not None and not savepoint:   # failed before anything was written (e.g. a lock timeout)
         raise exc
-    _audit_import(conn, actor, checked, state, source, path="bulk")
+    if exc is None and not checked.rewritten:
+        savepoint[0].commit()
+    else:
+        if savepoint[0].is_active:
+            savepoint[0].rollback()
+        if isinstance(exc, IntegrityError) and not checked.rewritten:
+            raise _existing_conflicts(conn, checked.table, 2) from None
+        if exc is not None and not isinstance(exc, (IntegrityError, DataError)):
+            raise exc
+        data = checked.table.append_column("state", pa.array(np.full(checked.n_rows, state), pa.string()))
+        try:
+            with conn.begin_nested(), bulk.rebuilt_constraints(conn, resources):
+                bulk.insert_arrow(conn, resources, data)
+        except IntegrityError:
+            raise _existing_conflicts(conn, checked.table, 2) from None
+    _audit_import(conn, actor, checked, state, source, path="bulk" if exc is None and not checked.rewritten
+                  else "bulk, validated rows")
     return checked.n_rows
+
+
+def _lock_references(conn: Connection) -> None:
+    """Hold the tables a resource refers to against writes until the transaction ends (readers go on)."""
+    conn.exec_driver_sql(f"LOCK TABLE {grid_nodes.name}, {sites.name}, {owners.name}, {operators.name} "
+                         "IN SHARE MODE")
 
 
 def finish_bulk(engine) -> dict[str, float]:

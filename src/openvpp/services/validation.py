@@ -26,10 +26,19 @@ FIRST_DATA_LINE = 2
 
 @dataclass
 class Checked:
-    """A validated table with typed columns (float64, int64, string, date32)."""
+    """A validated table with typed columns (float64, int64, string, date32).
+
+    ``rewritten`` names the columns where a present value of the input is not stored as it reads:
+    text trimmed of surrounding blanks, or a blank text turned into "missing". PostgreSQL's
+    ``COPY ... (FORMAT csv)`` of the same file keeps such text as it is (and refuses a blank
+    number), so a bulk load may copy the file's own bytes only when no column is rewritten.
+    Missing input values (nulls: an unquoted empty CSV field read with ``csv_nulls``) are not
+    rewrites; COPY reads those as NULL too.
+    """
 
     table: pa.Table
     n_rows: int
+    rewritten: tuple[str, ...] = ()
 
 
 class _Collector:
@@ -99,9 +108,14 @@ class _Dict:
         return self.null_rows | self.rows(_mask(pc.is_null(self.clean)))
 
 
-def _typed(col: Column, raw: pa.Array, out: _Collector) -> tuple[pa.Array, np.ndarray]:
-    """Parse ``raw`` to the column's type: (values, blank rows). Unparsable non-blank values are
-    violations and become null."""
+def _present_blank(raw: pa.Array, blank: np.ndarray) -> bool:
+    """Any value that is there but blank (an empty quoted field, or only spaces)?"""
+    return bool((blank & ~_mask(pc.is_null(raw))).any())
+
+
+def _typed(col: Column, raw: pa.Array, out: _Collector) -> tuple[pa.Array, np.ndarray, bool]:
+    """Parse ``raw`` to the column's type: (values, blank rows, every present value kept as it reads,
+    see ``Checked.rewritten``). Unparsable non-blank values are violations and become null."""
     kind = col.kind
     numeric = kind in ("float", "int")
     if numeric and (pa.types.is_floating(raw.type) or pa.types.is_integer(raw.type)):
@@ -113,15 +127,17 @@ def _typed(col: Column, raw: pa.Array, out: _Collector) -> tuple[pa.Array, np.nd
                 out.add(_mask(pc.not_equal(raw, pc.floor(raw))), col.name, "must be a whole number", raw)
             out.add(_mask(pc.invert(pc.is_finite(raw))) & ~blank, col.name, "must be a finite number", raw)
             values = pc.if_else(pc.is_finite(raw), values, pa.scalar(None, target))
-        return values, blank
+        return values, blank, True
     if kind == "date" and (pa.types.is_date(raw.type) or pa.types.is_timestamp(raw.type)):
-        return pc.cast(raw, pa.date32()), _mask(pc.is_null(raw))
+        return pc.cast(raw, pa.date32()), _mask(pc.is_null(raw)), True
     if numeric:
         return _parse_numbers(col, raw, out)
     if kind == "str" and not col.pattern and not col.unique:
         return _free_text(raw)
     d = _Dict(raw)
     blank = d.blank
+    # the distinct present values, each as the rules read it: all unchanged → the column is verbatim
+    verbatim = bool(pc.all(pc.equal(d.clean, d.values), skip_nulls=False, min_count=0).as_py())
     if kind == "date":
         shaped = _mask(pc.match_substring_regex(d.clean, DATE_RE))
         clean = pc.if_else(pa.array(shaped), d.clean, pa.scalar(None, pa.string()))
@@ -129,7 +145,7 @@ def _typed(col: Column, raw: pa.Array, out: _Collector) -> tuple[pa.Array, np.nd
         # strptime rolls impossible days over (2024-02-30 → 03-01): a real date prints back unchanged
         same = _mask(pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), clean))
         out.add(d.rows(~same) & ~blank, col.name, "must be a date YYYY-MM-DD", raw)
-        return d.take(pc.cast(parsed, pa.date32())), blank
+        return d.take(pc.cast(parsed, pa.date32())), blank, verbatim
     if kind == "enum":
         ok = _mask(pc.is_in(d.clean, value_set=pa.array(col.choices)))
         out.add(d.rows(~ok) & ~blank, col.name, f"must be one of {', '.join(col.choices)}", raw)
@@ -143,42 +159,45 @@ def _typed(col: Column, raw: pa.Array, out: _Collector) -> tuple[pa.Array, np.nd
         first[d.idx[order]] = order
         dup = (first[d.idx] != np.arange(len(d.idx))) & ~d.null_rows
         out.add(dup & ~blank, col.name, "must be unique in the file", raw)
-    if pc.all(pc.equal(d.clean, d.values), skip_nulls=False).as_py():
-        return _as_strings(raw), blank   # nothing to trim or blank out: keep the parsed column as it is
-    return d.take(d.clean), blank
+    if verbatim:
+        return _as_strings(raw), blank, True   # nothing to trim or blank out: keep the column as it is
+    return d.take(d.clean), blank, False
 
 
-def _free_text(raw: pa.Array) -> tuple[pa.Array, np.ndarray]:
+def _free_text(raw: pa.Array) -> tuple[pa.Array, np.ndarray, bool]:
     """A text column with no rule but 'present' (names, descriptions): trimmed, blank → null, row by
     row. Most values are distinct here, so dictionary-encoding them first would cost more than it saves."""
     s = _as_strings(raw)
     trimmed = pc.utf8_trim_whitespace(s)
     blank = _mask(pc.or_kleene(pc.is_null(trimmed), pc.equal(trimmed, "")))
-    if not blank.any() and pc.all(pc.equal(trimmed, s)).as_py():
-        return s, blank
-    return pc.if_else(pa.array(blank), pa.scalar(None, pa.string()), trimmed), blank
+    verbatim = not _present_blank(s, blank) and pc.all(pc.equal(trimmed, s), min_count=0).as_py()
+    if verbatim and not blank.any():
+        return s, blank, True
+    return pc.if_else(pa.array(blank), pa.scalar(None, pa.string()), trimmed), blank, verbatim
 
 
-def _parse_numbers(col: Column, raw: pa.Array, out: _Collector) -> tuple[pa.Array, np.ndarray]:
+def _parse_numbers(col: Column, raw: pa.Array, out: _Collector) -> tuple[pa.Array, np.ndarray, bool]:
     """Text → numbers: Arrow's cast parses the whole column in C++; only when it refuses a value do
-    we look for which rows are bad (regex), so the common, valid case costs one cast."""
+    we look for which rows are bad (regex), so the common, valid case costs one cast. Surrounding
+    blanks are no rewrite here (PostgreSQL's number input skips them too); a blank present value is."""
     target = pa.float64() if col.kind == "float" else pa.int64()
     s = _as_strings(raw)
     trimmed = pc.utf8_trim_whitespace(s)
     blank = _mask(pc.or_kleene(pc.is_null(trimmed), pc.equal(trimmed, "")))
     clean = pc.if_else(pa.array(blank), pa.scalar(None, pa.string()), trimmed)
+    verbatim = not _present_blank(s, blank)
     try:
         values = pc.cast(clean, target)
         if col.kind == "float":
             finite = _mask(pc.is_finite(values))
             out.add(~finite & ~blank, col.name, "must be a finite number", s)
             values = pc.if_else(pa.array(finite), values, pa.scalar(None, target))
-        return values, blank
+        return values, blank, verbatim
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     ok = _mask(pc.match_substring_regex(clean, FLOAT_RE if col.kind == "float" else INT_RE))
     out.add(~ok & ~blank, col.name, "must be a number" if col.kind == "float" else "must be a whole number", s)
-    return pc.cast(pc.if_else(pa.array(ok), clean, pa.scalar(None, pa.string())), target), blank
+    return pc.cast(pc.if_else(pa.array(ok), clean, pa.scalar(None, pa.string())), target), blank, verbatim
 
 
 def validate_table(table: pa.Table, columns: tuple[Column, ...], first_line: int = FIRST_DATA_LINE) -> Checked:
@@ -202,12 +221,15 @@ def validate_table(table: pa.Table, columns: tuple[Column, ...], first_line: int
 
     n = table.num_rows
     typed: dict[str, pa.Array] = {}
+    rewritten: list[str] = []
     for col in columns:
         if col.name not in table.column_names:
             typed[col.name] = pa.nulls(n, _arrow_type(col))
             continue
         raw = table.column(col.name).combine_chunks()
-        values, blank = _typed(col, raw, out)
+        values, blank, verbatim = _typed(col, raw, out)
+        if not verbatim:
+            rewritten.append(col.name)
         if col.required:
             out.add(blank, col.name, "is required", None)
         typed[col.name] = values
@@ -226,7 +248,7 @@ def validate_table(table: pa.Table, columns: tuple[Column, ...], first_line: int
     if out.total:
         out.violations.sort(key=lambda v: (v.line or 0, spec_names.index(v.field) if v.field in spec_names else 0))
         raise InvalidInput(out.violations, out.total)
-    return Checked(pa.table(typed), n)
+    return Checked(pa.table(typed), n, tuple(rewritten))
 
 
 def _arrow_type(col: Column) -> pa.DataType:
