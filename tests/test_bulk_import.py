@@ -1,6 +1,9 @@
 """The PostgreSQL bulk path of resource imports (constraints rebuilt once, COPY overlapped with
 validation): same result and same all-or-nothing guarantee as the row path."""
 
+import subprocess
+import sys
+
 import psycopg
 import pyarrow as pa
 import pytest
@@ -175,3 +178,29 @@ def test_query_ids_matches_query_arrow_and_falls_back_on_newlines_and_nulls(pg_l
         assert got.column("id").to_pylist() == ["a", "b\nc", None]
         assert got.column("other").to_pylist() == ["x", "y", "z"]
         assert bulk.query_ids(conn, "SELECT owner_id AS id FROM owners WHERE false", ["id"]).num_rows == 0
+
+
+def test_bulk_path_in_a_process_that_never_imported_the_other_areas_schemas(pg_loaded, tmp_path):
+    # as `openvpp resources import` runs: tables of other areas (EV credentials, contracts...) point at
+    # resources, and their keys must be dropped and re-added although their modules are not loaded
+    path = tmp_path / "many.csv"
+    write_csv(path, RES_HEADER, _rows(30))
+    code = f"""
+import sys
+from openvpp.services import registry
+from openvpp.store import audit, db
+registry.BULK_MIN_ROWS, registry.BULK_RATIO = 1, 1000.0
+assert "openvpp.store.schema_ev" not in sys.modules
+engine = db.get_engine({pg_loaded.database_url!r})
+with engine.begin() as conn:
+    print(registry.import_resources_file(conn, {str(path)!r}, audit.SYSTEM))
+registry.finish_bulk(engine)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "30"
+    engine = db.get_engine(pg_loaded.database_url)
+    assert _count(engine) == 37
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), db.full_metadata()) == []
+        assert conn.exec_driver_sql("SELECT count(*) FROM pg_constraint WHERE NOT convalidated").scalar() == 0

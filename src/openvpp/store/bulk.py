@@ -153,15 +153,19 @@ def rebuilt_constraints(conn: Connection, table: Table, spent: dict[str, float] 
     if conn.dialect.name != "postgresql":
         yield
         return
-    own_fks = list(table.foreign_key_constraints)
-    incoming = [fk for t in table.metadata.tables.values() if t is not table
-                for fk in t.foreign_key_constraints if fk.referred_table is table]
+    # every foreign key on the table or pointing at it, as the database has them (a table of another
+    # area points at this one whether or not its schema module was imported in this process)
+    fks = conn.exec_driver_sql(
+        "SELECT r.relname, c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c "
+        "JOIN pg_class r ON r.oid = c.conrelid WHERE c.contype = 'f' "
+        "AND (c.conrelid = %(t)s::regclass OR c.confrelid = %(t)s::regclass) ORDER BY 1, 2",
+        {"t": table.name}).all()
     indexes = list(table.indexes)
     spent = {} if spent is None else spent
     t0 = time.perf_counter()
     conn.exec_driver_sql(f"SET LOCAL maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
-    for fk in incoming + own_fks:
-        conn.execute(DropConstraint(fk))
+    for rel, name, _ in fks:
+        conn.exec_driver_sql(f"ALTER TABLE {_quoted(rel)} DROP CONSTRAINT {_quoted(name)}")
     for ix in indexes:
         conn.execute(DropIndex(ix))
     conn.execute(DropConstraint(table.primary_key))
@@ -176,10 +180,14 @@ def rebuilt_constraints(conn: Connection, table: Table, spent: dict[str, float] 
             conn.execute(CreateIndex(ix))
             spent[f"unique {ix.name}"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for fk in own_fks + incoming:
-        ddl = str(AddConstraint(fk).compile(dialect=conn.dialect))
-        conn.exec_driver_sql(ddl + " NOT VALID")
+    for rel, name, definition in fks:
+        definition = definition.removesuffix(" NOT VALID")
+        conn.exec_driver_sql(f"ALTER TABLE {_quoted(rel)} ADD CONSTRAINT {_quoted(name)} {definition} NOT VALID")
     spent["foreign keys NOT VALID"] = time.perf_counter() - t0
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def finish(engine, table: Table) -> dict[str, float]:
