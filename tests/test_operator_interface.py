@@ -1,7 +1,7 @@
 """The operator interface (docs/operator-interface.md) as an operator's own system uses it: the
 platform's ``OperatorAgent`` with ``HttpCity`` reads its feed and acknowledges the city's
 instructions over HTTP with its API key, against the app served by uvicorn on PostgreSQL, and
-instructs its simulated devices over Mosquitto."""
+instructs its simulated devices over Mosquitto through their site gateway (one message per site)."""
 
 from __future__ import annotations
 
@@ -86,8 +86,10 @@ def test_an_operator_system_declares_and_acknowledges_over_http_and_instructs_it
             city = HttpCity(base, key)
             try:
                 async with CommandChannel(url) as ch:
+                    # each site's gateway gets its devices' instructions in one message
                     agent = OperatorAgent(engine, Actor("op02-tss", "operator_admin", operator_id="OP02"),
-                                          lambda o, d, p: ch.send(o, d, p, timeout=5.0), status, city=city)
+                                          lambda o, d, p: ch.send(o, d, p, timeout=5.0), status, city=city,
+                                          send_gateway=lambda o, g, items: ch.send_gateway(o, g, items, timeout=5.0))
                     out = await agent.step()
             finally:
                 city.close()

@@ -121,3 +121,46 @@ def test_simulator_over_mosquitto_feeds_the_ingest_and_obeys_a_setpoint(loaded, 
     assert n == stats.inserted and n >= 7 * 3
     late = [r["power_kw"] for r in r3 if r["ts"].timestamp() * 1000 > sent_at + 200]
     assert late and all(p == -250.0 for p in late)
+
+
+def test_a_gateway_takes_its_devices_instructions_in_one_message_over_mosquitto(mini_city):
+    """CommandChannel.send_gateway ↔ the simulator's gateway: one message each way for a site's devices;
+    each instruction gets its own acknowledgement, a refusal names its reason, an instruction to a
+    device the gateway does not have is refused, and a device that never answers reads as None."""
+    from openvpp.adapters.mqtt.commands import CommandChannel
+
+    root = f"openvpp-test-{uuid.uuid4().hex[:10]}/v1"
+    url = f"mqtt://127.0.0.1:1883/{root}"
+    fleet = DeviceFleet.from_city(mini_city, speed=1.0, interval_s=3600.0)
+    start = int(time.time() * 1000) + 60_000
+
+    async def main():
+        stop = asyncio.Event()
+        reporting = asyncio.Event()
+        sim = asyncio.create_task(run_devices(fleet, url, stop, on_report=lambda k, t: reporting.set()))
+        await asyncio.wait_for(reporting.wait(), 20)
+        seen: list[str] = []
+        async with aiomqtt.Client("127.0.0.1", 1883) as spy, CommandChannel(url) as ch:
+            await spy.subscribe(f"{root}/gack/+/+", qos=1)
+            acks = await ch.send_gateway("OP01", "S1", [
+                ("R1", {"kind": "limit", "max_kw": 100.0, "start": start, "duration_s": 900}),
+                ("R3", {"kind": "setpoint", "p": "fast"}),
+                ("NOPE", {"kind": "release"}),
+            ], timeout=5.0)
+            seen.append((await asyncio.wait_for(anext(aiter(spy.messages)), 5)).topic.value)
+            # a device on a gateway whose simulator is not running: no answer within the timeout
+            stop.set()
+            await asyncio.gather(sim, return_exceptions=True)
+            silent = await ch.send_gateway("OP01", "S1", [("R1", {"kind": "release"})], timeout=0.5)
+        return acks, seen, silent
+
+    acks, seen, silent = asyncio.run(main())
+    assert seen == [f"{root}/gack/OP01/S1"]                       # one message back for the three
+    assert [a["device"] for a in acks] == ["R1", "R3", "NOPE"]
+    assert acks[0]["status"] == "accepted"
+    assert acks[1]["status"] == "rejected" and "p must be a number" in acks[1]["reason"]
+    assert acks[2]["status"] == "rejected" and acks[2]["reason"] == "unknown device"
+    assert silent == [None]
+    # R1's limit waits in its schedule for its start
+    i = fleet.pos["R1"]
+    assert any(e[2] == i and e[0] == start for e in fleet.scheduled)

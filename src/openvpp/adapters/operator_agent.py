@@ -28,12 +28,15 @@ from sqlalchemy import Engine, select
 from openvpp.core.clock import Clock, now_utc, wall
 from openvpp.services import dispatch, events
 from openvpp.store.audit import Actor
+from openvpp.store.schema import resources
 from openvpp.store.schema_events import events as events_table
 
 log = logging.getLogger("openvpp.operator_agent")
 
 #: (operator_id, device_id, instruction) → the device's acknowledgement; raises TimeoutError if none
 SendAsync = Callable[[str, str, dict], Awaitable[dict]]
+#: (operator_id, gateway_id, [(device_id, instruction)]) → each one's acknowledgement or None
+SendGatewayAsync = Callable[[str, str, list[tuple[str, dict]]], Awaitable[list[dict | None]]]
 
 
 class CityLink(Protocol):
@@ -112,6 +115,9 @@ class OperatorAgent:
     clock: Clock = wall
     #: how the city is reached (default: its services in process)
     city: CityLink | None = None
+    #: when set, device instructions go to each site's gateway in one message (``send`` is then unused)
+    send_gateway: SendGatewayAsync | None = None
+    _site_of: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.city is None:
@@ -147,10 +153,26 @@ class OperatorAgent:
         self.last_seq = page["last"]
         return touched
 
+    def _sites(self, device_ids: list[str]) -> dict[str, str]:
+        """The site (gateway) of each device, from the registry; read again for devices not seen yet."""
+        if any(d not in self._site_of for d in device_ids):
+            with self.engine.connect() as conn:
+                self._site_of.update(dict(conn.execute(select(resources.c.resource_id, resources.c.site_id).where(
+                    resources.c.operator_id == self.actor.operator_id)).all()))
+        return self._site_of
+
     async def _deliver(self, rows: list[dict]) -> None:
         """Send every row through the transport, at most ``max_in_flight`` awaiting their ack at once,
-        and record the acknowledgements in batches (in a worker thread) while the sending goes on."""
-        todo = iter(rows)
+        and record the acknowledgements in batches (in a worker thread) while the sending goes on.
+        With ``send_gateway`` the rows of one site go in one message (the window counts messages)."""
+        if self.send_gateway is not None:
+            sites = await asyncio.to_thread(self._sites, [r["resource_id"] for r in rows])
+            groups: dict[tuple[str, str], list[dict]] = {}
+            for r in rows:
+                groups.setdefault((r["operator_id"], sites.get(r["resource_id"]) or r["resource_id"]), []).append(r)
+            todo = iter(groups.items())
+        else:
+            todo = iter(rows)
         received: list[tuple[dict, datetime, datetime]] = []
         full = asyncio.Event()
         sending = True
@@ -160,16 +182,29 @@ class OperatorAgent:
 
         async def worker() -> None:
             for r in todo:
-                async with window:
-                    sent_at = self._now()
-                    try:
-                        ack = await self.send(r["operator_id"], r["resource_id"], r["payload"])
-                    except TimeoutError:
-                        continue        # no ack: re-dispatch finds it overdue
-                    except Exception as exc:  # noqa: BLE001 - a transport error on one device: same as no ack
-                        failures.append(f"{r['resource_id']}: {exc!r}")
-                        continue
-                received.append((ack, self._now(), sent_at))
+                if self.send_gateway is not None:
+                    (op, gateway), group = r
+                    async with window:
+                        sent_at = self._now()
+                        try:
+                            acks = await self.send_gateway(op, gateway, [(g["resource_id"], g["payload"])
+                                                                         for g in group])
+                        except Exception as exc:  # noqa: BLE001 - a transport error: the same as no ack
+                            failures.append(f"gateway {gateway}: {exc!r}")
+                            continue
+                    at = self._now()
+                    received.extend((a, at, sent_at) for a in acks if a is not None)
+                else:
+                    async with window:
+                        sent_at = self._now()
+                        try:
+                            ack = await self.send(r["operator_id"], r["resource_id"], r["payload"])
+                        except TimeoutError:
+                            continue        # no ack: re-dispatch finds it overdue
+                        except Exception as exc:  # noqa: BLE001 - a transport error on one device: same as no ack
+                            failures.append(f"{r['resource_id']}: {exc!r}")
+                            continue
+                    received.append((ack, self._now(), sent_at))
                 if len(received) >= self.ack_batch:
                     full.set()
 
@@ -187,7 +222,7 @@ class OperatorAgent:
 
         rec = asyncio.create_task(recorder())
         try:
-            await asyncio.gather(*(worker() for _ in range(min(self.max_in_flight, len(rows)))))
+            await asyncio.gather(*(worker() for _ in range(max(1, min(self.max_in_flight, len(rows))))))
         finally:
             sending = False
             full.set()

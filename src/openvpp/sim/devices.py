@@ -4,7 +4,10 @@
 at a time from its archetype profile (``kernels.profiles.materialise``), optional relative noise,
 state of charge and energy counter, and the instructions in force. ``run_devices`` connects it
 to a broker: one telemetry batch per gateway (site) and report, instructions in on
-``{root}/cmd/{operator_id}/{device_id}``, acknowledgements out on ``{root}/ack/{operator_id}/{device_id}``.
+``{root}/cmd/{operator_id}/{device_id}``, acknowledgements out on ``{root}/ack/{operator_id}/{device_id}``;
+a gateway's batch of instructions on ``{root}/gcmd/{operator_id}/{gateway_id}`` (``{"gw", "items":
+[{"device", ...instruction}]}``) is answered with one ``{"gw", "items": [ack, ...]}`` on
+``{root}/gack/{operator_id}/{gateway_id}``.
 
 Time: ``clock`` is the platform's clock (``core.clock``: the wall clock, or a ``SimClock`` in
 accelerated time shared with the platform's services); every point is stamped with it, because the
@@ -280,6 +283,7 @@ async def run_devices(fleet: DeviceFleet, url: str, stop: asyncio.Event | None =
             async with aiomqtt.Client(host, port, protocol=proto, identifier=client_id, timeout=30,
                                       socket_options=SOCKET_OPTIONS) as client:
                 await client.subscribe(f"{root}/cmd/+/+", qos=1)
+                await client.subscribe(f"{root}/gcmd/+/+", qos=1)
 
                 async def publish_ack(topic: str, body: str) -> None:
                     try:
@@ -289,18 +293,43 @@ async def run_devices(fleet: DeviceFleet, url: str, stop: asyncio.Event | None =
                     finally:
                         window.release()
 
+                def gateway_acks(gateway: str, payload: bytes) -> dict:
+                    """A gateway's batch: each item is one device's instruction (``device`` names it)."""
+                    try:
+                        msg = json.loads(payload)
+                    except ValueError:
+                        return {"gw": gateway, "items": [], "error": "not JSON"}
+                    items = msg.get("items") if isinstance(msg, dict) else None
+                    if not isinstance(items, list):
+                        return {"gw": gateway, "items": [], "error": "items must be a list"}
+                    now_ms = int(clock() * 1000)
+                    acks = []
+                    for item in items:
+                        if isinstance(item, dict):
+                            acks.append(fleet.apply(str(item.get("device")), item, now_ms))
+                        else:
+                            acks.append({"id": None, "device": None, "status": "rejected",
+                                         "reason": "an item must be an object"})
+                    counts["instructions"] += len(acks)
+                    return {"gw": gateway, "items": acks}
+
                 async def listen() -> None:
                     async for m in client.messages:
-                        device = m.topic.value.rsplit("/", 1)[-1]
-                        operator = m.topic.value.split("/")[-2]
-                        try:
-                            msg = json.loads(m.payload)
-                            ack = fleet.apply(device, msg if isinstance(msg, dict) else {}, int(clock() * 1000))
-                        except ValueError:
-                            ack = {"id": None, "device": device, "status": "rejected", "reason": "not JSON"}
-                        counts["instructions"] += 1
+                        levels = m.topic.value.split("/")
+                        device, operator = levels[-1], levels[-2]
+                        if levels[-3] == "gcmd":
+                            body = gateway_acks(device, m.payload)
+                            topic = f"{root}/gack/{operator}/{device}"
+                        else:
+                            try:
+                                msg = json.loads(m.payload)
+                                body = fleet.apply(device, msg if isinstance(msg, dict) else {}, int(clock() * 1000))
+                            except ValueError:
+                                body = {"id": None, "device": device, "status": "rejected", "reason": "not JSON"}
+                            counts["instructions"] += 1
+                            topic = f"{root}/ack/{operator}/{device}"
                         await window.acquire()
-                        task = asyncio.create_task(publish_ack(f"{root}/ack/{operator}/{device}", json.dumps(ack)))
+                        task = asyncio.create_task(publish_ack(topic, json.dumps(body)))
                         acking.add(task)
                         task.add_done_callback(acking.discard)
 
