@@ -305,8 +305,8 @@ def import_resources_file(conn: Connection, path: Path, actor: Actor, state: str
             savepoint[0].rollback()
         if isinstance(exc, IntegrityError) and not checked.rewritten:
             raise _existing_conflicts(conn, checked.table, 2) from None
-        if exc is not None and not isinstance(exc, (IntegrityError, DataError)):
-            raise exc
+        if exc is not None and (not refs or not isinstance(exc, (IntegrityError, DataError))):
+            raise exc   # not a value the server refused, or refused before the references were checked
         data = checked.table.append_column("state", pa.array(np.full(checked.n_rows, state), pa.string()))
         try:
             with conn.begin_nested(), bulk.rebuilt_constraints(conn, resources):
