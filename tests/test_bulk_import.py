@@ -204,3 +204,20 @@ registry.finish_bulk(engine)
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), db.full_metadata()) == []
         assert conn.exec_driver_sql("SELECT count(*) FROM pg_constraint WHERE NOT convalidated").scalar() == 0
+
+
+def test_bulk_path_copies_the_validated_rows_when_the_server_refuses_a_value_the_rules_accept(pg_loaded, tmp_path):
+    # 1e-400 reads as 0.0 by the rules (as on the row path); PostgreSQL's COPY calls it out of range
+    lines = [",".join(str(v) for v in r) for r in _rows(3)]
+    lines[2] = lines[2].replace(",60,60,ev_public,", ",60,1e-400,ev_public,", 1)
+    path = tmp_path / "tiny.csv"
+    _write_raw(path, lines)
+    engine = db.get_engine(pg_loaded.database_url)
+    with engine.begin() as conn:
+        assert registry.import_resources_file(conn, path, audit.SYSTEM) == 3
+    registry.finish_bulk(engine)
+    with engine.connect() as conn:
+        kva = conn.execute(select(resources.c.capacity_kva).where(resources.c.resource_id == "R102")).scalar_one()
+        last = conn.execute(select(audit_log.c.after).order_by(audit_log.c.audit_id.desc()).limit(1)).scalar()
+    assert kva == 0.0
+    assert last["write_path"] == "bulk, validated rows"
