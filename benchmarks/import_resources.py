@@ -100,11 +100,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="200,000 resources (under 30 s)")
     ap.add_argument("--size", type=int, default=None)
-    ap.add_argument("--repeat", type=int, default=None, help="alternating reference/import pairs (3)")
+    ap.add_argument("--repeat", type=int, default=None, help="alternating reference/import pairs (3; 1 with --quick)")
     ap.add_argument("--profile", action="store_true", help="then run the steps one by one and print a breakdown")
     args = ap.parse_args()
     n = args.size or (200_000 if args.quick else 1_000_000)
-    repeat = args.repeat or 3
+    repeat = args.repeat or (1 if args.quick else 3)
     load_before = os.getloadavg()
     city_dir = city(n)
     name = "openvpp_bench_import"
