@@ -53,6 +53,7 @@ def test_valid_batch_is_imported_and_audited(loaded, tmp_path):
     ({"commissioned_on": "2024-02-30"}, "commissioned_on", "must be a date"),
     ({"latency_s": ""}, "latency_s", "is required"),
     ({"noise_seed": "1.5"}, "noise_seed", "whole number"),
+    ({"name": "冷" * 201}, "name", "must be at most 200 characters"),
 ])
 def test_bad_row_names_line_field_rule_and_writes_nothing(loaded, tmp_path, changes, field, rule):
     rows = [_row(resource_id="R20", meter_id="M0020"), _row(**changes)]

@@ -28,6 +28,7 @@ class Column:
     pattern: str | None = None
     max_of: str | None = None       # value must not exceed this other column (e.g. adjustable <= capacity)
     unique: bool = False
+    max_len: int | None = None      # at most this many characters (the store's column width)
 
 
 def _enum(e: type) -> tuple[str, ...]:
@@ -36,7 +37,7 @@ def _enum(e: type) -> tuple[str, ...]:
 
 RESOURCE_COLUMNS: tuple[Column, ...] = (
     Column("resource_id", "str", "unique resource id", pattern=ID_PATTERN, unique=True),
-    Column("name", "str", "display name", required=False),
+    Column("name", "str", "display name", required=False, max_len=200),
     Column("resource_type", "enum", "resource type", choices=_enum(ResourceType)),
     Column("operator_id", "str", "operator (VPP aggregator) it is contracted to; empty = none yet",
            required=False, pattern=ID_PATTERN),
@@ -67,18 +68,18 @@ RESOURCE_COLUMNS: tuple[Column, ...] = (
 
 OPERATOR_COLUMNS: tuple[Column, ...] = (
     Column("operator_id", "str", "unique operator id", pattern=ID_PATTERN, unique=True),
-    Column("name", "str", "registered name"),
-    Column("name_zh", "str", "name in Chinese", required=False),
+    Column("name", "str", "registered name", max_len=200),
+    Column("name_zh", "str", "name in Chinese", required=False, max_len=200),
     Column("kind", "enum", "operator kind", choices=_enum(OperatorKind)),
-    Column("credit_code", "str", "unified social credit code (统一社会信用代码)", required=False),
-    Column("tss_endpoint", "str", "URL of its technical support system (技术支持系统)", required=False),
+    Column("credit_code", "str", "unified social credit code (统一社会信用代码)", required=False, max_len=40),
+    Column("tss_endpoint", "str", "URL of its technical support system (技术支持系统)", required=False, max_len=400),
     Column("state", "enum", "admission state", choices=("applied", "under_review", "admitted",
                                                          "suspended", "exited", "rejected")),
 )
 
 OWNER_COLUMNS: tuple[Column, ...] = (
     Column("owner_id", "str", "unique owner id", pattern=ID_PATTERN, unique=True),
-    Column("name", "str", "owner name"),
+    Column("name", "str", "owner name", max_len=200),
     Column("kind", "enum", "owner kind", choices=_enum(OwnerKind)),
     Column("operator_id", "str", "operator the owner has contracted with", required=False,
            pattern=ID_PATTERN),
@@ -88,7 +89,7 @@ OWNER_COLUMNS: tuple[Column, ...] = (
 
 SITE_COLUMNS: tuple[Column, ...] = (
     Column("site_id", "str", "unique site id", pattern=ID_PATTERN, unique=True),
-    Column("name", "str", "site name", required=False),
+    Column("name", "str", "site name", required=False, max_len=200),
     Column("ta_id", "str", "transformer area the site is supplied from", pattern=ID_PATTERN),
     Column("owner_id", "str", "owner of the site", pattern=ID_PATTERN),
     Column("lat", "float", "latitude", "deg", min=-90, max=90),
@@ -100,8 +101,8 @@ GRID_COLUMNS: tuple[Column, ...] = (
     Column("level", "enum", "city, district, substation (220 kV), feeder (10 kV), transformer_area",
            choices=("city", "district", "substation", "feeder", "transformer_area")),
     Column("parent_id", "str", "parent node (empty for the city)", required=False),
-    Column("name", "str", "name (English/pinyin)"),
-    Column("name_zh", "str", "name in Chinese", required=False),
+    Column("name", "str", "name (English/pinyin)", max_len=200),
+    Column("name_zh", "str", "name in Chinese", required=False, max_len=200),
     Column("voltage_kv", "float", "nominal voltage", "kV", required=False, min=0),
     Column("rating_kva", "float", "rating: transformer kVA for a TA, feeder/substation capacity", "kVA",
            required=False, min=0),

@@ -133,7 +133,11 @@ def _typed(col: Column, raw: pa.Array, out: _Collector) -> tuple[pa.Array, np.nd
     if numeric:
         return _parse_numbers(col, raw, out)
     if kind == "str" and not col.pattern and not col.unique:
-        return _free_text(raw)
+        values, blank, verbatim = _free_text(raw)
+        if col.max_len is not None:
+            long = _mask(pc.greater(pc.utf8_length(values), col.max_len))
+            out.add(long & ~blank, col.name, f"must be at most {col.max_len} characters", raw)
+        return values, blank, verbatim
     d = _Dict(raw)
     blank = d.blank
     # the distinct present values, each as the rules read it: all unchanged → the column is verbatim
