@@ -118,16 +118,31 @@ class Connections:
     def __init__(self, host: str, port: int, token: str):
         self.host, self.port = host, port
         self.head = f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\nAccept: application/json\r\n\r\n"
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self.opened = 0
 
+    #: a connection idle this long is not reused (the server closes idle keep-alive ones after 5 s)
+    MAX_IDLE_S = 3.0
+
     async def get(self, url: str) -> tuple[int, int]:
-        """(status, body bytes) of ``GET url``."""
-        if self.idle:
-            reader, writer = self.idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-            self.opened += 1
+        """(status, body bytes) of ``GET url``; a reused connection the server closed meanwhile is
+        replaced once, as any keep-alive client does."""
+        now = time.monotonic()
+        while self.idle:
+            reader, writer, since = self.idle.pop()
+            if now - since <= self.MAX_IDLE_S and not reader.at_eof():
+                try:
+                    return await self._send(reader, writer, url)
+                except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                    if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                        raise
+                    break   # closed under us before any byte of the answer: once more on a new one
+            writer.close()
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        self.opened += 1
+        return await self._send(reader, writer, url)
+
+    async def _send(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, url: str) -> tuple[int, int]:
         try:
             writer.write(f"GET {url} HTTP/1.1\r\n{self.head}".encode())
             head = await reader.readuntil(b"\r\n\r\n")
@@ -150,11 +165,11 @@ class Connections:
         if keep is False:
             writer.close()
         else:
-            self.idle.append((reader, writer))
+            self.idle.append((reader, writer, time.monotonic()))
         return status, length
 
     def close(self) -> None:
-        for _, writer in self.idle:
+        for _, writer, _ in self.idle:
             writer.close()
         self.idle.clear()
 
