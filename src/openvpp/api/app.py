@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -12,6 +14,34 @@ from openvpp.core.errors import OpenVPPError
 from openvpp.core.settings import Settings
 from openvpp.services.pools import PoolCache
 from openvpp.web import mount_web
+
+#: API requests served at once; the others wait on the event loop, holding neither a worker thread
+#: nor a database connection. A request holds up to two pooled connections (its caller's
+#: authentication and its own transaction), and its dependencies are opened and closed in worker
+#: threads: without a bound, an overload lets every worker thread block on an empty pool while the
+#: connections are held by requests waiting for a thread to close them, and the server stops (seen
+#: at 200 requests/s in benchmarks/api_load.py). Kept below half of the pools in store/db.py.
+API_CONCURRENCY = 12
+#: long-lived streams are not counted (they hold no connection while they wait)
+UNBOUNDED_PATHS = ("/api/v1/live/stream",)
+
+
+class ConcurrencyLimit:
+    """Pure ASGI middleware: at most ``limit`` ``/api/`` requests in the app at once, first come first served."""
+
+    def __init__(self, app, limit: int = API_CONCURRENCY):
+        self.app = app
+        self.limit = limit
+        self._sem: asyncio.Semaphore | None = None
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/api/") or path.startswith(UNBOUNDED_PATHS):
+            return await self.app(scope, receive, send)
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.limit)
+        async with self._sem:
+            await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -45,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     routes.include(app)
     mount_web(app)
+    app.add_middleware(ConcurrencyLimit, limit=API_CONCURRENCY)
     return app
 
 
