@@ -129,3 +129,51 @@ def test_event_discharge_too_deep_reports_shortfall_and_keeps_departure_energy()
     assert got.summary()["shortfall_kwh"] > 0
     with pytest.raises(InvalidInput):
         v2g_svc.event_discharge(s, None, slot_start_utc(datetime(2025, 7, 15).date(), ENV_START), -target)
+
+
+def test_api_pool_v2g_view_from_the_vehicles_plugged_in(loaded):
+    """GET /pools/{id}/v2g: the pool's V2G charger counts what the plugged vehicle can give (open OCPP
+    session, its departure energy kept), not its 60 kW nameplate; nothing plugged → nothing."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import insert
+
+    from openvpp.api.app import create_app
+    from openvpp.services import accounts
+    from openvpp.store import audit
+    from openvpp.store.schema_ev import ev_charge_points, ev_sessions
+
+    start = datetime(2025, 7, 15, 4, 0, tzinfo=UTC)          # 12:00 local, a slot boundary
+    engine = db.get_engine(loaded.database_url)
+    with engine.begin() as conn:
+        pools.default_pools(conn)
+        accounts.create_user(conn, audit.SYSTEM, "disp", "pw-correct-horse", "dispatcher", None, None, rounds=4)
+        conn.execute(insert(ev_charge_points).values(charge_point_id="R5", ocpp_version="2.0.1", connected=True,
+                                                     status={}))
+        pe = pools.PoolEngine.from_db(conn)
+        pid = next(p for p in pe._index if pe.mask(p)[list(pe.reg.resource_id).index("R5")]
+                   and pe.totals_of(p)["scenario"] == "peak_shaving")
+    with TestClient(create_app(loaded)) as client:
+        tok = client.post("/api/v1/auth/token", data={"username": "disp", "password": "pw-correct-horse"}).json()
+        h = {"Authorization": f"Bearer {tok['access_token']}"}
+        url = f"/api/v1/pools/{pid}/v2g"
+        params = {"start": start.isoformat(), "start_slot": 0, "end_slot": 4}
+        empty = client.get(url, params=params, headers=h).json()
+        assert empty["v2g"]["sessions"] == 0 and empty["v2g"]["chargers"] == 1
+        assert empty["v2g"]["nameplate"]["down_kw"] > 0 and empty["v2g"]["envelope"]["down_kw"] == 0.0
+        with engine.begin() as conn:
+            conn.execute(insert(ev_sessions).values(
+                session_id="S-1", charge_point_id="R5", evse_id=1, transaction_id="T1", ocpp_version="2.0.1",
+                state="active", started_at=start, v2g=True, battery_kwh=50.0, soc_last=0.8,
+                departure_at=datetime(2025, 7, 15, 10, 0, tzinfo=UTC), energy_requested_kwh=5.0))
+        plugged = client.get(url, params=params, headers=h).json()
+        bad = client.get(url, params={**params, "start_slot": 4, "end_slot": 4}, headers=h)
+        naive = client.get(url, params={**params, "start": "2025-07-15T04:00:00"}, headers=h)
+    env = plugged["v2g"]["envelope"]
+    assert plugged["v2g"]["sessions"] == 1
+    # a 60 kW V2G pile with 40 kWh stored, 5 kWh more wanted by departure: it can shed load this hour
+    assert 0 < env["down_kw"] <= 60.0 + 1e-9 and env["energy_down_kwh"] > 0
+    base = plugged["down_kw"] - env["down_kw"] + plugged["v2g"]["nameplate"]["down_kw"]
+    assert base == pytest.approx(empty["down_kw"] - empty["v2g"]["envelope"]["down_kw"]
+                                 + empty["v2g"]["nameplate"]["down_kw"])
+    assert bad.status_code == 422 and "start_slot" in bad.text
+    assert naive.status_code == 422 and "start" in naive.text

@@ -345,18 +345,27 @@ class ChargingService:
                 ev_sessions.c.state == "active").values(**values)).rowcount if values else 1
         return bool(n)
 
-    def open_sessions(self, start: datetime, horizon: int = 96) -> tuple[Sessions, list[str]]:
+    def open_sessions(self, start: datetime, horizon: int = 96, charge_point_ids: list[str] | None = None
+                      ) -> tuple[Sessions, list[str]]:
         """Open sessions as scheduler input over ``horizon`` slots from ``start``: plugged from now (slot 0 or
         their start), leaving at their reported departure (the horizon's end when none was reported),
         asking for the energy reported less what they charged since (0 when none was reported).
-        Returns the sessions and their ids (rows in the same order)."""
+        Returns the sessions and their ids (rows in the same order); ``charge_point_ids`` keeps those
+        chargers' sessions only."""
         s, r = ev_sessions, resources
         cols = [s.c.session_id, s.c.started_at, s.c.departure_at, s.c.energy_requested_kwh, s.c.battery_kwh,
                 s.c.soc_last, s.c.v2g, r.c.capacity_kw, *[s.c[f"charge_{p}_kwh"] for p in PERIODS],
                 *[s.c[f"discharge_{p}_kwh"] for p in PERIODS]]
+        q = (select(*cols).select_from(s.join(r, r.c.resource_id == s.c.charge_point_id))
+             .where(s.c.state == "active").order_by(s.c.session_id))
+        rows = []
         with self.engine.connect() as conn:
-            rows = conn.execute(select(*cols).select_from(s.join(r, r.c.resource_id == s.c.charge_point_id))
-                                .where(s.c.state == "active").order_by(s.c.session_id)).all()
+            if charge_point_ids is None:
+                rows = conn.execute(q).all()
+            else:
+                for k in range(0, len(charge_point_ids), 2000):
+                    rows += conn.execute(q.where(s.c.charge_point_id.in_(charge_point_ids[k:k + 2000]))).all()
+                rows.sort(key=lambda row: row[0])
         start = start.astimezone(UTC)
 
         def slots(ts: datetime | None) -> float:

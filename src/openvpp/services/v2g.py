@@ -309,3 +309,38 @@ def event_discharge(sessions: Sessions, stations: Stations | None, start: dateti
     return EventDischarge(plan.power_kw, got.power_kw, dis, got.stats["charge_kw"], target, delivered,
                           np.where(target > 0, np.maximum(target - delivered, 0.0), 0.0),
                           float(dis.sum() * SLOT_H * a.degradation_yuan_per_kwh), got.flags, codes)
+
+
+def pool_envelope_view(engine, pool_engine, pool_id: str, start: datetime, start_slot: int, end_slot: int,
+                       horizon: int = 96, ruleset: str = rulesets.DEFAULT_RULESET) -> dict:
+    """A pool's totals with its V2G chargers counted from the envelope of the vehicles plugged into them
+    now (the central system's open sessions around their day-ahead V2G schedule from ``start``, a slot
+    boundary) over ``[start_slot, end_slot)`` of that horizon, instead of the chargers' nameplate.
+
+    ``pool_engine`` is a ``services.pools.PoolEngine`` holding the pool. A pool without V2G chargers,
+    or whose chargers have no vehicle plugged in, gets the V2G part of its totals from the envelope all
+    the same (zero when nothing is plugged)."""
+    from openvpp.services import ev_charging, ev_pilot
+
+    if not (isinstance(start_slot, int) and isinstance(end_slot, int) and 0 <= start_slot < end_slot <= horizon):
+        raise InvalidInput(Violation("start_slot/end_slot", f"need 0 <= start_slot < end_slot <= {horizon}",
+                                     (start_slot, end_slot)))
+    totals = pool_engine.totals_of(pool_id)
+    nameplate = next((r for r in pool_engine.breakdown(pool_id, "type") if r["type"] == "v2g_charger"), {})
+    reg = pool_engine.reg
+    cats = list(reg.categories["resource_type"])
+    is_v2g = (reg.codes["resource_type"] == cats.index("v2g_charger")) if "v2g_charger" in cats \
+        else np.zeros(len(reg.resource_id), bool)
+    members = reg.resource_id[pool_engine.mask(pool_id) & is_v2g]
+    sessions, ids = ev_charging.ChargingService(engine, ruleset=ruleset).open_sessions(
+        start, horizon, charge_point_ids=[str(m) for m in members])
+    if ids:
+        plan = ev_charging.day_ahead(sessions, None, None, start, horizon, ruleset=ruleset, v2g=True)
+        env = ev_pilot.fleet_envelope(sessions, plan.schedule.power_kw, None, ruleset)
+    else:
+        z = np.zeros(horizon)
+        env = kv2g.Envelope(baseline_kw=z, up_kw=z, down_kw=z, energy_kwh=z, energy_min_kwh=z, energy_max_kwh=z,
+                            plugged=z)
+    out = pool_view(totals, nameplate, env, start_slot, end_slot)
+    out["v2g"].update({"chargers": int(len(members)), "sessions": len(ids), "start": start.isoformat()})
+    return out

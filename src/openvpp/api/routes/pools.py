@@ -1,14 +1,16 @@
 """Resource pools per scenario (peak shaving, valley filling, emergency, reactive, reserve,
 local congestion), defined as rules over the registry and evaluated, never hand-listed."""
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from sqlalchemy import Connection
 
 from openvpp.api.deps import current_actor, read_conn, write_conn
+from openvpp.core.errors import InvalidInput, Violation
 from openvpp.model.roles import Perm
-from openvpp.services import pools
+from openvpp.services import ev_charging, pools, v2g
 from openvpp.services.scope import require
 from openvpp.store.audit import Actor
 
@@ -78,3 +80,19 @@ def update(pool_id: str, body: dict[str, Any] = Body(...), reason: str | None = 
 def delete(pool_id: str, reason: str | None = None, actor: Actor = Depends(current_actor),
            conn: Connection = Depends(write_conn, scope="function")) -> None:
     pools.delete_pool(conn, actor, pool_id, reason)
+
+
+@router.get("/{pool_id}/v2g")
+def v2g_view(request: Request, pool_id: str, start: datetime | None = None,
+             start_slot: int = Query(0, ge=0, le=95), end_slot: int = Query(4, ge=1, le=96),
+             actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn)) -> dict:
+    """The pool's totals with its V2G chargers counted from the envelope of the vehicles plugged in now
+    (open OCPP sessions, day-ahead V2G schedule from ``start``, default the current 15-minute slot) over
+    slots ``[start_slot, end_slot)`` of that day-long horizon, instead of the chargers' nameplate."""
+    pools.get_pool(conn, pool_id, actor)             # visible to the caller, or 404/403
+    if start is None:
+        start = ev_charging.slot_start(datetime.now(UTC))
+    elif start.tzinfo is None:
+        raise InvalidInput(Violation("start", "must carry a time zone", start.isoformat()))
+    engine = _engine(request, conn, [pool_id])
+    return v2g.pool_envelope_view(conn.engine, engine, pool_id, start, start_slot, end_slot)
