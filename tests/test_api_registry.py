@@ -85,6 +85,9 @@ def test_transitions_transfer_history_contracts(api):
 
 def test_verification_over_http(api):
     admin = h(api, "admin")
+    # read first: the report the process keeps must follow the tests completed after it
+    first = api.get("/api/v1/verification/report", headers=h(api, "op1")).json()["items"]
+    assert [(x["operator_id"], x["tested"]) for x in first] == [("OP01", 0)]
     start = datetime(2025, 7, 15, 6, 0, tzinfo=UTC).isoformat()
     r = api.post("/api/v1/verification/tests", json={"target_kind": "resource", "target_id": "R1",
                                                      "window_start": start}, headers=admin)

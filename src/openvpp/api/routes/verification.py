@@ -48,9 +48,24 @@ def complete(test_id: str, request: Request, actor: Actor = Depends(current_acto
 
 
 @router.get("/report")
-def report(actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn)) -> dict:
-    """Declared versus verified capability per operator (within your scope)."""
+def report(request: Request, actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn)) -> dict:
+    """Declared versus verified capability per operator (within your scope).
+
+    The report reads what moves only with resources, operators and verification tests, the same
+    changes that rebuild the process's shared pool engine (``services.pools.PoolCache``): it is kept
+    per scope for as long as that engine holds (a GROUP BY over every resource otherwise, ~0.1-0.2 s
+    at 100,000 resources, on a page the operators open first)."""
     scope = scope_of(actor)
     if scope.owner_id:
         raise Forbidden("the verification report is for the center and operators")
-    return {"items": ver.declared_vs_verified(conn, scope.operator_id)}
+    cache = getattr(request.app.state, "pool_engine", None)
+    if cache is None:
+        return {"items": ver.declared_vs_verified(conn, scope.operator_id)}
+    engine = cache.get(conn)
+    kept = request.app.state.__dict__.setdefault("verification_reports", {})
+    hit = kept.get(scope.operator_id)
+    if hit is not None and hit[0] is engine:
+        return hit[1]
+    out = {"items": ver.declared_vs_verified(conn, scope.operator_id)}
+    kept[scope.operator_id] = (engine, out)
+    return out
