@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 from sqlalchemy import Connection, func, select
 
@@ -49,13 +50,35 @@ def get(conn: Connection, actor: Actor, resource_id: str) -> dict:
 
 
 def list_page(conn: Connection, actor: Actor, filters: dict[str, str] | None = None, search: str | None = None,
-              limit: int = 50, offset: int = 0) -> dict:
-    """A page of resources in the caller's scope, filtered; ``total`` counts all matches."""
+              limit: int = 50, offset: int = 0, reg=None) -> dict:
+    """A page of resources in the caller's scope, filtered; ``total`` counts all matches.
+
+    ``reg`` (``registry_arrays.RegistryArrays`` of every resource, current with the database, e.g.
+    the API's shared pool engine's): without a text search, the matches are counted and the page's
+    ids picked on its arrays (every filter is one of its columns), and only the page's rows are
+    read; a COUNT over the filtered join costs ~0.1 s at 100,000 resources on every page."""
     scope = scope_of(actor)
     if not 1 <= limit <= 1000:
         raise InvalidInput(Violation("limit", "must be between 1 and 1000", limit))
     if offset < 0:
         raise InvalidInput(Violation("offset", "must be >= 0", offset))
+    for name, value in (filters or {}).items():
+        if value not in (None, "") and name not in FILTERS:
+            raise InvalidInput(Violation(name, f"unknown filter; use one of {', '.join(FILTERS)}", value))
+    if reg is not None and not search:
+        mask = np.ones(reg.n, bool)
+        conditions = [(k, v) for k, v in (filters or {}).items() if v not in (None, "")]
+        # the tenant fence is one more condition on the same columns (a filter outside it matches nothing)
+        conditions += [(k, v) for k, v in (("operator_id", scope.operator_id), ("owner_id", scope.owner_id)) if v]
+        for name, value in conditions:
+            mask &= reg.codes[name] == reg.code_of(name, value)
+        idx = np.flatnonzero(mask)
+        page = [str(r) for r in reg.resource_id[idx[offset:offset + limit]]]
+        q = select(resources, grid_nodes.c.district_id).select_from(
+            resources.join(grid_nodes, grid_nodes.c.node_id == resources.c.ta_id)).where(
+            resources.c.resource_id.in_(page)).order_by(resources.c.resource_id)
+        items = [dict(r) for r in conn.execute(q).mappings()] if page else []
+        return {"total": int(len(idx)), "limit": limit, "offset": offset, "scope": scope.label(), "items": items}
     base = select(resources.c.resource_id).select_from(
         resources.join(grid_nodes, grid_nodes.c.node_id == resources.c.ta_id))
     for name, value in (filters or {}).items():

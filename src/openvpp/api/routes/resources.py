@@ -22,7 +22,7 @@ router = APIRouter(prefix="/resources", tags=["resources"])
 
 @router.get("")
 def list_resources(
-    resource_type: str | None = None, operator_id: str | None = None, owner_id: str | None = None,
+    request: Request, resource_type: str | None = None, operator_id: str | None = None, owner_id: str | None = None,
     district_id: str | None = None, substation_id: str | None = None, feeder_id: str | None = None,
     ta_id: str | None = None, state: str | None = None, verified_grade: str | None = None,
     response_mode: str | None = None, q: str | None = None,
@@ -33,7 +33,7 @@ def list_resources(
     filters = {"resource_type": resource_type, "operator_id": operator_id, "owner_id": owner_id,
                "district_id": district_id, "substation_id": substation_id, "feeder_id": feeder_id,
                "ta_id": ta_id, "state": state, "verified_grade": verified_grade, "response_mode": response_mode}
-    return svc.list_page(conn, actor, filters, q, limit, offset)
+    return svc.list_page(conn, actor, filters, q, limit, offset, reg=request.app.state.pool_engine.registry(conn))
 
 
 @router.get("/summary")
