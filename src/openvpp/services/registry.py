@@ -544,14 +544,9 @@ def _summary_arrays(reg: RegistryArrays, by: str, scope: Scope, level: str | Non
     """``summary`` on the registry arrays: active resources in ``scope`` under ``parent`` (of grid
     ``level``; None = the whole city), grouped by ``by``."""
     codes = reg.codes
-    mask = codes["state"] == reg.code_of("state", "active")
-    if scope.operator_id:
-        mask &= codes["operator_id"] == reg.code_of("operator_id", scope.operator_id)
-    if scope.owner_id:
-        mask &= codes["owner_id"] == reg.code_of("owner_id", scope.owner_id)
+    mask = reg.matching(state="active", operator_id=scope.operator_id, owner_id=scope.owner_id)
     if level is not None:
-        col = _ARRAY_KEYS[level]
-        mask &= codes[col] == reg.code_of(col, parent)
+        mask &= reg.matching(**{_ARRAY_KEYS[level]: parent})
     col = _ARRAY_KEYS[by]
     cats = list(reg.categories[col]) + [None]
     group = np.where(codes[col] < 0, len(cats) - 1, codes[col])

@@ -61,6 +61,15 @@ class RegistryArrays:
         except ValueError:
             return -2  # matches nothing
 
+    def matching(self, **labels: str | None) -> np.ndarray:
+        """bool (n,): the rows whose categorical ``column`` holds ``label`` for every ``column=label``
+        given; a None (or empty) label sets no condition, an unknown label matches nothing."""
+        mask = np.ones(self.n, bool)
+        for column, label in labels.items():
+            if label not in (None, ""):
+                mask &= self.codes[column] == self.code_of(column, label)
+        return mask
+
     @classmethod
     def from_arrow(cls, t: pa.Table) -> RegistryArrays:
         out = cls(np.asarray(t.column("resource_id").to_pylist(), dtype=object))
