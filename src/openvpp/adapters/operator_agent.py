@@ -167,12 +167,22 @@ class OperatorAgent:
         With ``send_gateway`` the rows of one site go in one message (the window counts messages)."""
         if self.send_gateway is not None:
             sites = await asyncio.to_thread(self._sites, [r["resource_id"] for r in rows])
-            groups: dict[tuple[str, str], list[dict]] = {}
+            by_site: dict[tuple[str, str], list[dict]] = {}
             for r in rows:
-                groups.setdefault((r["operator_id"], sites.get(r["resource_id"]) or r["resource_id"]), []).append(r)
-            todo = iter(groups.items())
+                by_site.setdefault((r["operator_id"], sites.get(r["resource_id"]) or r["resource_id"]), []).append(r)
+            groups = list(by_site.items())
+
+            async def transmit(operator_id: str, gateway: str, group: list[dict]) -> list[dict | None]:
+                return await self.send_gateway(operator_id, gateway, [(g["resource_id"], g["payload"]) for g in group])
         else:
-            todo = iter(rows)
+            groups = [((r["operator_id"], r["resource_id"]), [r]) for r in rows]
+
+            async def transmit(operator_id: str, device: str, group: list[dict]) -> list[dict | None]:
+                try:
+                    return [await self.send(operator_id, device, group[0]["payload"])]
+                except TimeoutError:
+                    return [None]       # no ack: re-dispatch finds it overdue
+        todo = iter(groups)
         received: list[tuple[dict, datetime, datetime]] = []
         full = asyncio.Event()
         sending = True
@@ -181,30 +191,16 @@ class OperatorAgent:
         window = self.window or contextlib.nullcontext()
 
         async def worker() -> None:
-            for r in todo:
-                if self.send_gateway is not None:
-                    (op, gateway), group = r
-                    async with window:
-                        sent_at = self._now()
-                        try:
-                            acks = await self.send_gateway(op, gateway, [(g["resource_id"], g["payload"])
-                                                                         for g in group])
-                        except Exception as exc:  # noqa: BLE001 - a transport error: the same as no ack
-                            failures.append(f"gateway {gateway}: {exc!r}")
-                            continue
-                    at = self._now()
-                    received.extend((a, at, sent_at) for a in acks if a is not None)
-                else:
-                    async with window:
-                        sent_at = self._now()
-                        try:
-                            ack = await self.send(r["operator_id"], r["resource_id"], r["payload"])
-                        except TimeoutError:
-                            continue        # no ack: re-dispatch finds it overdue
-                        except Exception as exc:  # noqa: BLE001 - a transport error on one device: same as no ack
-                            failures.append(f"{r['resource_id']}: {exc!r}")
-                            continue
-                    received.append((ack, self._now(), sent_at))
+            for (operator_id, target), group in todo:
+                async with window:
+                    sent_at = self._now()
+                    try:
+                        acks = await transmit(operator_id, target, group)
+                    except Exception as exc:  # noqa: BLE001 - a transport error: the same as no ack
+                        failures.append(f"{target}: {exc!r}")
+                        continue
+                at = self._now()
+                received.extend((a, at, sent_at) for a in acks if a is not None)
                 if len(received) >= self.ack_batch:
                     full.set()
 
