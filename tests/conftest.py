@@ -131,6 +131,39 @@ MINI_RESOURCES = [
 ]
 
 
+#: test chillers forming 1 MW trading units: four of OP01 under GZ-TH-S01, three of OP02 under GZ-HZ-S01
+UNIT_CHILLERS = ([("OP01", "OW1", "S1", "GZ-TH-S01-F01-T001")] * 4
+                 + [("OP02", "OW2", "S2", "GZ-HZ-S01-F01-T001")] * 3)
+
+
+def chiller_rows(places=UNIT_CHILLERS, latency_s: float = 60) -> list[list]:
+    """Resource rows (RES_HEADER) of 1,000 kW office chillers RC0, RC1, ... giving 400 kW down for 2 h
+    (or the hours a place names), meters MC0, MC1, ...; ``places``: ``(operator, owner, site, ta[, hours])``."""
+    rows = []
+    for i, (op, owner, site, ta, *hours) in enumerate(places):
+        rows.append([f"RC{i}", "chiller", "central_ac", op, owner, site, ta, 1000, 1000, "ac_office", 800, i,
+                     latency_s, "automatic", 0, 400, hours[0] if hours else 2, "mqtt", f"MC{i}", "2024-01-01"])
+    return rows
+
+
+def import_rows(settings, tmp_path: Path, rows: list[list]) -> None:
+    """Register resource rows in ``settings``' database through the importer, as the city admin."""
+    from openvpp.services import registry
+    from openvpp.store import db
+    from openvpp.store.audit import Actor
+
+    write_csv(tmp_path / "extra_resources.csv", RES_HEADER, rows)
+    with db.get_engine(settings.database_url).begin() as conn:
+        registry.import_resources(conn, registry.read_table(tmp_path / "extra_resources.csv", ()),
+                                  Actor("c", "city_admin"))
+
+
+def append_rows(city_dir: Path, rows: list[list]) -> None:
+    """Add resource rows to a generated city's resources.csv (before it is loaded)."""
+    with open(city_dir / "resources.csv", "a", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
+
+
 def write_csv(path: Path, header: list[str], rows: list[tuple]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)

@@ -10,11 +10,11 @@ from sqlalchemy import update
 
 from openvpp.core.errors import Forbidden, InvalidInput, NotFound
 from openvpp.core.ids import new_id
-from openvpp.services import dispatch, events, registry
+from openvpp.services import dispatch, events
 from openvpp.store import db
 from openvpp.store.audit import Actor
 from openvpp.store.schema import resources
-from tests.conftest import RES_HEADER, write_csv
+from tests.conftest import UNIT_CHILLERS, chiller_rows, import_rows
 
 DISPATCHER = Actor("disp", "dispatcher")
 OP1 = Actor("op1", "operator_admin", operator_id="OP01")
@@ -26,15 +26,9 @@ DAY = "2030-07-15"
 def city(loaded, tmp_path):
     """The mini city plus chillers of OP01 and OP02, one too short to count (0.5 h), one of OP03 (not
     admitted), one verified below its declaration and one flagged."""
-    rows = []
-    spec = ([("OP01", "OW1", "S1", "GZ-TH-S01-F01-T001", 2)] * 4 + [("OP02", "OW2", "S2", "GZ-HZ-S01-F01-T001", 2)] * 3
-            + [("OP01", "OW3", "S3", "GZ-HZ-S01-F01-T002", 0.5), ("OP03", "OW3", "S3", "GZ-HZ-S01-F01-T002", 2)])
-    for i, (op, owner, site, ta, hours) in enumerate(spec):
-        rows.append([f"RC{i}", "chiller", "central_ac", op, owner, site, ta, 1000, 1000, "ac_office", 800, i, 60,
-                     "automatic", 0, 400, hours, "mqtt", f"MC{i}", "2024-01-01"])
-    write_csv(tmp_path / "chillers.csv", RES_HEADER, rows)
+    import_rows(loaded, tmp_path, chiller_rows(UNIT_CHILLERS + [("OP01", "OW3", "S3", "GZ-HZ-S01-F01-T002", 0.5),
+                                                                ("OP03", "OW3", "S3", "GZ-HZ-S01-F01-T002")]))
     with db.get_engine(loaded.database_url).begin() as conn:
-        registry.import_resources(conn, registry.read_table(tmp_path / "chillers.csv", ()), Actor("c", "city_admin"))
         conn.execute(update(resources).where(resources.c.resource_id == "RC1").values(verified_down_kw=250.0))
         conn.execute(update(resources).where(resources.c.resource_id == "RC2").values(flagged="test"))
     return loaded

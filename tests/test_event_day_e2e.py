@@ -22,7 +22,6 @@ acknowledgements, the drop-out), fast (200x) while the devices just follow their
 from __future__ import annotations
 
 import asyncio
-import csv
 import shutil
 import time
 import uuid
@@ -43,7 +42,7 @@ from openvpp.services.telemetry import TelemetryConfig, TelemetryService
 from openvpp.sim.devices import DeviceFleet, run_devices
 from openvpp.store import db
 from openvpp.store.audit import Actor
-from tests.conftest import RES_HEADER
+from tests.conftest import UNIT_CHILLERS, append_rows, chiller_rows
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 MOSQUITTO = "127.0.0.1:1883"
@@ -72,13 +71,8 @@ def city_dir(mini_city, tmp_path):
     3 of OP02 under GZ-HZ-S01."""
     out = tmp_path / "day_city"
     shutil.copytree(mini_city, out)
-    with open(out / "resources.csv", "a", newline="") as fh:
-        w = csv.writer(fh)
-        for i, (op, owner, site, ta) in enumerate([("OP01", "OW1", "S1", HOT_TA)] * 4
-                                                  + [("OP02", "OW2", "S2", "GZ-HZ-S01-F01-T001")] * 3):
-            w.writerow([f"RC{i}", "chiller", "central_ac", op, owner, site, ta, 1000, 1000, "ac_office", 800, i, 5,
-                        "automatic", 0, 400, 2, "mqtt", f"MC{i}", "2024-01-01"])
-    assert len(RES_HEADER) == 20
+    assert all(place[3] == HOT_TA for place in UNIT_CHILLERS[:4])
+    append_rows(out, chiller_rows(latency_s=5))
     return out
 
 

@@ -4,7 +4,6 @@ share to simulated devices over MQTT (they obey and acknowledge), one device dro
 is re-dispatched to the others, and the devices' telemetry shows the reduction."""
 
 import asyncio
-import csv
 import shutil
 import time
 import uuid
@@ -22,7 +21,7 @@ from openvpp.services.telemetry import TelemetryConfig, TelemetryService
 from openvpp.sim.devices import DeviceFleet, run_devices
 from openvpp.store import db
 from openvpp.store.audit import Actor
-from tests.conftest import RES_HEADER
+from tests.conftest import append_rows, chiller_rows
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 MOSQUITTO = "127.0.0.1:1883"
@@ -36,13 +35,7 @@ def city_dir(mini_city, tmp_path):
     """The mini city with 1 MW trading units: 4 chillers of OP01 under GZ-TH-S01, 3 of OP02 under GZ-HZ-S01."""
     out = tmp_path / "e2e_city"
     shutil.copytree(mini_city, out)
-    with open(out / "resources.csv", "a", newline="") as fh:
-        w = csv.writer(fh)
-        for i, (op, owner, site, ta) in enumerate([("OP01", "OW1", "S1", "GZ-TH-S01-F01-T001")] * 4
-                                                  + [("OP02", "OW2", "S2", "GZ-HZ-S01-F01-T001")] * 3):
-            w.writerow([f"RC{i}", "chiller", "central_ac", op, owner, site, ta, 1000, 1000, "ac_office", 800, i, 5,
-                        "automatic", 0, 400, 2, "mqtt", f"MC{i}", "2024-01-01"])
-    assert len(RES_HEADER) == 20
+    append_rows(out, chiller_rows(latency_s=5))
     return out
 
 

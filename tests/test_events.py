@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from openvpp.core.errors import Forbidden, InvalidInput, TransitionRefused
-from openvpp.services import dispatch, events, registry
+from openvpp.services import dispatch, events
 from openvpp.store import db
 from openvpp.store.audit import Actor
-from tests.conftest import RES_HEADER, write_csv
+from tests.conftest import chiller_rows, import_rows
 
 DISPATCHER = Actor("disp", "dispatcher")
 OP1 = Actor("op1", "operator_admin", operator_id="OP01")
@@ -22,14 +22,7 @@ WINDOW = (56, 64)           # 14:00-16:00 local, 8 slots
 def city(loaded, tmp_path):
     """The mini city plus enough chillers for a 1 MW unit per operator: OP01 under GZ-TH-S01 (4 x 400 kW)
     and OP02 under GZ-HZ-S01 (3 x 400 kW)."""
-    rows = []
-    for i, (op, owner, site, ta) in enumerate([("OP01", "OW1", "S1", "GZ-TH-S01-F01-T001")] * 4
-                                              + [("OP02", "OW2", "S2", "GZ-HZ-S01-F01-T001")] * 3):
-        rows.append([f"RC{i}", "chiller", "central_ac", op, owner, site, ta, 1000, 1000, "ac_office", 800, i, 60,
-                     "automatic", 0, 400, 2, "mqtt", f"MC{i}", "2024-01-01"])
-    write_csv(tmp_path / "chillers.csv", RES_HEADER, rows)
-    with db.get_engine(loaded.database_url).begin() as conn:
-        registry.import_resources(conn, registry.read_table(tmp_path / "chillers.csv", ()), Actor("c", "city_admin"))
+    import_rows(loaded, tmp_path, chiller_rows())
     return loaded
 
 

@@ -6,7 +6,6 @@ instructs its simulated devices over Mosquitto through their site gateway (one m
 from __future__ import annotations
 
 import asyncio
-import csv
 import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from openvpp.sim.devices import DeviceFleet, run_devices
 from openvpp.store import audit, db
 from openvpp.store.audit import Actor
 from tests._server import serve
+from tests.conftest import append_rows, chiller_rows
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 MOSQUITTO = "127.0.0.1:1883"
@@ -32,11 +32,7 @@ DISPATCHER = Actor("disp", "dispatcher")
 def city_dir(mini_city, tmp_path):
     out = tmp_path / "iface_city"
     shutil.copytree(mini_city, out)
-    with open(out / "resources.csv", "a", newline="") as fh:
-        w = csv.writer(fh)
-        for i in range(3):
-            w.writerow([f"RC{i}", "chiller", "central_ac", "OP02", "OW2", "S2", "GZ-HZ-S01-F01-T001", 1000, 1000,
-                        "ac_office", 800, i, 5, "automatic", 0, 400, 2, "mqtt", f"MC{i}", "2024-01-01"])
+    append_rows(out, chiller_rows([("OP02", "OW2", "S2", "GZ-HZ-S01-F01-T001")] * 3, latency_s=5))
     return out
 
 
