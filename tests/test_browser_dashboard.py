@@ -13,17 +13,14 @@ Chromium is required: when /usr/bin/chromium is missing these tests fail, never 
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, BrowserContext, Page, Request, Route, expect, sync_playwright
@@ -32,6 +29,7 @@ from openvpp.api.app import create_app
 from openvpp.core.settings import Settings
 from openvpp.sim.demo import prepare_demo
 from openvpp.web import BUILD_COMMAND, missing_vendor_files, mount_web
+from tests._server import serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -39,7 +37,6 @@ CHROMIUM_ARGS = [
     "--no-first-run", "--disable-component-update", "--disable-sync",
 ]
 #: never bind these: the dev server and the brokers/databases of the project
-RESERVED_PORTS = {8000, 1883, 4222, 5432, 5672, 6379}
 REPO = Path(__file__).resolve().parents[1]
 SHOTS = REPO / "artifacts" / "screenshots"
 
@@ -61,25 +58,22 @@ class Site:
     openapi_url: str
     title: str
 
-    def api(self, role: str, path: str) -> dict:
-        """GET an API path as the demo user of ``role`` (to compare the page with the data)."""
+    @contextmanager
+    def client(self, role: str) -> Iterator[httpx.Client]:
+        """An HTTP client signed in as the demo user of ``role`` (to compare pages with the API)."""
         username, password = self.users[role]
-        with httpx.Client(base_url=self.base_url, timeout=10) as client:
+        with httpx.Client(base_url=self.base_url, timeout=30) as client:
             tok = client.post("/api/v1/auth/token", data={"username": username, "password": password})
             tok.raise_for_status()
-            resp = client.get(path, headers={"Authorization": f"Bearer {tok.json()['access_token']}"})
+            client.headers["Authorization"] = f"Bearer {tok.json()['access_token']}"
+            yield client
+
+    def api(self, role: str, path: str) -> dict:
+        """GET an API path as the demo user of ``role`` (to compare the page with the data)."""
+        with self.client(role) as client:
+            resp = client.get(path)
             resp.raise_for_status()
             return resp.json()
-
-
-def _free_port() -> int:
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in RESERVED_PORTS:
-            return port
-    raise RuntimeError("no free loopback port")
 
 
 @pytest.fixture(scope="module")
@@ -95,24 +89,8 @@ def site(tmp_path_factory) -> Iterator[Site]:
              for role, pair in prepare_demo(settings, n_resources=300, seed=1)["users"].items()}
     app = create_app(settings)
 
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, name="uvicorn-dashboard-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive():
-            pytest.fail("uvicorn stopped before it started; see the log above")
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            pytest.fail(f"uvicorn did not start on 127.0.0.1:{port} within 30 s")
-        time.sleep(0.05)
-    try:
-        yield Site(f"http://127.0.0.1:{port}", users, app.openapi_url or "", app.title)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with serve(app) as base:
+        yield Site(base, users, app.openapi_url or "", app.title)
 
 
 # ------------------------------------------------------------------ the browser

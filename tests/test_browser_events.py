@@ -19,16 +19,12 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
-import uvicorn
 from playwright.sync_api import Page, expect
 from sqlalchemy import text
 
@@ -39,7 +35,8 @@ from openvpp.sim.demo import prepare_demo
 from openvpp.store.db import get_engine
 from openvpp.web import BUILD_COMMAND, missing_vendor_files
 from tests import test_browser_dashboard as dashboard
-from tests.test_browser_dashboard import _assert_stayed_local, _free_port, _new_page, _shot
+from tests._server import serve
+from tests.test_browser_dashboard import Site, _assert_stayed_local, _new_page, _shot
 from tests.test_browser_pages import _arrived, _sign_in
 
 browser = dashboard.browser
@@ -59,15 +56,7 @@ class EventSite:
     database_url: str
     app: object
 
-    @contextmanager
-    def client(self, role: str) -> Iterator[httpx.Client]:
-        """An HTTP client signed in as the demo user of ``role`` (to compare the page with the API)."""
-        username, password = self.users[role]
-        with httpx.Client(base_url=self.base_url, timeout=30) as client:
-            tok = client.post("/api/v1/auth/token", data={"username": username, "password": password})
-            tok.raise_for_status()
-            client.headers["Authorization"] = f"Bearer {tok.json()['access_token']}"
-            yield client
+    client = Site.client        # an HTTP client signed in as a role's demo user
 
     def members(self, unit: str) -> list[dict]:
         op, sub = unit.split("@")
@@ -93,21 +82,10 @@ def site(tmp_path_factory) -> Iterator[EventSite]:
     assert (info["operator_id"], info["second_operator_id"]) == ("OP04", "OP03")
     users = {str(role): tuple(pair) for role, pair in info["users"].items()}
     app = create_app(settings)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, name="uvicorn-events-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
     try:
-        yield EventSite(f"http://127.0.0.1:{port}", users, settings.database_url, app)
+        with serve(app) as base:
+            yield EventSite(base, users, settings.database_url, app)
     finally:
-        server.should_exit = True
-        thread.join(timeout=15)
         if previous is None:
             os.environ.pop("OPENVPP_TELEMETRY_FUTURE_S", None)
         else:

@@ -15,16 +15,12 @@ from __future__ import annotations
 
 import csv
 import io
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import httpx
 import pytest
-import uvicorn
 from playwright.sync_api import Page, expect
 from sqlalchemy import text
 
@@ -34,7 +30,8 @@ from openvpp.sim.demo import prepare_demo
 from openvpp.store.db import get_engine
 from openvpp.web import BUILD_COMMAND, missing_vendor_files
 from tests import test_browser_dashboard as dashboard
-from tests.test_browser_dashboard import Site, _assert_stayed_local, _free_port, _login, _new_page, _shot
+from tests._server import serve
+from tests.test_browser_dashboard import Site, _assert_stayed_local, _login, _new_page, _shot
 
 # the browser and the per-test context (with its request guard) of the dashboard tests
 browser = dashboard.browser
@@ -56,16 +53,6 @@ class City(Site):
     owner_id: str = ""
     hot_ta: dict | None = None  # grid node of the transformer area driven over its rating
     hot_resources: list[dict] | None = None
-
-    @contextmanager
-    def client(self, role: str) -> Iterator[httpx.Client]:
-        """An HTTP client signed in as the demo user of ``role`` (to compare pages with the API)."""
-        username, password = self.users[role]
-        with httpx.Client(base_url=self.base_url, timeout=30) as client:
-            tok = client.post("/api/v1/auth/token", data={"username": username, "password": password})
-            tok.raise_for_status()
-            client.headers["Authorization"] = f"Bearer {tok.json()['access_token']}"
-            yield client
 
     def push_hot_ta(self) -> float:
         """Report every device of the hot transformer area at a share of its capacity such that the
@@ -106,32 +93,15 @@ def city(tmp_path_factory) -> Iterator[City]:
     app = create_app(settings)
     app.state.tss_probe = lambda endpoint: {"ok": True, "rtt_ms": 2.0, "url": endpoint, "detail": "stub echo"}
 
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, name="uvicorn-pages-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive():
-            pytest.fail("uvicorn stopped before it started; see the log above")
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            pytest.fail(f"uvicorn did not start on 127.0.0.1:{port} within 30 s")
-        time.sleep(0.05)
-    site = City(f"http://127.0.0.1:{port}", users, app.openapi_url or "", app.title,
-                operator_id=info["operator_id"], second_operator_id=info["second_operator_id"],
-                owner_id=info["owner_id"])
-    try:
+    with serve(app) as base:
+        site = City(base, users, app.openapi_url or "", app.title, operator_id=info["operator_id"],
+                    second_operator_id=info["second_operator_id"], owner_id=info["owner_id"])
         with site.client("city_admin") as c:
             c.post("/api/v1/pools/defaults").raise_for_status()
             ta_id = _hot_transformer_area(settings.database_url)
             site.hot_ta = c.get(f"/api/v1/grid/nodes/{ta_id}").json()
             site.hot_resources = c.get("/api/v1/resources", params={"ta_id": ta_id, "limit": 1000}).json()["items"]
         yield site
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 # ------------------------------------------------------------------ page helpers
