@@ -130,22 +130,33 @@ class ChargerState:
         return True
 
 
-class Peer16(CP16):
-    state: ChargerState
+def _profile_status(state: ChargerState, profile: dict, schedule: dict) -> str:
+    """Apply a SetChargingProfile (either version's profile and its schedule) to the charger's state."""
+    purpose = "default" if profile["charging_profile_purpose"] == "TxDefaultProfile" else "tx"
+    ok = state.set_profile(purpose, profile["stack_level"], schedule["charging_rate_unit"],
+                           schedule["charging_schedule_period"], schedule.get("start_schedule"),
+                           schedule.get("duration"))
+    return "Accepted" if ok else "Rejected"
 
-    @on("SetChargingProfile")
-    def on_set_profile(self, connector_id, cs_charging_profiles, **_kw):
-        p = cs_charging_profiles
-        purpose = "default" if p["charging_profile_purpose"] == "TxDefaultProfile" else "tx"
-        sch = p["charging_schedule"]
-        ok = self.state.set_profile(purpose, p["stack_level"], sch["charging_rate_unit"],
-                                    sch["charging_schedule_period"], sch.get("start_schedule"), sch.get("duration"))
-        return self._call_result.SetChargingProfile(status="Accepted" if ok else "Rejected")
+
+class _ClearsProfiles:
+    """ClearChargingProfile, the same in both versions (the ocpp library finds handlers by name, inherited too)."""
+
+    state: ChargerState
 
     @on("ClearChargingProfile")
     def on_clear(self, **_kw):
         self.state.profiles.pop("tx", None)
         return self._call_result.ClearChargingProfile(status="Accepted")
+
+
+class Peer16(_ClearsProfiles, CP16):
+    state: ChargerState
+
+    @on("SetChargingProfile")
+    def on_set_profile(self, connector_id, cs_charging_profiles, **_kw):
+        p = cs_charging_profiles
+        return self._call_result.SetChargingProfile(status=_profile_status(self.state, p, p["charging_schedule"]))
 
     async def boot(self) -> bool:
         r = await self.call(call16.BootNotification(charge_point_vendor="openvpp-sim", charge_point_model="AC-7",
@@ -172,22 +183,13 @@ class Peer16(CP16):
                                                transaction_id=int(self.state.transaction_id), reason="EVDisconnected"))
 
 
-class Peer201(CP201):
+class Peer201(_ClearsProfiles, CP201):
     state: ChargerState
 
     @on("SetChargingProfile")
     def on_set_profile(self, evse_id, charging_profile, **_kw):
         p = charging_profile
-        purpose = "default" if p["charging_profile_purpose"] == "TxDefaultProfile" else "tx"
-        sch = p["charging_schedule"][0]
-        ok = self.state.set_profile(purpose, p["stack_level"], sch["charging_rate_unit"],
-                                    sch["charging_schedule_period"], sch.get("start_schedule"), sch.get("duration"))
-        return self._call_result.SetChargingProfile(status="Accepted" if ok else "Rejected")
-
-    @on("ClearChargingProfile")
-    def on_clear(self, **_kw):
-        self.state.profiles.pop("tx", None)
-        return self._call_result.ClearChargingProfile(status="Accepted")
+        return self._call_result.SetChargingProfile(status=_profile_status(self.state, p, p["charging_schedule"][0]))
 
     async def boot(self) -> bool:
         r = await self.call(call201.BootNotification(
