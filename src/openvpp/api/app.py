@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.pool_engine = PoolCache()   # the pools' engine, shared by requests, rebuilt on changes
+    app.state.verification_reports = {}   # per operator scope: (the pool engine it was read with, report)
 
     @app.exception_handler(OpenVPPError)
     async def _domain_error(_request: Request, exc: OpenVPPError) -> JSONResponse:

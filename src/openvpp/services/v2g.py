@@ -33,7 +33,7 @@ from openvpp.core.timeslots import SLOT_H, local_midnight_utc, slot_of
 from openvpp.kernels import ev_lp, tariff
 from openvpp.kernels import v2g as kv2g
 from openvpp.model.ev import EvAssumptions, Sessions, Stations
-from openvpp.services import events
+from openvpp.services import ev_charging, events
 from openvpp.services.ev_charging import flat_price
 from openvpp.store.audit import Actor
 from openvpp.store.schema import resources
@@ -320,7 +320,8 @@ def pool_envelope_view(engine, pool_engine, pool_id: str, start: datetime, start
     ``pool_engine`` is a ``services.pools.PoolEngine`` holding the pool. A pool without V2G chargers,
     or whose chargers have no vehicle plugged in, gets the V2G part of its totals from the envelope all
     the same (zero when nothing is plugged)."""
-    from openvpp.services import ev_charging, ev_pilot
+    from openvpp.services import ev_pilot  # ev_pilot imports this module
+
 
     if not (isinstance(start_slot, int) and isinstance(end_slot, int) and 0 <= start_slot < end_slot <= horizon):
         raise InvalidInput(Violation("start_slot/end_slot", f"need 0 <= start_slot < end_slot <= {horizon}",

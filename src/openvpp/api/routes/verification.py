@@ -58,11 +58,8 @@ def report(request: Request, actor: Actor = Depends(current_actor), conn: Connec
     scope = scope_of(actor)
     if scope.owner_id:
         raise Forbidden("the verification report is for the center and operators")
-    cache = getattr(request.app.state, "pool_engine", None)
-    if cache is None:
-        return {"items": ver.declared_vs_verified(conn, scope.operator_id)}
-    engine = cache.get(conn)
-    kept = request.app.state.__dict__.setdefault("verification_reports", {})
+    engine = request.app.state.pool_engine.get(conn)
+    kept = request.app.state.verification_reports
     hit = kept.get(scope.operator_id)
     if hit is not None and hit[0] is engine:
         return hit[1]
