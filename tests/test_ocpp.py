@@ -22,11 +22,12 @@ from openvpp.store.schema_ev import ev_charge_points, ev_charging_profiles, ev_s
 from openvpp.store.schema_telemetry import telemetry_raw
 
 
-def _run(settings, body):
+def _run(settings, body, **csms_kw):
+    """Run ``body(csms, url)`` against a central system on a free port (``csms_kw``: its options)."""
     async def main():
         engine = db.get_engine(settings.database_url)
         svc = ChargingService(engine, TelemetryService(engine))
-        csms = CentralSystem(svc, flush_s=0.2)
+        csms = CentralSystem(svc, **{"flush_s": 0.2, **csms_kw})
         port = await csms.start("127.0.0.1", 0)
         try:
             return await asyncio.wait_for(body(csms, f"ws://127.0.0.1:{port}"), 60)
@@ -35,9 +36,9 @@ def _run(settings, body):
     return asyncio.run(main())
 
 
-async def _peer(url, cls, state):
+async def _peer(url, cls, state, headers=None):
     proto = "ocpp2.0.1" if state.version == "2.0.1" else "ocpp1.6"
-    ws = await websockets.connect(f"{url}/{state.cp_id}", subprotocols=[proto])
+    ws = await websockets.connect(f"{url}/{state.cp_id}", subprotocols=[proto], additional_headers=headers)
     peer = cls(state.cp_id, ws)
     peer.state = state
     task = asyncio.create_task(peer.start())

@@ -15,36 +15,14 @@ from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 from sqlalchemy import select
 
-from openvpp.adapters.ocpp.csms import CSMS16, CSMS201, CentralSystem
+from openvpp.adapters.ocpp.csms import CSMS16, CSMS201
 from openvpp.core.errors import InvalidInput
 from openvpp.services.ev_charging import ChargingService, day_ahead, slot_start
-from openvpp.services.telemetry import TelemetryService
 from openvpp.sim.chargers import EV, ChargerState, Peer16, Peer201
 from openvpp.store import db
 from openvpp.store.schema_ev import ev_sessions
 from openvpp.store.schema_telemetry import telemetry_raw
-
-
-def _run(settings, body, **csms_kw):
-    async def main():
-        engine = db.get_engine(settings.database_url)
-        svc = ChargingService(engine, TelemetryService(engine))
-        csms = CentralSystem(svc, **{"flush_s": 0.2, **csms_kw})
-        port = await csms.start("127.0.0.1", 0)
-        try:
-            return await asyncio.wait_for(body(csms, f"ws://127.0.0.1:{port}"), 60)
-        finally:
-            await csms.stop()
-    return asyncio.run(main())
-
-
-async def _peer(url, cls, state, headers=None):
-    proto = "ocpp2.0.1" if state.version == "2.0.1" else "ocpp1.6"
-    ws = await websockets.connect(f"{url}/{state.cp_id}", subprotocols=[proto], additional_headers=headers)
-    peer = cls(state.cp_id, ws)
-    peer.state = state
-    task = asyncio.create_task(peer.start())
-    return ws, peer, task
+from tests.test_ocpp import _peer, _run
 
 
 def _register(settings):
