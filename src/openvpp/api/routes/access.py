@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection, select
 
 from openvpp.api.deps import current_actor, read_conn, write_conn
+from openvpp.api.routing import JSONRoute
 from openvpp.core.errors import Forbidden
 from openvpp.services import access
 from openvpp.services import resources as svc
@@ -15,7 +16,7 @@ from openvpp.store import audit
 from openvpp.store.audit import Actor
 from openvpp.store.schema import contracts, resource_links
 
-router = APIRouter(tags=["resource access"])
+router = APIRouter(tags=["resource access"], route_class=JSONRoute)
 
 
 class ResourceTransition(BaseModel):

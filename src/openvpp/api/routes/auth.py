@@ -6,11 +6,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection
 
 from openvpp.api.deps import current_actor, issue_token, read_conn, settings, write_conn
+from openvpp.api.routing import JSONRoute
 from openvpp.core.settings import Settings
 from openvpp.services import accounts
 from openvpp.store.audit import Actor
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], route_class=JSONRoute)
 
 
 @router.post("/token")

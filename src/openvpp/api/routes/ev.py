@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection, select
 
 from openvpp.api.deps import current_actor, read_conn, write_conn
+from openvpp.api.routing import JSONRoute
 from openvpp.core.errors import InvalidInput, Violation
 from openvpp.model.ev import Sessions, Stations
 from openvpp.services import ev_charging, ev_pilot
@@ -32,7 +33,7 @@ from openvpp.store.audit import Actor
 from openvpp.store.schema import resources
 from openvpp.store.schema_ev import ev_charge_points, ev_id_tags, ev_sessions
 
-router = APIRouter(prefix="/ev", tags=["ev"])
+router = APIRouter(prefix="/ev", tags=["ev"], route_class=JSONRoute)
 MAX_SESSIONS = 20_000
 
 

@@ -8,13 +8,14 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection, select
 
 from openvpp.api.deps import current_actor, read_conn, write_conn
+from openvpp.api.routing import JSONRoute
 from openvpp.core.errors import Forbidden
 from openvpp.services import events as svc
 from openvpp.services import execution as execution_svc
 from openvpp.store.audit import Actor
 from openvpp.store.schema_events import events
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=JSONRoute)
 
 
 class EventIn(BaseModel):

@@ -4,11 +4,12 @@ from fastapi import APIRouter, Depends
 from sqlalchemy import Connection, select
 
 from openvpp.api.deps import current_actor, read_conn
+from openvpp.api.routing import JSONRoute
 from openvpp.core.errors import NotFound
 from openvpp.store.audit import Actor
 from openvpp.store.schema import grid_nodes
 
-router = APIRouter(prefix="/grid", tags=["grid"])
+router = APIRouter(prefix="/grid", tags=["grid"], route_class=JSONRoute)
 
 
 @router.get("/nodes")

@@ -15,12 +15,13 @@ from sqlalchemy import Connection
 
 from openvpp.api.deps import current_actor, oauth2, read_conn
 from openvpp.api.routes.telemetry import runtime
+from openvpp.api.routing import JSONRoute
 from openvpp.core.errors import InvalidInput, NotFound, Violation
 from openvpp.services.live import check_level, group_exists
 from openvpp.services.scope import scope_of
 from openvpp.store.audit import Actor
 
-router = APIRouter(prefix="/live", tags=["live"])
+router = APIRouter(prefix="/live", tags=["live"], route_class=JSONRoute)
 DEFAULT_STREAM_LEVELS = ("city", "district", "operator")
 MAX_DEVICES = 1000
 

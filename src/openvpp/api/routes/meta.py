@@ -5,12 +5,13 @@ from sqlalchemy import Connection, text
 
 from openvpp import __version__
 from openvpp.api.deps import current_actor, read_conn
+from openvpp.api.routing import JSONRoute
 from openvpp.model.roles import Perm
 from openvpp.services.scope import require
 from openvpp.store import audit
 from openvpp.store.audit import Actor
 
-router = APIRouter(tags=["meta"])
+router = APIRouter(tags=["meta"], route_class=JSONRoute)
 
 
 @router.get("/health")

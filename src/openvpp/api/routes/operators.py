@@ -6,13 +6,14 @@ from sqlalchemy import Connection, select
 
 from openvpp.adapters.tss import probe
 from openvpp.api.deps import current_actor, read_conn, write_conn
+from openvpp.api.routing import JSONRoute
 from openvpp.core.errors import Forbidden, NotFound
 from openvpp.services import admission
 from openvpp.services.scope import scope_of
 from openvpp.store.audit import Actor
 from openvpp.store.schema import operators, owners, resources
 
-router = APIRouter(prefix="/operators", tags=["operators"])
+router = APIRouter(prefix="/operators", tags=["operators"], route_class=JSONRoute)
 
 
 def _owner_operators(owner_id: str):

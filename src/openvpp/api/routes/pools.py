@@ -8,13 +8,14 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from sqlalchemy import Connection
 
 from openvpp.api.deps import current_actor, read_conn, write_conn
+from openvpp.api.routing import JSONRoute
 from openvpp.core.errors import InvalidInput, Violation
 from openvpp.model.roles import Perm
 from openvpp.services import ev_charging, pools, v2g
 from openvpp.services.scope import require
 from openvpp.store.audit import Actor
 
-router = APIRouter(prefix="/pools", tags=["pools"])
+router = APIRouter(prefix="/pools", tags=["pools"], route_class=JSONRoute)
 
 
 def _engine(request: Request, conn: Connection, pool_ids: list[str]) -> pools.PoolEngine:

@@ -4,11 +4,12 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Connection
 
 from openvpp.api.deps import current_actor, read_conn
+from openvpp.api.routing import JSONRoute
 from openvpp.services import registry
 from openvpp.services.scope import scope_of
 from openvpp.store.audit import Actor
 
-router = APIRouter(prefix="/reports", tags=["reports"])
+router = APIRouter(prefix="/reports", tags=["reports"], route_class=JSONRoute)
 
 
 @router.get("/targets")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response, UploadFi
 from sqlalchemy import Connection
 
 from openvpp.api.deps import current_actor, read_conn, write_conn
+from openvpp.api.routing import JSONRoute
 from openvpp.core.errors import InvalidInput, Violation
 from openvpp.model.columns import RESOURCE_COLUMNS
 from openvpp.model.roles import Perm
@@ -17,7 +18,7 @@ from openvpp.services import resources as svc
 from openvpp.services.scope import require, scope_of
 from openvpp.store.audit import Actor
 
-router = APIRouter(prefix="/resources", tags=["resources"])
+router = APIRouter(prefix="/resources", tags=["resources"], route_class=JSONRoute)
 
 
 @router.get("")

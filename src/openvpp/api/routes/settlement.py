@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection, select
 
 from openvpp.api.deps import current_actor, read_conn, write_conn
+from openvpp.api.routing import JSONRoute
 from openvpp.core import rules
 from openvpp.core.errors import Forbidden, InvalidInput, NotFound, Violation
 from openvpp.kernels.baseline import BaselineSpec
@@ -26,7 +27,7 @@ from openvpp.services.scope import Scope, scope_of
 from openvpp.store.audit import Actor
 from openvpp.store.schema_settlement import settlements
 
-router = APIRouter(tags=["settlement"])
+router = APIRouter(tags=["settlement"], route_class=JSONRoute)
 Format = Literal["json", "csv", "html"]
 
 

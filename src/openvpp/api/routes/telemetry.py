@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Connection, select
 
 from openvpp.api.deps import current_actor, read_conn
+from openvpp.api.routing import JSONRoute
 from openvpp.bus import Bus, make_bus
 from openvpp.core.errors import Forbidden, InvalidInput, NotFound, Violation
 from openvpp.core.timeslots import TZ
@@ -25,7 +26,7 @@ from openvpp.store.audit import Actor
 from openvpp.store.db import get_engine
 from openvpp.store.schema import resources
 
-router = APIRouter(prefix="/telemetry", tags=["telemetry"])
+router = APIRouter(prefix="/telemetry", tags=["telemetry"], route_class=JSONRoute)
 MAX_BODY = 16 << 20
 
 

@@ -6,8 +6,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from openvpp import __version__
+from openvpp.api.routing import JSONRoute
 
-router = APIRouter(prefix="/tss", tags=["operator interface"])
+router = APIRouter(prefix="/tss", tags=["operator interface"], route_class=JSONRoute)
 
 
 class Echo(BaseModel):

@@ -7,12 +7,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Connection
 
 from openvpp.api.deps import current_actor, read_conn, write_conn
+from openvpp.api.routing import JSONRoute
 from openvpp.core.errors import Forbidden
 from openvpp.services import verification as ver
 from openvpp.services.scope import scope_of
 from openvpp.store.audit import Actor
 
-router = APIRouter(prefix="/verification", tags=["verification"])
+router = APIRouter(prefix="/verification", tags=["verification"], route_class=JSONRoute)
 
 
 class TestIn(BaseModel):
