@@ -158,6 +158,27 @@ def test_api_key_for_machines(client):
     assert r.status_code == 422
 
 
+def test_a_disabled_account_loses_access_when_the_cached_lookup_expires(client):
+    """The caller's account is read once per ``account_cache_s`` (api/deps.CallerCache): a user
+    disabled in the database keeps access until then, and no longer."""
+    h = login(client, "eng1")
+    assert client.get("/api/v1/auth/me", headers=h).status_code == 200   # looked up and kept
+    with db.get_engine(client.app.state.settings.database_url).begin() as conn:
+        conn.execute(accounts.users.update().where(accounts.users.c.username == "eng1").values(active=False))
+    callers = client.app.state.callers
+    assert callers.ttl_s == 2.0 and client.get("/api/v1/auth/me", headers=h).status_code == 200
+    callers.clear()   # what the period's end does
+    r = client.get("/api/v1/auth/me", headers=h)
+    assert r.status_code == 401 and "disabled" in r.json()["message"]
+    callers.ttl_s = 0   # OPENVPP_ACCOUNT_CACHE_S=0: every request reads the account
+    with db.get_engine(client.app.state.settings.database_url).begin() as conn:
+        conn.execute(accounts.users.update().where(accounts.users.c.username == "eng1").values(active=True))
+    assert client.get("/api/v1/auth/me", headers=h).status_code == 200
+    with db.get_engine(client.app.state.settings.database_url).begin() as conn:
+        conn.execute(accounts.users.update().where(accounts.users.c.username == "eng1").values(active=False))
+    assert client.get("/api/v1/auth/me", headers=h).status_code == 401
+
+
 def test_openapi_schema_is_served(client):
     spec = client.get("/api/v1/openapi.json").json()
     assert "/api/v1/resources" in spec["paths"] and "/api/v1/auth/token" in spec["paths"]

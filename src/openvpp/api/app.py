@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from openvpp import __version__
 from openvpp.api import routes
+from openvpp.api.deps import CallerCache
 from openvpp.core.errors import OpenVPPError
 from openvpp.core.settings import Settings
 from openvpp.services.pools import PoolCache
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.callers = CallerCache(settings.account_cache_s)   # see api/deps.current_actor
     app.state.pool_engine = PoolCache()   # the pools' engine, shared by requests, rebuilt on changes
     app.state.verification_reports = {}   # per operator scope: (the pool engine it was read with, report)
 

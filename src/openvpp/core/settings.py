@@ -9,6 +9,7 @@
 | OPENVPP_JWT_SECRET | generated once into ``$OPENVPP_HOME/jwt.secret`` | HS256 key for access tokens |
 | OPENVPP_TOKEN_MINUTES | 480 | access-token lifetime |
 | OPENVPP_BCRYPT_ROUNDS | 12 | password hash cost |
+| OPENVPP_ACCOUNT_CACHE_S | 2 | an API process re-reads a caller's account (disabled? role?) after this many seconds |
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Settings:
     jwt_secret: str = field(default="", repr=False)
     token_minutes: int = 480
     bcrypt_rounds: int = 12
+    account_cache_s: float = 2.0
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -45,6 +47,7 @@ class Settings:
             jwt_secret=_env("OPENVPP_JWT_SECRET", ""),
             token_minutes=int(_env("OPENVPP_TOKEN_MINUTES", "480")),
             bcrypt_rounds=int(_env("OPENVPP_BCRYPT_ROUNDS", "12")),
+            account_cache_s=float(_env("OPENVPP_ACCOUNT_CACHE_S", "2")),
         )
         return replace(s, **overrides) if overrides else s
 

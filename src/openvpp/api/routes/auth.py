@@ -1,6 +1,6 @@
 """Log-in (OAuth2 password flow → JWT), the caller's identity, users and API keys."""
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection
@@ -39,9 +39,10 @@ class UserIn(BaseModel):
 
 
 @router.post("/users", status_code=201)
-def create_user(body: UserIn, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn, scope="function"),
+def create_user(request: Request, body: UserIn, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn, scope="function"),
                 s: Settings = Depends(settings)) -> dict:
     """Create a user (city admin)."""
+    request.app.state.callers.clear()
     return accounts.create_user(conn, actor, rounds=s.bcrypt_rounds, **body.model_dump())
 
 
@@ -59,5 +60,6 @@ def create_key(body: KeyIn, actor: Actor = Depends(current_actor), conn: Connect
 
 
 @router.delete("/api-keys/{key_id}", status_code=204)
-def revoke_key(key_id: str, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn, scope="function")) -> None:
+def revoke_key(request: Request, key_id: str, actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn, scope="function")) -> None:
     accounts.revoke_api_key(conn, actor, key_id)
+    request.app.state.callers.clear()

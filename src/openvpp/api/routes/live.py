@@ -100,10 +100,10 @@ async def device(device_id: str, request: Request, actor: Actor = Depends(curren
     return live.state.device(device_id, int(live.clock() * 1000))
 
 
-def stream_actor(request: Request, access_token: str | None = Query(
-                     None, description="the bearer token, for browsers' EventSource, which cannot send headers"),
-                 token: str | None = Depends(oauth2), conn: Connection = Depends(read_conn)) -> Actor:
-    return current_actor(request, token or access_token, conn)
+async def stream_actor(request: Request, access_token: str | None = Query(
+                           None, description="the bearer token, for browsers' EventSource, which cannot send headers"),
+                       token: str | None = Depends(oauth2)) -> Actor:
+    return await current_actor(request, token or access_token)
 
 
 @router.get("/stream", response_class=EventSourceResponse)
