@@ -39,6 +39,17 @@ def test_v2g_discharges_in_the_peak_down_to_the_reserve_and_leaves_with_its_ener
     assert out.cost_yuan < 0                                                   # the arbitrage pays
 
 
+@pytest.mark.parametrize("n", [0, 1])
+def test_no_session_in_the_horizon_gives_an_idle_schedule(n):
+    """A small city may have no V2G session plugged in when an event comes (seen in ``openvpp demo -n 60``)."""
+    s = Sessions(**{k: v[:0] for k, v in _one().__dict__.items()}) if n == 0 else _one(arrival=[200], departure=[210])
+    bound = np.full(96, np.nan)
+    bound[16:20] = -30.0   # the event asks the fleet to export 30 kW
+    out = ev_lp.schedule_v2g(s, Stations([50.0]), CHARGE, DISCHARGE, A.degradation_yuan_per_kwh, fleet_max_kw=bound)
+    assert out.power_kw.shape == (n, 96) and not out.power_kw.any() and out.cost_yuan == 0.0
+    assert out.stats["fleet_short_kw"][16:20].tolist() == [30.0] * 4 and not out.stats["fleet_short_kw"][:16].any()
+
+
 def test_expensive_battery_wear_stops_discharge():
     out = ev_lp.schedule_v2g(_one(), Stations([50.0]), CHARGE, DISCHARGE, degradation_yuan_per_kwh=5.0)
     assert out.stats["discharge_kw"].max() < 1e-9

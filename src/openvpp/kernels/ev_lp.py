@@ -197,6 +197,20 @@ def schedule(sessions: Sessions, stations: Stations | None, price_yuan_per_kwh: 
 TOL_NEED = 1e-9
 
 
+def _idle_v2g(n: int, horizon: int, need: np.ndarray, flags: np.ndarray, fleet_max: np.ndarray) -> Schedule:
+    """The V2G schedule when no session has a slot to act in: every power zero, a need unmet, and
+    the fleet short of any bound below zero (which only discharge could have met)."""
+    zeros = np.zeros((n, horizon))
+    short = np.where(np.isfinite(fleet_max), np.maximum(-fleet_max, 0.0), 0.0)
+    flags = flags.copy()
+    flags[need > 0] |= CAPACITY_SHORT
+    return Schedule(power_kw=zeros, served_kwh=np.zeros(n), need_kwh=need, flags=flags, cost_yuan=0.0,
+                    min_served_fraction=0.0 if (need > 0).any() else 1.0, solver="highs-v2g",
+                    stats={"discharge_kw": zeros.copy(), "charge_kw": zeros.copy(),
+                           "energy_kwh": np.full((n, horizon), np.nan), "status": "no variables",
+                           "fleet_short_kw": short, "variables": 0, "rows": 0})
+
+
 def schedule_v2g(sessions: Sessions, stations: Stations | None, charge_price: np.ndarray,
                  discharge_price: np.ndarray, degradation_yuan_per_kwh: float,
                  areas: TransformerAreas | None = None, event_yuan_per_kwh: np.ndarray | None = None,
@@ -239,6 +253,9 @@ def schedule_v2g(sessions: Sessions, stations: Stations | None, charge_price: np
     loc_s, slot = np.nonzero(avail)
     sess = active[loc_s]
     nv = len(sess)
+    fm = np.full(horizon, np.nan) if fleet_max_kw is None else np.asarray(fleet_max_kw, np.float64)
+    if nv == 0:   # no session is plugged in within the horizon: nothing to schedule
+        return _idle_v2g(n, horizon, need, flags, fm)
     b = np.where(np.isfinite(sessions.battery_kwh), sessions.battery_kwh, 1e6)
     e0 = sessions.soc_arrival * b
     e_req = e0 + need
@@ -251,7 +268,6 @@ def schedule_v2g(sessions: Sessions, stations: Stations | None, charge_price: np
     dep_row = nv + len(lo_c) + np.arange(len(active))
     # fleet rows (one per slot with a bound): sum(c - d) - slack <= fleet_max
     na = len(active)
-    fm = np.full(horizon, np.nan) if fleet_max_kw is None else np.asarray(fleet_max_kw, np.float64)
     f_slots = np.flatnonzero(np.isfinite(fm))
     nf = len(f_slots)
     row_of_slot = np.full(horizon, -1)
