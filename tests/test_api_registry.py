@@ -42,7 +42,8 @@ def test_operator_admission_over_http(api, loaded):
         assert r.status_code == 201 and r.json()["state"] == "applied"
         assert api.post("/api/v1/operators", json={"operator_id": "OP20", "name": "again", "kind":
                                                    "central_ac_aggregator"}, headers=admin).status_code == 409
-        r = api.post("/api/v1/operators/OP20/transitions", json={"action": "start_review"}, headers=admin)
+        r = api.post("/api/v1/operators/OP20/transitions", json={"action": "start_review", "reason": "file received"},
+                     headers=admin)
         assert r.status_code == 200, r.text
         checks = {c["check"]: c["passed"] for c in r.json()["checks"]}
         assert checks == {"tss_registered": True, "tss_connectivity": True, "trading_unit": False,

@@ -407,6 +407,7 @@ def test_the_city_admin_moves_an_operator_through_admission_and_sees_the_servers
     assert buttons.evaluate_all("bs => bs.map(b => b.dataset.action)") == ["start_review", "reject"]
     expect(page.locator("#op-checks .empty-row")).to_be_visible()
 
+    page.fill("#op-reason", "application file received")
     page.click("#op-actions button[data-action=start_review]")
     result = page.locator("#op-action-result")
     expect(result).to_have_attribute("data-ok", "true")

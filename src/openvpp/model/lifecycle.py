@@ -1,7 +1,9 @@
 """State machines of operators and resources, as data: action → (from states, to state, roles).
 
 A refused transition names the current state, the action, the rule and what is allowed
-(``core.errors.TransitionRefused``).
+(``core.errors.TransitionRefused``). Every operator and resource transition needs a reason, which
+the audit log keeps (issue 4: "each transition by the right role with a reason"); event
+transitions other than ``cancel`` are the dispatcher's routine steps and need none.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def _t(action: str, sources, target, roles, needs_reason: bool = True) -> Transi
 
 OS = OperatorState
 OPERATOR_MACHINE: dict[str, Transition] = {t.action: t for t in (
-    _t("start_review", [OS.APPLIED], OS.UNDER_REVIEW, [Role.CITY_ADMIN], needs_reason=False),
+    _t("start_review", [OS.APPLIED], OS.UNDER_REVIEW, [Role.CITY_ADMIN]),
     _t("admit", [OS.UNDER_REVIEW], OS.ADMITTED, [Role.CITY_ADMIN]),
     _t("reject", [OS.APPLIED, OS.UNDER_REVIEW], OS.REJECTED, [Role.CITY_ADMIN]),
     _t("suspend", [OS.ADMITTED], OS.SUSPENDED, [Role.CITY_ADMIN]),
@@ -37,7 +39,7 @@ OPERATOR_MACHINE: dict[str, Transition] = {t.action: t for t in (
 
 RS = ResourceState
 RESOURCE_MACHINE: dict[str, Transition] = {t.action: t for t in (
-    _t("approve", [RS.REGISTERED], RS.ACTIVE, [Role.CITY_ADMIN], needs_reason=False),
+    _t("approve", [RS.REGISTERED], RS.ACTIVE, [Role.CITY_ADMIN]),
     _t("reject", [RS.REGISTERED], RS.REJECTED, [Role.CITY_ADMIN]),
     _t("retire", [RS.REGISTERED, RS.ACTIVE], RS.RETIRED, [Role.CITY_ADMIN, Role.OPERATOR_ADMIN]),
     _t("transfer", [RS.ACTIVE], RS.ACTIVE, [Role.CITY_ADMIN]),

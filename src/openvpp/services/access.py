@@ -125,6 +125,18 @@ def release_operator(conn: Connection, actor: Actor, operator_id: str, handover_
     return len(rows)
 
 
+def release_applicant(conn: Connection, actor: Actor, operator_id: str, reason: str) -> dict[str, int]:
+    """On an applicant's rejection: its registered resources are rejected (their meter ids are free for
+    a new registration) and any active ones released (no operator, the link closed with its dates)."""
+    pending = list(conn.execute(select(resources.c.resource_id).where(
+        resources.c.operator_id == operator_id, resources.c.state == "registered").order_by(
+        resources.c.resource_id)).scalars())
+    if pending:
+        transition(conn, actor, pending, "reject", reason)
+    released = release_operator(conn, actor, operator_id, None, reason)
+    return {"rejected": len(pending), "released": released}
+
+
 # ---------------------------------------------------------------- contracts
 
 def register_contract(conn: Connection, actor: Actor, owner_id: str, operator_id: str, scheme: str,

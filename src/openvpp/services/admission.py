@@ -1,6 +1,9 @@
 """Operator admission and exit (Guangzhou plan task 2; Guangdong market rules for trading units).
 
-applied → under_review → admitted ⇄ suspended → exited; rejected from applied/under review.
+applied → under_review → admitted ⇄ suspended → exited; rejected from applied/under review. Every
+transition needs a reason (``model.lifecycle``). An operator admin applies under its own operator id
+only. Exit hands the operator's resources over or releases them; a rejection rejects the applicant's
+registered resources (their meters are free again) and releases any active ones.
 Qualification checks run at review and again at admission, and are stored with their results:
 
 1. ``tss_registered``: a technical support system (技术支持系统) endpoint is registered;
@@ -47,6 +50,9 @@ def apply(conn: Connection, actor: Actor, fields: dict) -> dict:
     """An operator applies for admission (state ``applied``). A second live application is refused."""
     if actor.role != "operator_admin":  # an operator applies for itself; otherwise the center enters it
         require(actor, Perm.ADMIT_OPERATORS)
+    elif fields.get("operator_id") != actor.operator_id:
+        raise Forbidden(f"an operator admin applies under its own operator id {actor.operator_id} only "
+                        f"(operator_id = {fields.get('operator_id')!r})")
     known = {c.name for c in OPERATOR_COLUMNS} - {"state"}
     bad = [Violation(k, "unknown field", v) for k, v in fields.items() if k not in known]
     for name in ("operator_id", "name", "kind"):
@@ -166,14 +172,18 @@ def transition(conn: Connection, actor: Actor, operator_id: str, action: str, re
         if action == "admit" and failed:
             raise TransitionRefused("operator", operator_id, before["state"], action,
                                     f"qualification checks failed: {', '.join(failed)}", ["reject"])
-    released = 0
+    released, rejected = 0, 0
     if action == "exit":
         released = access.release_operator(conn, actor, operator_id, handover_to, reason or "operator exit")
+    elif action == "reject":
+        freed = access.release_applicant(conn, actor, operator_id, reason or "operator rejected")
+        released, rejected = freed["released"], freed["rejected"]
     now = datetime.now(UTC)
     conn.execute(operators.update().where(operators.c.operator_id == operator_id).values(state=t.target,
                                                                                          updated_at=now))
     after = get(conn, operator_id)
     audit.record(conn, actor, f"operator.{action}", "operator", operator_id, before={"state": before["state"]},
                  after={"state": after["state"], "checks": [{c["check"]: c["passed"]} for c in checks or []],
-                        "resources_released": released, "handover_to": handover_to}, reason=reason)
-    return {**after, "checks": checks, "resources_released": released}
+                        "resources_released": released, "resources_rejected": rejected,
+                        "handover_to": handover_to}, reason=reason)
+    return {**after, "checks": checks, "resources_released": released, "resources_rejected": rejected}

@@ -22,7 +22,7 @@ const ACTIONS_FROM = {
   rejected: [],
   exited: [],
 };
-const NEEDS_REASON = new Set(["admit", "reject", "suspend", "reinstate", "exit"]);
+const NEEDS_REASON = new Set(["start_review", "admit", "reject", "suspend", "reinstate", "exit"]);
 const DANGER = new Set(["reject", "suspend", "exit"]);
 
 let token = 0;
