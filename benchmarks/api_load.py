@@ -23,7 +23,10 @@ as an error, and in the percentiles with the timeout as its latency. The run is 
 client is a minimal keep-alive HTTP/1.1 client on asyncio streams (about a tenth of httpx's CPU
 per request): client and server share the machine's cores.
 
-    python benchmarks/api_load.py [--quick] [--size N] [--rate R] [--duration S]
+    python benchmarks/api_load.py [--quick] [--size N] [--rate R] [--duration S] [--workers W --bus nats://...]
+
+With ``--workers 2 --bus nats://127.0.0.1:4222`` the API runs as production scales it out: several
+uvicorn processes, each with its own caches, their live views fed by the NATS bus.
 """
 
 from __future__ import annotations
@@ -225,15 +228,19 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=10.0, help="a request not done this long after it was due fails")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--record", action="store_true", help="record the pages' requests again even if cached")
+    ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (more than one needs --bus)")
+    ap.add_argument("--bus", default="", help="bus URL feeding every worker's live view, e.g. nats://127.0.0.1:4222")
     args = ap.parse_args()
     n = args.size or (5_000 if args.quick else 100_000)
     duration = args.duration or (6.0 if args.quick else 60.0)
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    if args.workers > 1 and not args.bus.startswith("nats://"):
+        raise SystemExit("--workers above 1 needs --bus nats://...: each worker's live view is fed by the bus")
 
     t_start = time.perf_counter()
     settings, info = prepare(n, args.seed)
-    proc, base = start_server(settings, settings.home / f"server-load-{n}.log")
+    proc, base = start_server(settings, settings.home / f"server-load-{n}.log", args.workers, args.bus)
     try:
         session = sign_in(base, *info["users"]["city_admin"])
         token = session["access_token"]
@@ -254,10 +261,13 @@ def main() -> None:
             mix = [u for urls in per_page.values() for u in urls]
             distinct = sorted(set(mix))
             print(f"{len(mix)} API GETs ({len(distinct)} distinct) of {len(per_page)} pages {how}")
-            for url in distinct:   # warm: every request once, untimed
-                r = client.get(url)
-                if r.status_code != 200:
-                    raise SystemExit(f"{url}: HTTP {r.status_code} {r.text[:300]}")
+            # warm: every request once per worker, untimed (new connections land on any worker)
+            for _ in range(1 if args.workers == 1 else 4 * args.workers):
+                with httpx.Client(base_url=base, timeout=120, headers=client.headers) as fresh:
+                    for url in distinct:
+                        r = fresh.get(url)
+                        if r.status_code != 200:
+                            raise SystemExit(f"{url}: HTTP {r.status_code} {r.text[:300]}")
         load_before = os.getloadavg()[0]
         print(f"open loop: {args.rate:g}/s dashboard requests + {args.health_rate:g}/s health for {duration:g} s "
               f"(load average before {load_before:.1f} on {os.cpu_count()} cores)")
@@ -297,7 +307,7 @@ def main() -> None:
           f"(target p99 <= {TARGET_P99_MS:.0f} ms); health p50 {pct(health, 50):.1f} ms, p99 {h99:.1f} ms")
     print(f"run took {time.perf_counter() - t_start:.0f} s; load average {load_before:.1f} before, "
           f"{load_after:.1f} after, on {os.cpu_count()} cores")
-    result("api_load_p99", p99, "ms", TARGET_P99_MS, n, rate_per_s=args.rate, duration_s=duration,
+    result("api_load_p99", p99, "ms", TARGET_P99_MS, n, rate_per_s=args.rate, duration_s=duration, workers=args.workers,
            requests=len(dash), errors=len(errors),
            p50_ms=round(p50, 2), p95_ms=round(p95, 2), p99_ms=round(p99, 2), health_p50_ms=round(pct(health, 50), 2),
            health_p99_ms=round(h99, 2), mean_ms=round(statistics.fmean(dash) * 1000, 2) if dash else None,

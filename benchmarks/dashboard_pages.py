@@ -126,13 +126,18 @@ def prepare(n: int, seed: int) -> tuple[Settings, dict]:
     return settings, {"users": accounts.users, "operator_id": accounts.operator_id}
 
 
-def start_server(settings: Settings, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(settings: Settings, log: Path, workers: int = 1, bus_url: str = "") -> tuple[subprocess.Popen, str]:
+    """The API in its own process(es): ``workers`` uvicorn workers; with more than one, the live
+    view of each is fed through the bus at ``bus_url`` (a NATS server), as in production."""
     port = free_port()
     env = {**os.environ, "OPENVPP_HOME": str(settings.home), "OPENVPP_DATABASE_URL": settings.database_url,
            "OPENVPP_JWT_SECRET": SECRET, "OPENVPP_BCRYPT_ROUNDS": "4"}
+    if bus_url:
+        env["OPENVPP_BUS_URL"] = bus_url
     out = log.open("w")
+    extra = ["--workers", str(workers)] if workers > 1 else []
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "openvpp.api.asgi:app", "--host", "127.0.0.1",
-                             "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                             "--port", str(port), "--log-level", "warning", "--no-access-log", *extra],
                             env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

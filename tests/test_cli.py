@@ -30,6 +30,12 @@ def test_help_lists_every_command_with_an_example(tmp_path):
         assert "Example:" in run(sub, tmp_path).stdout
 
 
+def test_serve_refuses_several_workers_without_a_shared_bus(tmp_path):
+    p = run(["serve", "--workers", "2"], tmp_path, check=False)
+    assert p.returncode == 2 and "workers" in p.stderr and "OPENVPP_BUS_URL=nats://" in p.stderr
+    assert not (tmp_path / "openvpp.db").exists()   # refused before anything is written
+
+
 def test_demo_headless_json_is_json_alone_on_stdout(tmp_path):
     p = run(["demo", "--headless", "--json", "--resources", "300", "--seed", "3"], tmp_path)
     summary = json.loads(p.stdout)              # the whole of stdout parses as one JSON document

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from openvpp.cli import admin, ev, settlement, telemetry
-from openvpp.core.errors import OpenVPPError
+from openvpp.core.errors import InvalidInput, OpenVPPError, Violation
 from openvpp.core.settings import Settings
 
 EXAMPLES = """[bold]Examples[/bold] (each command's --help has more):
@@ -311,6 +311,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     from openvpp.store import db
 
     s = _settings()
+    if workers > 1 and not s.bus_url.startswith("nats://"):
+        # each worker keeps its own live view, fed by the bus: the in-process bus reaches one worker only
+        _fail(InvalidInput(Violation("workers", "more than one worker needs OPENVPP_BUS_URL=nats://... "
+                                     "(the in-process bus feeds one worker's live view only)", workers)))
     db.upgrade(s.database_url)
     registry.finish_bulk(db.get_engine(s.database_url))  # an interrupted bulk load's indexes, if any
     if workers > 1:
