@@ -1,7 +1,10 @@
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from openvpp.core.errors import InvalidInput
+from openvpp.kernels.baseline import pre_window_mean, pre_window_mean_id
 from openvpp.kernels.verification import assess, sustained_response
 
 
@@ -53,3 +56,43 @@ def test_sustained_lies_between_the_mean_and_the_peak(values, d):
     window = min(d, r.shape[1])
     assert sustained[0] >= np.convolve(r[0], np.ones(window) / window, "valid").min() - 1e-9
     assert np.isclose(sustained_response(r, 0, 1)[0][0], r.max(), rtol=1e-9, atol=1e-9)
+
+
+# ---------------------------------------------------------------- the verification baseline (kernels.baseline)
+
+@st.composite
+def _telemetry(draw):
+    n = draw(st.integers(1, 6))
+    t = draw(st.integers(2, 30))
+    pre = draw(st.integers(1, t))
+    values = draw(st.lists(st.one_of(st.floats(-500, 5000), st.just(float("nan"))), min_size=n * t, max_size=n * t))
+    return np.array(values).reshape(n, t), pre
+
+
+@settings(max_examples=100)
+@given(_telemetry(), st.floats(-1000, 1000))
+def test_pre_window_mean_is_the_mean_of_the_steps_before_the_instruction(case, shift):
+    data, pre = case
+    base = pre_window_mean(data, pre)
+    for i in range(data.shape[0]):
+        before = data[i, :pre][~np.isnan(data[i, :pre])]
+        if before.size:
+            assert base[i] == pytest.approx(before.mean(), rel=1e-9, abs=1e-9)
+            assert before.min() - 1e-9 <= base[i] <= before.max() + 1e-9
+        else:
+            assert np.isnan(base[i])                   # no data before the window: no baseline
+    # what happens after the instruction never moves the baseline; a level shift moves it by the shift
+    later = data.copy()
+    later[:, pre:] = 12345.0
+    assert np.array_equal(pre_window_mean(later, pre), base, equal_nan=True)
+    assert np.allclose(pre_window_mean(data + shift, pre), base + shift, equal_nan=True, atol=1e-6)
+
+
+def test_pre_window_mean_refuses_a_window_it_cannot_see():
+    with pytest.raises(InvalidInput, match="pre_steps"):
+        pre_window_mean(np.zeros((2, 5)), 6)
+    with pytest.raises(InvalidInput, match="pre_steps"):
+        pre_window_mean(np.zeros((2, 5)), 0)
+    with pytest.raises(InvalidInput, match="power_kw"):
+        pre_window_mean(np.zeros(5), 2)
+    assert pre_window_mean_id(60.0) == "pre-window-mean-60min"

@@ -4,28 +4,39 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from openvpp.core.errors import Forbidden, InvalidInput, NotFound, TransitionRefused
 from openvpp.services import verification as ver
 from openvpp.sim.responses import Behaviour, SimulatedFleet
 from openvpp.store import db
 from openvpp.store.audit import Actor
+from openvpp.store.schema import resources
 
 ADMIN = Actor("center", "city_admin")
 START = datetime(2025, 7, 15, 6, 0, tzinfo=UTC)  # 14:00 Beijing time
 
 
-def flat_source(deliveries: dict[str, tuple[float, int]], base_kw: float = 1000.0):
-    """Flat 1000 kW loads; resource r drops by kw after `delay` steps from the instruction."""
+def flat_source(deliveries: dict[str, tuple[float, int]], base_kw: float = 1000.0, direction: str = "down"):
+    """Flat 1000 kW loads; resource r drops (``up``: rises) by kw after `delay` steps from the instruction."""
+    sign = -1.0 if direction == "down" else 1.0
+
     def source(ids, start, end, step_s):
         t = int((end - start).total_seconds() // step_s)
         out = np.full((len(ids), t), base_kw)
         pre = int(ver.PRE_WINDOW.total_seconds() // step_s)
         for k, rid in enumerate(ids):
             kw, delay = deliveries.get(rid, (0.0, 0))
-            out[k, pre + delay:] -= kw
+            out[k, pre + delay:] += sign * kw
         return out
     return source
+
+
+def _verified(conn, rid: str) -> dict:
+    cols = ("verified_down_kw", "verified_latency_s", "verified_grade", "verified_up_kw", "verified_up_latency_s",
+            "verified_up_grade", "flagged")
+    return dict(conn.execute(select(*[resources.c[c] for c in cols]).where(resources.c.resource_id == rid))
+                .mappings().one())
 
 
 def test_resource_test_grades_and_updates_capability(loaded):
@@ -93,3 +104,33 @@ def test_refusals(loaded):
         t2 = ver.schedule(conn, ADMIN, "resource", "R1", START)
         with pytest.raises(InvalidInput, match="telemetry"):
             ver.complete(conn, ADMIN, t2["test_id"], lambda ids, s, e, st: np.zeros((1, 3)))
+
+
+def test_grade_and_latency_are_kept_per_direction(loaded):
+    """R3 (storage, 500 kW each way): down A at 60 s; up C leaves the down grade alone but flags it;
+    up A clears the flag; a later down C flags it again and an up A does not clear that."""
+    with db.get_engine(loaded.database_url).begin() as conn:
+        t = ver.schedule(conn, ADMIN, "resource", "R3", START)
+        assert t["baseline_method"] == "pre-window-mean-60min"
+        ver.complete(conn, ADMIN, t["test_id"], flat_source({"R3": (500.0, 1)}))
+        assert _verified(conn, "R3") == {"verified_down_kw": 500.0, "verified_latency_s": 60.0, "verified_grade": "A",
+                                         "verified_up_kw": None, "verified_up_latency_s": None,
+                                         "verified_up_grade": None, "flagged": None}
+        t = ver.schedule(conn, ADMIN, "resource", "R3", START + timedelta(days=1), direction="up")
+        ver.complete(conn, ADMIN, t["test_id"], flat_source({"R3": (200.0, 3)}, direction="up"))
+        got = _verified(conn, "R3")
+        assert (got["verified_down_kw"], got["verified_latency_s"], got["verified_grade"]) == (500.0, 60.0, "A")
+        assert (got["verified_up_kw"], got["verified_up_latency_s"], got["verified_up_grade"]) == (200.0, 180.0, "C")
+        assert got["flagged"] == f"verification {t['test_id']} (up): grade C, 40% of declared"
+        t = ver.schedule(conn, ADMIN, "resource", "R3", START + timedelta(days=2), direction="up")
+        ver.complete(conn, ADMIN, t["test_id"], flat_source({"R3": (480.0, 0)}, direction="up"))
+        got = _verified(conn, "R3")
+        assert (got["verified_up_kw"], got["verified_up_latency_s"], got["verified_up_grade"]) == (480.0, 0.0, "A")
+        assert got["flagged"] is None and got["verified_grade"] == "A"
+        down_c = ver.schedule(conn, ADMIN, "resource", "R3", START + timedelta(days=3))
+        ver.complete(conn, ADMIN, down_c["test_id"], flat_source({"R3": (100.0, 0)}))
+        t = ver.schedule(conn, ADMIN, "resource", "R3", START + timedelta(days=4), direction="up")
+        ver.complete(conn, ADMIN, t["test_id"], flat_source({"R3": (500.0, 0)}, direction="up"))
+        got = _verified(conn, "R3")
+    assert (got["verified_grade"], got["verified_up_grade"]) == ("C", "A")
+    assert got["flagged"] == f"verification {down_c['test_id']} (down): grade C, 20% of declared"

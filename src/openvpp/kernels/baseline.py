@@ -617,3 +617,39 @@ class BaselineSpec:
         if unknown:
             raise InvalidInput(Violation("data", f"takes only {', '.join(sorted(_DATA_ARGS))}", unknown))
         return METHODS[self.method](**data, **self.params)
+
+
+# ---------------------------------------------------------------- capability verification
+
+
+def pre_window_mean_id(minutes: float) -> str:
+    """The id a verification test records for :func:`pre_window_mean` over ``minutes``."""
+    return f"pre-window-mean-{minutes:g}min"
+
+
+def pre_window_mean(power_kw: np.ndarray, pre_steps: int) -> np.ndarray:
+    """Baseline of a capability-verification test (能力校核): each meter's mean power over the
+    ``pre_steps`` steps before the test instruction, held flat over the window.
+
+    A test is ordered for a window of its own, not a market event on a GB/T calendar, so the
+    meter's own hour before the instruction is the reference (the day-based methods above need
+    days of history that a newly registered resource may not have).
+
+    Parameters
+    ----------
+    power_kw : (n_meters, T) float, kW, NaN = missing; steps ``0 .. pre_steps-1`` precede the instruction
+    pre_steps : int, 1 <= pre_steps <= T
+
+    Returns
+    -------
+    (n_meters,) float64, kW: the NaN-skipping mean of the steps before the instruction; NaN for a
+    meter with no data there (no baseline, so no response can be credited).
+    """
+    arr = np.asarray(power_kw)
+    if arr.ndim != 2:
+        raise InvalidInput(Violation("power_kw", "must be (n_meters, T)", arr.shape))
+    pre = _positive("pre_steps", pre_steps)
+    if pre > arr.shape[1]:
+        raise InvalidInput(Violation("pre_steps", f"must be at most the {arr.shape[1]} steps given", pre))
+    with np.errstate(invalid="ignore"):        # a row without data: 0 / 0 = NaN, as documented
+        return _nanmean_rows(arr[:, :pre].astype(np.float64, copy=False))

@@ -1,11 +1,13 @@
 """Capability verification (能力校核): the center tests what resources really deliver.
 
 schedule → a test instruction for a window → telemetry of the window and the hour before →
-baseline (``pre-window-mean-60min``: each resource's mean power over the 60 minutes before the
-instruction, held flat over the window) → ``kernels.verification.assess`` → the resource's
-verified capability, latency and grade (rule set ``verification``: A >= 90 %, B >= 70 % of
-declared, C below). C-graded resources are flagged and drop out of pools that need
-verification; a later A/B test clears the flag.
+baseline (``kernels.baseline.pre_window_mean``, recorded as ``pre-window-mean-60min``: each
+resource's mean power over the 60 minutes before the instruction, held flat over the window) →
+``kernels.verification.assess`` → the resource's verified capability, latency and grade in the
+tested direction (rule set ``verification``: A >= 90 %, B >= 70 % of declared, C below; down tests
+write ``verified_down_kw``/``verified_latency_s``/``verified_grade``, up tests the ``verified_up_*``
+columns). A resource graded C in either direction is flagged and drops out of pools that need
+verification; a later A/B test clears the flag unless the other direction is still C.
 
 Telemetry comes through a ``TelemetrySource``: ``source(resource_ids, start, end, step_s)``
 returns an (n, T) kW array — the time-series store in production, a simulator in tests.
@@ -13,7 +15,6 @@ returns an (n, T) kW array — the time-series store in production, a simulator 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -23,14 +24,18 @@ from sqlalchemy import Connection, case, func, select
 from openvpp.core import rules
 from openvpp.core.errors import Forbidden, InvalidInput, NotFound, TransitionRefused, Violation
 from openvpp.core.ids import new_id
+from openvpp.kernels.baseline import pre_window_mean, pre_window_mean_id
 from openvpp.kernels.verification import assess
 from openvpp.store import audit
 from openvpp.store.audit import Actor
 from openvpp.store.schema import grid_nodes, operators, resources, verification_tests
 
 TelemetrySource = Callable[[list[str], datetime, datetime, int], np.ndarray]
-BASELINE_METHOD = "pre-window-mean-60min"
 PRE_WINDOW = timedelta(minutes=60)
+BASELINE_METHOD = pre_window_mean_id(PRE_WINDOW.total_seconds() / 60)
+#: columns a test of each direction writes: verified kW, latency, grade
+COLUMNS = {"down": ("verified_down_kw", "verified_latency_s", "verified_grade"),
+           "up": ("verified_up_kw", "verified_up_latency_s", "verified_up_grade")}
 RAMP_ALLOWANCE = timedelta(minutes=15)
 KINDS = ("resource", "site", "trading_unit")
 
@@ -121,11 +126,9 @@ def complete(conn: Connection, actor: Actor, test_id: str, source: TelemetrySour
     expected_t = pre + int((end - start).total_seconds() // step_s)
     if data.shape != (len(ids), expected_t):
         raise InvalidInput(Violation("telemetry", f"expected shape {(len(ids), expected_t)}", data.shape))
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)        # all-NaN rows: handled just below
-        base = np.nanmean(data[:, :pre], axis=1, keepdims=True)
-    no_baseline = np.isnan(base[:, 0])   # no telemetry before the window: no baseline, so no response
-    baseline = np.repeat(np.where(np.isnan(base), 0.0, base), data.shape[1], axis=1)
+    base = pre_window_mean(data, pre)
+    no_baseline = np.isnan(base)         # no telemetry before the window: no baseline, so no response
+    baseline = np.repeat(np.where(no_baseline, 0.0, base)[:, None], data.shape[1], axis=1)
     data = np.where(no_baseline[:, None], baseline, data)
     ver = rules.load(ruleset).section("verification")
     kw = dict(start=pre, step_s=step_s, duration_h=test["declared_duration_h"], direction=test["direction"],
@@ -134,15 +137,23 @@ def complete(conn: Connection, actor: Actor, test_id: str, source: TelemetrySour
     whole = assess(baseline.sum(axis=0, keepdims=True), data.sum(axis=0, keepdims=True),
                    declared_kw=np.array([declared.sum()]), **kw)
     now = datetime.now(UTC)
-    col = "verified_down_kw" if test["direction"] == "down" else "verified_up_kw"
+    direction = test["direction"]
+    kw_col, latency_col, grade_col = COLUMNS[direction]
+    other_grade = COLUMNS["up" if direction == "down" else "down"][2]
+    held = {r[0]: (r[1], r[2]) for r in conn.execute(select(
+        resources.c.resource_id, resources.c[other_grade], resources.c.flagged).where(resources.c.resource_id.in_(ids)))}
     per_resource = {}
     for i, rid in enumerate(ids):
         grade = str(each["grade"][i])
         latency = None if np.isnan(each["latency_s"][i]) else float(each["latency_s"][i])
         why = "no telemetry before the window (no baseline)" if no_baseline[i] else f"{each['ratio'][i]:.0%} of declared"
-        flagged = f"verification {test_id}: grade C, {why}" if grade == "C" else None
+        other, flag = held.get(rid, (None, None))
+        if grade == "C":
+            flagged = f"verification {test_id} ({direction}): grade C, {why}"
+        else:               # an A/B clears the flag unless the other direction is still graded C
+            flagged = flag if other == "C" else None
         conn.execute(resources.update().where(resources.c.resource_id == rid).values(
-            **{col: float(each["verified_kw"][i])}, verified_latency_s=latency, verified_grade=grade,
+            **{kw_col: float(each["verified_kw"][i]), latency_col: latency, grade_col: grade},
             verified_at=now, flagged=flagged))
         per_resource[rid] = {"declared_kw": float(declared[i]), "verified_kw": float(each["verified_kw"][i]),
                              "latency_s": latency, "ratio": float(each["ratio"][i]), "grade": grade,

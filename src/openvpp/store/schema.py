@@ -126,12 +126,16 @@ resources = Table(
     Column("state", String(16), nullable=False, server_default="active"),
     Column("operator_since", DateTime(timezone=True)),  # NULL = since registration; history in resource_links
     Column("flagged", String(200)),                     # why it is excluded (e.g. failed verification)
-    # verified capability (capability verification, 能力校核); NULL until tested
+    # verified capability (capability verification, 能力校核); NULL until tested. Grade and latency
+    # are per direction: verified_grade / verified_latency_s of the down (load reduction) tests, which
+    # pools and the minute-level check read; verified_up_* of the up (load increase) tests (0011)
     Column("verified_up_kw", Float),
     Column("verified_down_kw", Float),
     Column("verified_latency_s", Float),
     Column("verified_grade", String(2)),
     Column("verified_at", DateTime(timezone=True)),
+    Column("verified_up_latency_s", Float),
+    Column("verified_up_grade", String(2)),
     Index("ix_resources_operator", "operator_id"),
     Index("ix_resources_owner", "owner_id"),
     Index("ix_resources_ta", "ta_id"),
