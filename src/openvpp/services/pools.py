@@ -17,6 +17,7 @@ a pool that requires a verification grade excludes flagged and unverified resour
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, func, select
 
 from openvpp.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Violation
 from openvpp.core.ids import new_id
@@ -48,7 +49,7 @@ from openvpp.services import registry_arrays
 from openvpp.services.registry_arrays import CATEGORICAL, LEVELS, NUMERIC, RegistryArrays
 from openvpp.store import audit
 from openvpp.store.audit import Actor
-from openvpp.store.schema import audit_log, grid_nodes, operators, pools, resources
+from openvpp.store.schema import audit_log, grid_nodes, operators, pools, resources, verification_tests
 
 #: roles that define city pools; an operator admin defines pools of its own operator only
 CITY_POOL_ROLES = (Role.CITY_ADMIN.value, Role.DISPATCHER.value)
@@ -262,6 +263,18 @@ def _label_table(labels: list, ok) -> np.ndarray:
     return np.array([bool(ok(lb)) for lb in labels] + [bool(ok(None))], dtype=bool)
 
 
+def _resource_arrays(reg: RegistryArrays, flagged: np.ndarray) -> kp.ResourceArrays:
+    """The kernel's columns over ``reg`` (sharing its arrays; ``nodes`` is stacked, a copy)."""
+    c, v = reg.codes, reg.values
+    return kp.ResourceArrays(
+        state=c["state"], resource_type=c["resource_type"], response_mode=c["response_mode"],
+        operator=c["operator_id"], grade=c["verified_grade"],
+        nodes=np.stack([c[col] for col in NODE_COLUMNS]).astype(np.int32), flagged=flagged,
+        latency_s=v["latency_s"], duration_h=v["adjustable_duration_h"], up_kw=v["adjustable_up_kw"],
+        down_kw=v["adjustable_down_kw"], verified_latency_s=v["verified_latency_s"],
+        verified_up_kw=v["verified_up_kw"], verified_down_kw=v["verified_down_kw"])
+
+
 class PoolEngine:
     """Registry arrays plus every pool's mask and totals, kept current by incremental updates.
 
@@ -290,15 +303,8 @@ class PoolEngine:
         self.admitted = None if admitted_operators is None else set(admitted_operators)
         self.node_levels = dict(node_levels or {})
         self._ta_ancestors = ta_ancestors
-        c, v = reg.codes, reg.values
-        self.res = kp.ResourceArrays(
-            state=c["state"], resource_type=c["resource_type"], response_mode=c["response_mode"],
-            operator=c["operator_id"], grade=c["verified_grade"],
-            nodes=np.stack([c[col] for col in NODE_COLUMNS]).astype(np.int32),
-            flagged=np.zeros(reg.n, bool) if flagged is None else np.asarray(flagged, bool).copy(),
-            latency_s=v["latency_s"], duration_h=v["adjustable_duration_h"], up_kw=v["adjustable_up_kw"],
-            down_kw=v["adjustable_down_kw"], verified_latency_s=v["verified_latency_s"],
-            verified_up_kw=v["verified_up_kw"], verified_down_kw=v["verified_down_kw"])
+        self.res = _resource_arrays(reg, np.zeros(reg.n, bool) if flagged is None
+                                    else np.asarray(flagged, bool).copy())
         self.pools: list[Pool] = []
         self._codes: list[kp.PoolCodes] = []
         self.masks = np.zeros((0, reg.n), bool)
@@ -547,6 +553,38 @@ class PoolEngine:
         touched = kp.update(self.masks, self.sums, self._codes, idx, old, new)
         return [self.pools[p].pool_id for p in touched]
 
+    def apply_rows(self, rows: dict[str, list]) -> list[str]:
+        """Apply whole rows as ``registry_arrays.read_rows`` reads them (every column; the grid
+        ancestors follow ``ta_id``). Returns the ids of the pools that changed."""
+        changes: dict[str, Sequence] = {c: rows[c] for c in CATEGORICAL if c not in NODE_COLUMNS[:3]}
+        changes.update({c: rows[c] for c in NUMERIC})
+        changes["flagged"] = rows["flagged"]
+        return self.apply(rows["resource_id"], changes)
+
+    def with_resources(self, resource_ids: Sequence[str]) -> PoolEngine:
+        """A new engine that also holds ``resource_ids`` (not in the registry yet) as blank rows: no
+        state, no operator, zero capability, so in no pool; give their attributes with ``apply``.
+        This engine is left as it was (the registry's rows are copied with the new ones in their
+        sorted places, as are the pools' masks)."""
+        new = np.array(sorted(set(resource_ids)), dtype=object)
+        if len(new) and (self.reg.index_of(list(new)) >= 0).any():
+            raise InvalidInput(Violation("resource_ids", "resource is already in the registry",
+                                         [str(r) for r in new[self.reg.index_of(list(new)) >= 0]][:10]))
+        pos = np.searchsorted(self.reg.resource_id, new)
+        blank = {c: (np.nan if c.startswith("verified_") else 0.0) for c in NUMERIC}
+        reg = RegistryArrays(np.insert(self.reg.resource_id, pos, new),
+                             codes={c: np.insert(a, pos, -1).astype(a.dtype) for c, a in self.reg.codes.items()},
+                             categories={c: list(v) for c, v in self.reg.categories.items()},
+                             values={c: np.insert(a, pos, blank.get(c, np.nan)) for c, a in self.reg.values.items()})
+        out = copy.copy(self)
+        out.reg = reg
+        out.res = _resource_arrays(reg, np.insert(self.res.flagged, pos, False))
+        out.masks = np.insert(self.masks, pos, False, axis=1)
+        out.sums = self.sums.copy()
+        out.pools, out._codes, out._index = list(self.pools), list(self._codes), dict(self._index)
+        out.node_levels = dict(self.node_levels)
+        return out
+
 
 # ================================================================ the shared engine of a process
 
@@ -554,26 +592,50 @@ class PoolCache:
     """One :class:`PoolEngine` of every pool, shared by the requests of a process (the API keeps one
     on ``app.state.pool_engine``) instead of loading the registry for every evaluation.
 
-    The engine is rebuilt when the database changed in a way that can move a pool: every such change
-    (a resource registered, changed, moved or imported, an operator admitted or suspended, a
-    verification, a pool defined) appends to the audit log in its own transaction, so ``get`` first
-    counts the audit entries of those kinds above a base id (one index range scan) and rebuilds when
-    the count grew. The base follows the log's end minus ``window`` ids, so the scan stays short and
-    an entry committed late with a lower id (concurrent transactions) is still seen. ``max_age_s``
-    bounds how long one engine is used at all. Changes made in another process are seen the same way.
+    Every change that can move a pool (a resource registered, changed, moved, transferred or
+    imported, an operator admitted or suspended, a verification completed, a pool defined, a city
+    loaded) appends to the audit log in its own transaction. ``get`` first counts the audit entries
+    of those kinds above a base id (one index range scan); when the count grew it reads the new
+    entries and brings the engine up to date:
+
+    - resources (``resource`` entries, one-row imports, the members of a completed
+      ``verification_test``): their current rows are read (``registry_arrays.read_rows``) and
+      applied incrementally (``PoolEngine.apply``, O(changes x pools)); a resource the engine does
+      not hold yet is inserted first (``PoolEngine.with_resources``);
+    - pools: each changed pool's definition is read again and that pool alone re-evaluated, or dropped;
+    - operators: when the set of admitted operators changed, every pool is re-evaluated on the
+      arrays already held (no reload);
+    - anything else (a city load, a bulk import of several rows, an operator's resources released
+      or handed over, more than ``max_changes`` resources at once): the engine is rebuilt from the
+      database (``PoolEngine.from_db``).
+
+    What is read is the rows' state now, not the entries' contents, so the order in which entries
+    commit does not matter and reading a row twice is harmless. The base follows the log's end minus
+    ``window`` ids, so the scan stays short and an entry committed late with a lower id (concurrent
+    transactions) is still seen: the cache keeps the ids of the entries it has taken into account
+    above the base. ``max_age_s`` bounds how long one engine is used before a rebuild (which also
+    drops the float drift of many incremental updates). Changes made in another process are seen
+    the same way. After any change ``get`` returns a new engine object (a shallow copy sharing the
+    arrays), so a caller may keep something derived from the engine for as long as ``get`` returns
+    the same object. Updates write into the arrays in place: a request reading them at that moment
+    may see some of the changed rows old and some new.
     """
 
     WATCHED = ("resource", "resource_batch", "pool", "operator", "verification_test", "city")
 
     def __init__(self, window: int = 10_000, max_age_s: float = 300.0,
-                 clock: Callable[[], float] = time.monotonic):
-        self.window, self.max_age_s, self.clock = window, max_age_s, clock
+                 clock: Callable[[], float] = time.monotonic, max_changes: int = 50_000):
+        self.window, self.max_age_s, self.clock, self.max_changes = window, max_age_s, clock, max_changes
         self._lock = threading.Lock()
         self._engine: PoolEngine | None = None
         self._base = 0
-        self._seen = 0
+        self._ids: set[int] = set()     # watched entries above the base already in the engine
         self._built_at = 0.0
-        self.builds = 0
+        self.builds = 0                 # full loads from the database
+        self.updates = 0                # incremental updates
+        #: what the last change did: {"kind": "build" | "update", "seconds", "entries", "resources",
+        #: "inserted", "pools", "operators"}
+        self.last: dict[str, Any] = {}
 
     def invalidate(self) -> None:
         with self._lock:
@@ -582,38 +644,123 @@ class PoolCache:
     def _watched(self):
         return (audit_log.c.entity.in_(self.WATCHED),)
 
-    def _fresh(self, conn: Connection) -> bool:
-        """Whether the engine still holds; moves the base up when nothing watched changed."""
+    def _move_base(self, end: int | None) -> None:
+        if end is not None and end - self.window > self._base:
+            self._base = int(end) - self.window
+            self._ids = {i for i in self._ids if i > self._base}
+
+    def _new_entries(self, conn: Connection) -> list | None:
+        """The watched entries not yet in the engine ([] = none); None when the log disagrees with
+        what the cache holds (entries it counted are gone: rebuild)."""
         end = select(func.max(audit_log.c.audit_id)).scalar_subquery()
-        row = conn.execute(select(
-            func.count(), func.coalesce(func.sum(case((audit_log.c.audit_id > end - self.window, 1), else_=0)), 0),
-            end).where(audit_log.c.audit_id > self._base, *self._watched())).one()
-        if int(row[0]) != self._seen:
-            return False
-        if row[2] is not None and row[2] - self.window > self._base:
-            self._base, self._seen = int(row[2]) - self.window, int(row[1])
-        return True
+        count, last = conn.execute(select(func.count(), end).where(
+            audit_log.c.audit_id > self._base, *self._watched())).one()
+        if int(count) == len(self._ids):
+            self._move_base(last)
+            return []
+        if int(count) < len(self._ids):
+            return None
+        rows = conn.execute(select(audit_log.c.audit_id, audit_log.c.entity, audit_log.c.entity_id,
+                                   audit_log.c.action).where(audit_log.c.audit_id > self._base, *self._watched())
+                            ).all()
+        return [r for r in rows if r.audit_id not in self._ids]
 
     def _build(self, conn: Connection) -> PoolEngine:
+        t0 = time.perf_counter()
         end = conn.execute(select(func.max(audit_log.c.audit_id))).scalar() or 0
         base = max(int(end) - self.window, 0)
-        seen = conn.execute(select(func.count()).where(audit_log.c.audit_id > base, *self._watched())).scalar()
-        engine = PoolEngine.from_db(conn)   # read after the count: a change in between rebuilds once more
-        self._engine, self._base, self._seen = engine, base, int(seen or 0)
+        ids = set(conn.execute(select(audit_log.c.audit_id).where(audit_log.c.audit_id > base,
+                                                                  *self._watched())).scalars())
+        engine = PoolEngine.from_db(conn)   # read after the entries: a change in between is applied once more
+        self._engine, self._base, self._ids = engine, base, ids
         self._built_at = self.clock()
         self.builds += 1
+        self.last = {"kind": "build", "seconds": time.perf_counter() - t0}
         return engine
+
+    def _update(self, conn: Connection, engine: PoolEngine, entries: list) -> PoolEngine | None:
+        """``engine`` brought up to date with ``entries`` (a new object), or None to rebuild."""
+        t0 = time.perf_counter()
+        changed: set[str] = set()
+        tests: set[str] = set()
+        pool_ids: set[str] = set()
+        operators_changed = False
+        for e in entries:
+            if e.entity == "resource":
+                changed.add(e.entity_id)
+            elif e.entity == "verification_test":
+                if e.action == "verification.complete":
+                    tests.add(e.entity_id)
+            elif e.entity == "pool":
+                pool_ids.add(e.entity_id)
+            elif e.entity == "operator" and e.action != "operator.release_resources":
+                operators_changed = True
+            elif e.entity == "resource_batch" and e.entity_id.partition("..")[0] == e.entity_id.partition("..")[2]:
+                changed.add(e.entity_id.partition("..")[0])     # a one-row import (a single registration)
+            else:
+                return None     # a city load, a bulk import, resources released or handed over
+        if tests:
+            for result in conn.execute(select(verification_tests.c.result)
+                                       .where(verification_tests.c.test_id.in_(sorted(tests)))).scalars():
+                changed.update((result or {}).get("members") or [])
+        if len(changed) > self.max_changes:
+            return None
+        rows = registry_arrays.read_rows(conn, sorted(changed)) if changed else None
+        out = copy.copy(engine)
+        if operators_changed:
+            admitted = set(conn.execute(select(operators.c.operator_id)
+                                        .where(operators.c.state == OperatorState.ADMITTED.value)).scalars())
+            if admitted != out.admitted:
+                out.set_admitted_operators(admitted)
+        if pool_ids:
+            defs = {r["pool_id"]: r for r in conn.execute(
+                select(pools, grid_nodes.c.level).select_from(pools.join(grid_nodes, grid_nodes.c.node_id
+                                                                         == pools.c.node_id))
+                .where(pools.c.pool_id.in_(sorted(pool_ids)))).mappings()}
+            for pid in sorted(pool_ids):
+                if pid in defs:
+                    out.node_levels[defs[pid]["node_id"]] = defs[pid]["level"]
+                    out.set_pool(_as_pool(_row(defs[pid])))
+                elif pid in out._index:
+                    out.remove_pool(pid)
+        inserted = 0
+        if rows is not None and rows["resource_id"]:
+            new = [rid for rid, i in zip(rows["resource_id"], out.reg.index_of(rows["resource_id"]), strict=True)
+                   if i < 0]
+            if new:
+                out = out.with_resources(new)
+                inserted = len(new)
+            try:
+                out.apply_rows(rows)
+            except InvalidInput:
+                return None     # e.g. a transformer area the engine does not know: the grid changed
+        self.updates += 1
+        self.last = {"kind": "update", "seconds": time.perf_counter() - t0, "entries": len(entries),
+                     "resources": len(rows["resource_id"]) if rows else 0, "inserted": inserted,
+                     "pools": len(pool_ids), "operators": operators_changed}
+        return out
 
     def registry(self, conn: Connection) -> RegistryArrays:
         """The registry arrays of the current engine (every resource, all states), for summaries."""
         return self.get(conn).reg
 
     def get(self, conn: Connection, pool_ids: Sequence[str] = ()) -> PoolEngine:
-        """The current engine, rebuilt first if the database changed or it lacks one of ``pool_ids``."""
+        """The current engine: updated first if the database changed, rebuilt if it lacks one of
+        ``pool_ids`` or is older than ``max_age_s``."""
         with self._lock:
             engine = self._engine
-            if (engine is None or self.clock() - self._built_at > self.max_age_s or not self._fresh(conn)
-                    or any(pid not in engine._index for pid in pool_ids)):
+            if engine is None or self.clock() - self._built_at > self.max_age_s:
+                return self._build(conn)
+            entries = self._new_entries(conn)
+            if entries is None:
+                return self._build(conn)
+            if entries:
+                updated = self._update(conn, engine, entries)
+                if updated is None:
+                    return self._build(conn)
+                self._engine = engine = updated
+                self._ids.update(e.audit_id for e in entries)
+            if any(pid not in engine._index for pid in pool_ids):
                 engine = self._build(conn)
             return engine
 

@@ -8,16 +8,18 @@ Categorical columns are dictionary-encoded: ``codes[name]`` (int32, -1 = none) a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from openvpp.core.errors import InvalidInput, Violation
 from openvpp.kernels.aggregate import group_sum, group_sum_2d
 from openvpp.store import bulk
+from openvpp.store.schema import grid_nodes, resources
 
 CATEGORICAL = ("district_id", "substation_id", "feeder_id", "ta_id", "resource_type", "operator_id",
                "owner_id", "response_mode", "verified_grade", "control_protocol", "state")
@@ -90,6 +92,34 @@ def load(conn: Connection) -> RegistryArrays:
     types = {c: pa.string() for c in ("resource_id",) + CATEGORICAL}
     types.update({c: pa.float64() for c in NUMERIC})
     return RegistryArrays.from_arrow(bulk.query_arrow(conn, SELECT, types))
+
+
+_GRID_COLUMNS = ("district_id", "substation_id", "feeder_id")
+#: ids per query of ``read_rows`` (SQLite's bound-parameter limit is 32,766)
+READ_CHUNK = 5_000
+
+
+def read_rows(conn: Connection, resource_ids: Sequence[str]) -> dict[str, list]:
+    """The current rows of some resources, as ``load`` reads them, plus ``flagged`` (bool).
+
+    Returns ``{"resource_id": [...], <each of CATEGORICAL>: labels (None = none), <each of NUMERIC>:
+    floats (NaN = unknown), "flagged": bools}`` for the ids that exist, in id order; an id that is
+    not in the database is left out. One query per ``READ_CHUNK`` ids."""
+    cols = [resources.c.resource_id] + [grid_nodes.c[c] if c in _GRID_COLUMNS else resources.c[c]
+                                        for c in CATEGORICAL] + [resources.c[c] for c in NUMERIC]
+    cols.append(resources.c.flagged.is_not(None).label("flagged"))
+    src = resources.join(grid_nodes, grid_nodes.c.node_id == resources.c.ta_id)
+    ids = sorted(set(resource_ids))
+    rows: list = []
+    for i in range(0, len(ids), READ_CHUNK):
+        rows += conn.execute(select(*cols).select_from(src).where(
+            resources.c.resource_id.in_(ids[i:i + READ_CHUNK])).order_by(resources.c.resource_id)).all()
+    names = ["resource_id", *CATEGORICAL, *NUMERIC, "flagged"]
+    out: dict[str, list] = {n: [r[j] for r in rows] for j, n in enumerate(names)}
+    for n in NUMERIC:
+        out[n] = [np.nan if x is None else float(x) for x in out[n]]
+    out["flagged"] = [bool(x) for x in out["flagged"]]
+    return out
 
 
 SUM_NAMES = ("connected_kw", "adjustable_down_kw", "adjustable_up_kw", "verified_down_kw")
