@@ -14,6 +14,8 @@ import pytest
 from sqlalchemy import insert
 
 from openvpp.core import rules
+from openvpp.core.errors import InvalidInput
+from openvpp.services import disputes
 from openvpp.services import settlement as stl
 from openvpp.services import v2g as v2g_svc
 from openvpp.store import db
@@ -102,3 +104,19 @@ def test_sessions_completed_after_the_computation_wait_for_the_next_one(metered)
         stl.resettle(conn, ADMIN, st["settlement_id"], "rev-test", "no change expected")
         again = {(r["unit_id"], r["kind"]): r["amount_fen"] for r in stl.lines(conn, st["settlement_id"])}
         assert again[("R5", "v2g")] == 8000
+
+
+def test_a_v2g_sessions_line_cannot_be_disputed_and_says_why(metered):
+    """A metered-sessions line has no event to re-evaluate: the dispute is refused naming the line, not
+    answered with 'event not found', and nothing is written."""
+    op02 = Actor("op02", "operator_admin", operator_id="OP02")
+    with db.get_engine(metered.database_url).begin() as conn:
+        sid = stl.compute(conn, ADMIN, 2025)["settlement_id"]
+        for line in stl.lines(conn, sid, "OP02"):
+            assert line["event_id"] == stl.V2G_SESSIONS
+            with pytest.raises(InvalidInput) as err:
+                disputes.raise_dispute(conn, op02, sid, line["line_id"], "discharge under-counted",
+                                       {"meter": {"R5": [0.0]}})
+            (v,) = err.value.violations
+            assert v.field == "line_id" and "metered V2G sessions" in v.rule and "cannot correct" in v.rule
+        assert disputes.list_(conn, sid) == []

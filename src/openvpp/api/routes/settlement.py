@@ -196,7 +196,9 @@ class DisputeIn(BaseModel):
     settlement_id: str
     line_id: str
     reason: str
-    evidence: dict[str, Any] = Field(description='{"meter": {resource_id: [kW per slot of the event window]}}')
+    evidence: dict[str, Any] = Field(description='{"meter": {resource_id: [kW per slot of the event window]}} or, '
+                                                 'for baseline days too, {"meter": {resource_id: {"YYYY-MM-DD": '
+                                                 '{slot: kW}}}}')
 
 
 class DecisionIn(BaseModel):
@@ -225,7 +227,8 @@ def get_dispute(dispute_id: str, actor: Actor = Depends(current_actor), conn: Co
 @router.post("/disputes/{dispute_id}/reevaluate")
 def reevaluate(dispute_id: str, request: Request, actor: Actor = Depends(current_actor),
                conn: Connection = Depends(write_conn, scope="function")) -> dict:
-    """The center re-evaluates the event with the evidence; the dispute then shows the difference."""
+    """The center re-evaluates the event with the evidence over the meter data its evaluation read (409 if
+    that data changed since, or comes from another source); the dispute then shows the difference."""
     if actor.role not in eva.CENTER_ROLES:
         raise Forbidden("re-evaluation is the center's work")
     return disputes.reevaluate(conn, actor, dispute_id, _source(request, conn))
