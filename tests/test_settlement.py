@@ -441,3 +441,34 @@ def test_v2g_discharge_is_paid_under_its_own_budget(loaded, tmp_path):
         # R5 is a load shifter: its energy earns no carbon credit
         rep = carbon_svc.report(conn, event_id=eid)
         assert rep["rows"][0]["curtailed_kwh"] == pytest.approx(900.0)
+
+
+def test_reactive_event_is_evaluated_in_kvarh_and_paid_at_the_rule_sets_rate(loaded, tmp_path):
+    """Reactive DR: OP03's unit cleared 1000 kvar for 1 h at 0.10 yuan/kvarh. Every resource draws a flat
+    1200 kvar; GC1 drops to 200 kvar in the window: 1000 kvar x 1 h = 1000 kvarh → 100.00 yuan (the
+    packaged cap is 0.12). Under a rule set capping reactive at 0.08 yuan/kvarh the same line pays 80.00.
+    Reactive energy curtails no active energy: no carbon."""
+    setup_city(loaded, tmp_path)
+    eid = run_event(loaded, {"OP03@GZ-HZ-S01": ("OP03", 1000.0)}, price=0.1, product="reactive")
+    src = meter_source()
+    kvar = np.full_like(src.data["power_kw"], 1200.0)
+    kvar[list(src.pos).index("GC1"), -1, START:END] = 200.0
+    src = eva.ArrayMeterSource(list(src.pos), src.first_day, src.data["power_kw"], reactive_kvar=kvar)
+    capped = tmp_path / "reactive-0.08.toml"
+    capped.write_text(Path(golden_ruleset(tmp_path, budget="10000000")).read_text(encoding="utf-8").replace(
+        'reactive_yuan_per_kvarh = "0.12"', 'reactive_yuan_per_kvarh = "0.08"'), encoding="utf-8")
+    with db.get_engine(loaded.database_url).begin() as conn:
+        out = eva.evaluate(conn, DISP, eid, src, now=AFTER)
+        assert out["quantity_unit"] == "kvarh" and out["totals"]["credited"] == pytest.approx(1000.0)
+        (unit,) = out["units"]
+        assert [s["response_kw"] for s in unit["slots"]] == [1000.0] * 4     # kvar
+        sid = stl.compute(conn, ADMIN, 2025)["settlement_id"]
+        (line,) = stl.lines(conn, sid)
+        assert (line["kind"], line["quantity_unit"], line["rate_yuan"]) == ("reactive", "kvarh", "0.1")
+        assert line["quantity"] == pytest.approx(1000.0) and stl.from_fen(line["amount_fen"]) == D("100.00")
+        assert amounts(conn, sid, "operator", "OP03")["claim_reactive"] == D("100.00")
+        assert amounts(conn, sid, "owner", "OW4")["owner_share"] == D("40.00")        # default share 0.4
+        sid = stl.compute(conn, ADMIN, 2025, ruleset=str(capped))["settlement_id"]
+        (line,) = stl.lines(conn, sid)
+        assert (line["rate_yuan"], stl.from_fen(line["amount_fen"])) == ("0.08", D("80.00"))
+        assert carbon_svc.report(conn, event_id=eid)["rows"][0]["curtailed_kwh"] == 0.0
