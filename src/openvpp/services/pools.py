@@ -633,8 +633,8 @@ class PoolCache:
         self._built_at = 0.0
         self.builds = 0                 # full loads from the database
         self.updates = 0                # incremental updates
-        #: what the last change did: {"kind": "build" | "update", "seconds", "entries", "resources",
-        #: "inserted", "pools", "operators"}
+        #: what the last change did: {"kind": "build" | "update", "seconds", "read_s" (reading the
+        #: changed rows), "entries", "resources", "inserted", "pools", "operators"}
         self.last: dict[str, Any] = {}
 
     def invalidate(self) -> None:
@@ -706,6 +706,7 @@ class PoolCache:
         if len(changed) > self.max_changes:
             return None
         rows = registry_arrays.read_rows(conn, sorted(changed)) if changed else None
+        read_s = time.perf_counter() - t0
         out = copy.copy(engine)
         if operators_changed:
             admitted = set(conn.execute(select(operators.c.operator_id)
@@ -735,7 +736,7 @@ class PoolCache:
             except InvalidInput:
                 return None     # e.g. a transformer area the engine does not know: the grid changed
         self.updates += 1
-        self.last = {"kind": "update", "seconds": time.perf_counter() - t0, "entries": len(entries),
+        self.last = {"kind": "update", "seconds": time.perf_counter() - t0, "read_s": read_s, "entries": len(entries),
                      "resources": len(rows["resource_id"]) if rows else 0, "inserted": inserted,
                      "pools": len(pool_ids), "operators": operators_changed}
         return out
