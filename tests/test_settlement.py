@@ -115,13 +115,13 @@ def setup_city(settings, tmp_path: Path) -> None:
 
 
 def run_event(settings, cleared: dict = CLEARED, price: float = 3.0, product: str = "peak_shaving",
-              day: date = DAY) -> str:
+              day: date = DAY, ruleset: str = rules.DEFAULT_RULESET) -> str:
     """create → publish → open → declare → (awards written directly: the clearing kernel is not there
     yet) → clear → execute; returns the event id."""
     with db.get_engine(settings.database_url).begin() as conn:
         ev = events.create(conn, DISP, {"product": product, "day": day.isoformat(), "start_slot": START,
                                         "end_slot": END, "targets_kw": sum(q for _, q in cleared.values()),
-                                        "scope_node_id": "GZ", "pricing": "uniform"})
+                                        "scope_node_id": "GZ", "pricing": "uniform"}, ruleset=ruleset)
         eid = ev["event_id"]
         events.transition(conn, DISP, eid, "publish")
         events.transition(conn, DISP, eid, "open")
