@@ -16,7 +16,12 @@ The facts live in ``holidays_cn.json`` next to this module, generated once by
 ``scripts/gen_holidays.py`` from the State Council's yearly notices; the runtime
 needs no third-party package. Dates outside the covered years raise
 :class:`~openvpp.core.errors.InvalidInput` unless ``strict=False``, which falls
-back to the plain Monday-Friday rule there.
+back to the plain Monday-Friday rule there: a holiday is then taken for a working
+day. That must not pass unseen: ``with_fallback=True`` also returns the dates so
+classified, and :func:`calendar_record` gives what a computation records with its
+inputs (the data's source, the covered years and those dates). The data stops at
+the last year the State Council has announced; later years are added by
+``scripts/gen_holidays.py`` once ``chinese_calendar`` knows them, never guessed.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import json
 from enum import IntEnum
 from functools import lru_cache
 from importlib import resources
+from typing import Literal, NamedTuple, overload
 
 import numpy as np
 
@@ -65,7 +71,20 @@ def coverage() -> tuple[int, int]:
     return int(raw["first_year"]), int(raw["last_year"])
 
 
-def day_kinds(dates: np.ndarray, strict: bool = True) -> np.ndarray:
+class DayKinds(NamedTuple):
+    """``day_kinds(..., with_fallback=True)``: the kinds, and the dates the Monday-Friday rule classified."""
+
+    kinds: np.ndarray           # int8, same shape as the dates
+    fallback_days: np.ndarray   # datetime64[D], sorted and unique: outside coverage(), holidays unknown
+
+
+@overload
+def day_kinds(dates: np.ndarray, strict: bool = ..., with_fallback: Literal[False] = ...) -> np.ndarray: ...
+@overload
+def day_kinds(dates: np.ndarray, strict: bool = ..., *, with_fallback: Literal[True]) -> DayKinds: ...
+
+
+def day_kinds(dates: np.ndarray, strict: bool = True, with_fallback: bool = False) -> np.ndarray | DayKinds:
     """Kind of each day (0 working, 1 weekend rest, 2 public holiday).
 
     Parameters
@@ -74,18 +93,23 @@ def day_kinds(dates: np.ndarray, strict: bool = True) -> np.ndarray:
         Local (Asia/Shanghai) calendar days.
     strict : bool
         If True, a date outside :func:`coverage` raises ``InvalidInput``; if False
-        it is classified by the Monday-Friday rule alone.
+        it is classified by the Monday-Friday rule alone (its holidays are unknown).
+    with_fallback : bool
+        If True, return :class:`DayKinds`: the kinds and the dates that fell back to
+        the Monday-Friday rule (empty when every date is covered), so the caller can
+        record them.
 
     Returns
     -------
-    numpy.ndarray of int8, same shape as ``dates``
+    numpy.ndarray of int8, same shape as ``dates`` (or :class:`DayKinds`)
     """
     days = np.asarray(dates, dtype="datetime64[D]")
     first, kinds, _ = _table()
     offset = (days - first).astype(np.int64)
     inside = (offset >= 0) & (offset < kinds.size) & ~np.isnat(days)
     if inside.all():
-        return kinds[offset]
+        out = kinds[offset]
+        return DayKinds(out, np.array([], dtype="datetime64[D]")) if with_fallback else out
     if strict:
         bad = days[~inside].ravel()
         lo, hi = coverage()
@@ -97,7 +121,15 @@ def day_kinds(dates: np.ndarray, strict: bool = True) -> np.ndarray:
         raise InvalidInput(Violation("dates", "must not be NaT", "NaT"))
     out = _weekday_kinds(days)
     out[inside] = kinds[offset[inside]]
-    return out
+    return DayKinds(out, np.unique(days[~inside])) if with_fallback else out
+
+
+def calendar_record(dates: np.ndarray) -> dict:
+    """What a computation that classified ``dates`` with ``strict=False`` records with its inputs:
+    ``{"source", "covered": [first, last year], "fallback_days": [ISO dates classified Monday-Friday]}``."""
+    lo, hi = coverage()
+    fallback = day_kinds(dates, strict=False, with_fallback=True).fallback_days
+    return {"source": _table()[2]["source"], "covered": [lo, hi], "fallback_days": [str(d) for d in fallback]}
 
 
 def is_working(dates: np.ndarray, strict: bool = True) -> np.ndarray:
