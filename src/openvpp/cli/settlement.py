@@ -1,16 +1,22 @@
 """CLI of evaluation, settlement, disputes and carbon: ``openvpp evaluate``, ``openvpp settle``,
-``openvpp report carbon``. Registered in ``cli/main.py``::
+``openvpp report carbon|event|operator|year``. Registered in ``cli/main.py``::
 
     app.add_typer(settlement.settle_app, name="settle")
     app.command("evaluate")(settlement.evaluate)
     report_app.command("carbon")(settlement.report_carbon)
+    report_app.command("event")(settlement.report_event)
+    report_app.command("operator")(settlement.report_operator)
+    report_app.command("year")(settlement.report_year)
 
 The commands act as the city management center on ``OPENVPP_DATABASE_URL``; meter data comes
-from the telemetry store.
+from the telemetry store. The ``report`` commands only read: an event's stored evaluation, an
+operator's statement, a year's settlement.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -301,3 +307,211 @@ def report_carbon(year: int | None = typer.Option(None, "--year"), event: str | 
         table.add_row("", o["operator_id"], f"{o['curtailed_kwh'] / 1000:,.3f}", f"{o['southern_grid_tco2']:,.3f}",
                       f"{o['national_tco2']:,.3f}")
     out.print(table)
+
+
+# ---------------------------------------------------------------- reports (read only)
+
+ROW_FIELDS = ("level", "key_id", "unit_id", "operator_id", "owner_id", "resource_type", "slot", "baseline_kw",
+              "metered_kw", "response_kw", "cleared_kw", "ratio", "credited", "quantity_unit", "v2g_kwh", "shortfall",
+              "curtailed_kwh", "price_yuan")
+
+
+def _emit(text: str, out_file: Path | None) -> None:
+    if out_file:
+        out_file.write_text(text, encoding="utf-8")
+        err.print(f"wrote {out_file}")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+
+
+def _rows_csv(rows: list[dict], quantity_unit: str) -> str:
+    """Stored evaluation rows as CSV (kW columns hold kvar for a reactive event; ``quantity_unit`` says)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(ROW_FIELDS)
+    for r in rows:
+        w.writerow(["" if (v := ({**r, "quantity_unit": quantity_unit}).get(k)) is None else v for k in ROW_FIELDS])
+    return buf.getvalue()
+
+
+def report_event(event_id: str = typer.Argument(..., help="event id, e.g. EVT-01J..."),
+                 version: int | None = typer.Option(None, "--version", help="a stored version (default: current)"),
+                 level: str = typer.Option("unit", "--level", help="unit or resource (rows of --csv and --json)"),
+                 as_csv: bool = typer.Option(False, "--csv", help="print the stored rows as CSV"),
+                 out_file: Path | None = typer.Option(None, "--out", help="write the CSV to this file"),
+                 as_json: bool = typer.Option(False, "--json", help="print JSON only")) -> None:
+    """An event's stored evaluation (nothing is re-computed) and what its year's settlement pays for it.
+
+    Example: openvpp report event EVT-01J5ABC
+    Example: openvpp report event EVT-01J5ABC --version 1 --level resource --csv --out evt.csv
+    """
+    from openvpp.services import evaluation as eva
+    from openvpp.services import events
+    from openvpp.services import settlement as stl
+
+    if level not in ("unit", "resource"):
+        err.print("[red]error:[/red] --level must be unit or resource")
+        raise typer.Exit(2)
+    try:
+        with _engine().connect() as conn:
+            ev = events.get(conn, event_id)
+            if version is None:
+                head = eva.current(conn, event_id)
+            else:
+                head = next((v for v in eva.versions(conn, event_id) if v["version"] == version), None)
+                if head is None:
+                    err.print(f"[red]error:[/red] event {event_id} has no evaluation version {version} (versions: "
+                              f"{', '.join(str(v['version']) for v in eva.versions(conn, event_id)) or 'none'})")
+                    raise typer.Exit(2)
+            res = eva.summary(conn, head["evaluation_id"], resources_too=level == "resource")
+            rows = eva.rows(conn, head["evaluation_id"], level)
+            st = stl.of_year(conn, ev["day"].year)
+            money = [] if st is None else [r for r in stl.lines(conn, st["settlement_id"]) if r["event_id"] == event_id]
+    except OpenVPPError as exc:
+        _fail(exc)
+    if as_csv or out_file:
+        _emit(_rows_csv(rows, res["quantity_unit"]), out_file)
+        return
+    lines = [{**{k: r[k] for k in ("line_id", "operator_id", "unit_id", "kind", "quantity", "quantity_unit",
+                                   "rate_yuan", "evaluation_id", "note")}, "amount": str(stl.from_fen(r["amount_fen"]))}
+             for r in money]
+    settlement = None if st is None else {"settlement_id": st["settlement_id"], "state": st["state"],
+                                          "revision": st["revision"], "lines": lines}
+    if as_json:
+        _dump({**res, "rows": rows, "settlement": settlement})
+        return
+    t = res["totals"]
+    out.print(f"{event_id} ({ev['product']}, {ev['day']}, {ev['state']}) evaluation v{res['version']} "
+              f"{res['status']} ({res['baseline_id']}, rule set {res['ruleset']}, meter {res['meter_source']} "
+              f"sha256 {res['telemetry_sha256'][:12]}): credited {t['credited']:,.1f} {t['quantity_unit']}, "
+              f"{t['slots_valid']}/{t['slots_cleared']} unit-slots valid, {t['not_measured']} resource-slots "
+              "not measured")
+    table = Table(title="per unit")
+    for col in ("unit", "operator", "cleared", "response", "credited", "ratio"):
+        table.add_column(col, justify="left" if col in ("unit", "operator") else "right")
+    for u in res["units"]:
+        cleared = sum(s["cleared_kw"] for s in u["slots"]) * 0.25
+        resp = sum(s["response_kw"] or 0.0 for s in u["slots"]) * 0.25
+        table.add_row(u["unit_id"], u["operator_id"], f"{cleared:,.1f}", f"{resp:,.1f}",
+                      f"{sum(s['credited'] for s in u['slots']):,.1f}", f"{resp / cleared:.1%}" if cleared else "-")
+    out.print(table)
+    if settlement is None:
+        out.print(f"no settlement of {ev['day'].year} yet")
+        return
+    money_t = Table(title=f"settlement {st['settlement_id']} ({st['state']}, rev {st['revision']}): lines of this "
+                          "event, before the pro-rata factor (yuan)")
+    for col in ("operator", "unit", "kind", "quantity", "rate", "amount", "evaluation"):
+        money_t.add_column(col, justify="right" if col in ("quantity", "rate", "amount") else "left")
+    for r in lines:
+        money_t.add_row(r["operator_id"], r["unit_id"], r["kind"], f"{r['quantity']:,.3f} {r['quantity_unit']}",
+                        r["rate_yuan"] or "varies", r["amount"],
+                        "this one" if r["evaluation_id"] == res["evaluation_id"] else r["evaluation_id"])
+    out.print(money_t)
+
+
+def report_operator(operator_id: str = typer.Argument(..., help="operator id, e.g. OP01"),
+                    year: int = typer.Option(..., "--year", help="settlement year"),
+                    fmt: str = typer.Option("table", "--format", help="table, csv, html or json"),
+                    out_file: Path | None = typer.Option(None, "--out", help="write to this file")) -> None:
+    """An operator's year: its statement in the year's settlement (lines, claims, pro rata, penalties,
+    owners' shares, ledger, balance) and its emission reduction.
+
+    Example: openvpp report operator OP01 --year 2025
+    Example: openvpp report operator OP01 --year 2025 --format html --out op01-2025.html
+    """
+    from openvpp.services import carbon
+    from openvpp.services import settlement as stl
+
+    if fmt not in ("table", "csv", "html", "json"):
+        err.print("[red]error:[/red] --format must be table, csv, html or json")
+        raise typer.Exit(2)
+    try:
+        with _engine().connect() as conn:
+            st = stl.of_year(conn, year)
+            if st is None:
+                err.print(f"[red]error:[/red] no settlement of {year}: compute it with openvpp settle --year {year}")
+                raise typer.Exit(2)
+            stmt = stl.statement_operator(conn, st["settlement_id"], operator_id)
+            co2 = next(iter(carbon.report(conn, year, operator_id=operator_id)["by_operator"]), None)
+    except OpenVPPError as exc:
+        _fail(exc)
+    if fmt in ("csv", "html"):
+        _emit({"csv": stl.to_csv, "html": stl.to_html}[fmt](stmt), out_file)
+        return
+    if fmt == "json" or out_file:
+        _emit(json.dumps({**stmt, "carbon": co2}, ensure_ascii=False, default=str), out_file)
+        return
+    out.print(f"{operator_id} {stmt['name']}: {year} settlement {stmt['settlement_id']} ({stmt['state']}, rev "
+              f"{stmt['revision']}, rule set {stmt['ruleset']})")
+    table = Table(title="lines (yuan, before the pro-rata factor)")
+    for col in ("event", "unit", "kind", "quantity", "rate", "amount", "note"):
+        table.add_column(col, justify="right" if col in ("quantity", "rate", "amount") else "left")
+    for r in stmt["lines"]:
+        table.add_row(r["event_id"], r["unit_id"], r["kind"], f"{r['quantity']:,.3f} {r['quantity_unit']}",
+                      r["rate_yuan"] or "varies", r["amount"], r["note"] or "")
+    out.print(table)
+    amounts = Table(title="amounts (yuan)")
+    amounts.add_column("item")
+    amounts.add_column("yuan", justify="right")
+    for k, v in stmt["amounts"].items():
+        amounts.add_row(k, v)
+    amounts.add_row("balance (ledger)", stmt["balance"])
+    out.print(amounts)
+    if co2:
+        out.print(f"curtailed {co2['curtailed_kwh'] / 1000:,.3f} MWh: {co2['southern_grid_tco2']:,.3f} tCO2 (Southern "
+                  f"grid), {co2['national_tco2']:,.3f} tCO2 (national)")
+
+
+def report_year(year: int = typer.Argument(..., help="calendar year, e.g. 2025"),
+                as_json: bool = typer.Option(False, "--json", help="print JSON only")) -> None:
+    """A year: the settlement's state, the budgets used (main and V2G), each operator's amounts, disputes,
+    and the emission reduction.
+
+    Example: openvpp report year 2025
+    """
+    from openvpp.core.money import yuan
+    from openvpp.services import carbon, disputes
+    from openvpp.services import settlement as stl
+
+    with _engine().connect() as conn:
+        st = stl.of_year(conn, year)
+        party = [] if st is None else stl.parties(conn, st["settlement_id"], "operator")
+        dsp = [] if st is None else disputes.list_(conn, st["settlement_id"])
+        co2 = next(iter(carbon.report(conn, year)["by_year"]), None)
+    budgets = {}
+    if st is not None:
+        for k in ("main", "v2g"):
+            b = st["summary"][k]
+            used = yuan(b["paid"]) / yuan(b["budget"]) if yuan(b["budget"]) else None
+            budgets[k] = {**b, "used": None if used is None else f"{used:.6f}"}
+    res = {"year": year, "settlement": None if st is None else {
+        k: st[k] for k in ("settlement_id", "state", "revision", "ruleset", "created_at", "updated_at")} | {
+        "events": len(st["summary"]["evaluations"]), "pending_events": st["summary"].get("pending_events", [])},
+        "budgets": budgets,
+        "operators": [{"operator_id": p["party_id"], **stl._yuan_amounts(p["amounts"])} for p in party],
+        "disputes": {s: sum(1 for d in dsp if d["state"] == s) for s in sorted({d["state"] for d in dsp})},
+        "carbon": co2}
+    if as_json:
+        _dump(res)
+        return
+    if st is None:
+        out.print(f"{year}: no settlement computed (openvpp settle --year {year})")
+    else:
+        s = res["settlement"]
+        out.print(f"{year}: settlement {s['settlement_id']} ({s['state']}, rev {s['revision']}, rule set "
+                  f"{s['ruleset']}), {s['events']} events, {len(s['pending_events'])} waiting for evaluation")
+        for k, name in (("main", "subsidy budget"), ("v2g", "V2G budget")):
+            b = budgets[k]
+            out.print(f"  {name}: claims {b['claims']}, paid {b['paid']} of {b['budget']} yuan "
+                      f"({float(b['used'] or 0):.2%} used), factor {float(b['factor']):.6f}")
+        if res["disputes"]:
+            out.print("  disputes: " + ", ".join(f"{n} {s}" for s, n in res["disputes"].items()))
+        table = Table(title="per operator (yuan)")
+        for col in ("operator", "payable", "penalty", "net", "owners", "retained"):
+            table.add_column(col, justify="left" if col == "operator" else "right")
+        for o in res["operators"]:
+            table.add_row(o["operator_id"], o["payable"], o["penalty"], o["net"], o["owner_shares"], o["retained"])
+        out.print(table)
+    if co2:
+        out.print(f"carbon: curtailed {co2['curtailed_kwh'] / 1000:,.3f} MWh, {co2['southern_grid_tco2']:,.3f} tCO2 "
+                  f"(Southern grid), {co2['national_tco2']:,.3f} tCO2 (national)")
