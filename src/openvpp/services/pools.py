@@ -263,13 +263,16 @@ def _label_table(labels: list, ok) -> np.ndarray:
     return np.array([bool(ok(lb)) for lb in labels] + [bool(ok(None))], dtype=bool)
 
 
-def _resource_arrays(reg: RegistryArrays, flagged: np.ndarray) -> kp.ResourceArrays:
-    """The kernel's columns over ``reg`` (sharing its arrays; ``nodes`` is stacked, a copy)."""
+def _resource_arrays(reg: RegistryArrays, flagged: np.ndarray, nodes: np.ndarray | None = None
+                     ) -> kp.ResourceArrays:
+    """The kernel's columns over ``reg`` (sharing its arrays; ``nodes``, when not given, is stacked
+    from its four grid columns, a copy)."""
     c, v = reg.codes, reg.values
     return kp.ResourceArrays(
         state=c["state"], resource_type=c["resource_type"], response_mode=c["response_mode"],
         operator=c["operator_id"], grade=c["verified_grade"],
-        nodes=np.stack([c[col] for col in NODE_COLUMNS]).astype(np.int32), flagged=flagged,
+        nodes=np.stack([c[col] for col in NODE_COLUMNS]).astype(np.int32) if nodes is None else nodes,
+        flagged=flagged,
         latency_s=v["latency_s"], duration_h=v["adjustable_duration_h"], up_kw=v["adjustable_up_kw"],
         down_kw=v["adjustable_down_kw"], verified_latency_s=v["verified_latency_s"],
         verified_up_kw=v["verified_up_kw"], verified_down_kw=v["verified_down_kw"])
@@ -479,23 +482,6 @@ class PoolEngine:
         except KeyError:
             raise InvalidInput(Violation("ta_id", "transformer area does not exist", ta_id)) from None
 
-    def _encode_labels(self, column: str, labels: Sequence) -> tuple[np.ndarray, bool]:
-        """Codes of ``labels`` in ``column``, appending labels the registry has not seen yet."""
-        cats = self.reg.categories[column]
-        lookup = {lb: i for i, lb in enumerate(cats)}
-        grew = False
-        out = np.empty(len(labels), np.int32)
-        for k, lb in enumerate(labels):
-            if lb is None or lb == "":
-                out[k] = -1
-                continue
-            if lb not in lookup:
-                lookup[lb] = len(cats)
-                cats.append(lb)
-                grew = True
-            out[k] = lookup[lb]
-        return out, grew
-
     def apply(self, resource_ids: Sequence[str], changes: dict[str, Sequence]) -> list[str]:
         """Apply changed attributes of some resources; update every pool incrementally.
 
@@ -529,12 +515,12 @@ class PoolEngine:
         grew = False
         for col, vals in changes.items():
             if col in CATEGORICAL:
-                staged_codes[col], g = self._encode_labels(col, list(vals))
+                staged_codes[col], g = self.reg.encode(col, list(vals))
                 grew |= g
                 if col == "ta_id":
                     anc = [self._ancestors(t) if t else (None, None, None) for t in vals]
                     for j, name in enumerate(NODE_COLUMNS[:3]):
-                        staged_codes[name], g = self._encode_labels(name, [a[j] for a in anc])
+                        staged_codes[name], g = self.reg.encode(name, [a[j] for a in anc])
                         grew |= g
         # everything validated: write in place
         for col, codes in staged_codes.items():
@@ -564,22 +550,14 @@ class PoolEngine:
     def with_resources(self, resource_ids: Sequence[str]) -> PoolEngine:
         """A new engine that also holds ``resource_ids`` (not in the registry yet) as blank rows: no
         state, no operator, zero capability, so in no pool; give their attributes with ``apply``.
-        This engine is left as it was (the registry's rows are copied with the new ones in their
-        sorted places, as are the pools' masks)."""
-        new = np.array(sorted(set(resource_ids)), dtype=object)
-        if len(new) and (self.reg.index_of(list(new)) >= 0).any():
-            raise InvalidInput(Violation("resource_ids", "resource is already in the registry",
-                                         [str(r) for r in new[self.reg.index_of(list(new)) >= 0]][:10]))
-        pos = np.searchsorted(self.reg.resource_id, new)
-        blank = {c: (np.nan if c.startswith("verified_") else 0.0) for c in NUMERIC}
-        reg = RegistryArrays(np.insert(self.reg.resource_id, pos, new),
-                             codes={c: np.insert(a, pos, -1).astype(a.dtype) for c, a in self.reg.codes.items()},
-                             categories={c: list(v) for c, v in self.reg.categories.items()},
-                             values={c: np.insert(a, pos, blank.get(c, np.nan)) for c, a in self.reg.values.items()})
+        This engine's arrays are left as they were (``RegistryArrays.inserted``: new arrays with the
+        new rows in their sorted places; the pools' masks likewise)."""
+        reg, pos = self.reg.inserted(resource_ids)
         out = copy.copy(self)
         out.reg = reg
-        out.res = _resource_arrays(reg, np.insert(self.res.flagged, pos, False))
-        out.masks = np.insert(self.masks, pos, False, axis=1)
+        out.res = _resource_arrays(reg, registry_arrays.insert_at(self.res.flagged, pos, False),
+                                   nodes=registry_arrays.insert_at(self.res.nodes, pos, -1))
+        out.masks = registry_arrays.insert_at(self.masks, pos, False)
         out.sums = self.sums.copy()
         out.pools, out._codes, out._index = list(self.pools), list(self._codes), dict(self._index)
         out.node_levels = dict(self.node_levels)
@@ -672,6 +650,8 @@ class PoolCache:
         ids = set(conn.execute(select(audit_log.c.audit_id).where(audit_log.c.audit_id > base,
                                                                   *self._watched())).scalars())
         engine = PoolEngine.from_db(conn)   # read after the entries: a change in between is applied once more
+        for column in CATEGORICAL:          # the label lookups of incremental updates, built once here
+            engine.reg.encode(column, ())
         self._engine, self._base, self._ids = engine, base, ids
         self._built_at = self.clock()
         self.builds += 1

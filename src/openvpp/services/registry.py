@@ -25,7 +25,6 @@ from sqlalchemy.exc import DataError, IntegrityError
 from openvpp.core import rules
 from openvpp.core.errors import Conflict, InvalidInput, Violation
 from openvpp.core.timeslots import TZ
-from openvpp.kernels.aggregate import group_sum
 from openvpp.model.columns import (
     GRID_COLUMNS,
     OPERATOR_COLUMNS,
@@ -35,6 +34,7 @@ from openvpp.model.columns import (
     Column,
 )
 from openvpp.model.enums import GRID_LEVELS, GridLevel, OperatorState, Role
+from openvpp.services import registry_arrays
 from openvpp.services.registry_arrays import RegistryArrays
 from openvpp.services.scope import Scope
 from openvpp.services.validation import Checked, not_in, report, validate_table
@@ -463,6 +463,22 @@ SUMMARY_KEYS = {
     "grade": resources.c.verified_grade,
     "protocol": resources.c.control_protocol,
 }
+#: other names of a grouping: the column names the resource list filters by
+SUMMARY_ALIASES = {"resource_type": "type", "ta_id": "transformer_area", "district_id": "district",
+                   "substation_id": "substation", "feeder_id": "feeder", "operator_id": "operator",
+                   "verified_grade": "grade", "control_protocol": "protocol"}
+#: the resource filters (the list, the export and the summary take the same), by column name
+FILTERS = {
+    "resource_type": resources.c.resource_type, "operator_id": resources.c.operator_id,
+    "owner_id": resources.c.owner_id, "ta_id": resources.c.ta_id, "state": resources.c.state,
+    "district_id": grid_nodes.c.district_id, "substation_id": grid_nodes.c.substation_id,
+    "feeder_id": grid_nodes.c.feeder_id, "response_mode": resources.c.response_mode,
+    "verified_grade": resources.c.verified_grade,
+}
+#: a summary group's sums, in the order of ``registry_arrays.aggregate_columns``' rows
+SUMMARY_SUMS = ("connected_kw", "adjustable_down_kw", "adjustable_up_kw", "verified_down_kw", "verified", "resources")
+#: most rows of a summary page (the columnar form has no limit)
+MAX_SUMMARY_ROWS = 10_000
 
 
 def apply_scope(q, scope: Scope):
@@ -473,6 +489,18 @@ def apply_scope(q, scope: Scope):
     return q
 
 
+def check_filters(filters: dict[str, str | None] | None) -> dict[str, str]:
+    """The filters that set a condition (None and "" set none); an unknown name is refused, naming it."""
+    out = {}
+    for name, value in (filters or {}).items():
+        if value in (None, ""):
+            continue
+        if name not in FILTERS:
+            raise InvalidInput(Violation(name, f"unknown filter; use one of {', '.join(FILTERS)}", value))
+        out[name] = value
+    return out
+
+
 #: grid level of a summary's ``parent`` → the column that holds a resource's ancestor at that level
 PARENT_KEYS = {
     GridLevel.DISTRICT.value: grid_nodes.c.district_id,
@@ -480,109 +508,165 @@ PARENT_KEYS = {
     GridLevel.FEEDER.value: grid_nodes.c.feeder_id,
     GridLevel.TRANSFORMER_AREA.value: resources.c.ta_id,
 }
+#: parent levels → columns of ``registry_arrays``
+_PARENT_ARRAY_KEYS = {"district": "district_id", "substation": "substation_id", "feeder": "feeder_id",
+                      "transformer_area": "ta_id"}
 
 
-def summary(conn: Connection, by: str, scope: Scope = Scope(), parent: str | None = None,
-            reg: RegistryArrays | None = None) -> list[dict]:
-    """Connected and adjustable capacity of active resources grouped by ``by`` (see ``SUMMARY_KEYS``).
+def summary_keys(by: str | list[str]) -> list[str]:
+    """One grouping or two (``"transformer_area,type"`` or a list), each a key of ``SUMMARY_KEYS``
+    (or an alias: ``resource_type`` for ``type``...); refused naming ``by`` and the rule."""
+    parts = [b.strip() for b in by.split(",")] if isinstance(by, str) else [str(b).strip() for b in by]
+    parts = [SUMMARY_ALIASES.get(b, b) for b in parts]
+    if not 1 <= len(parts) <= 2:
+        raise InvalidInput(Violation("by", "give one grouping, or two separated by a comma "
+                                     "(e.g. transformer_area,type)", by))
+    for b in parts:
+        if b not in SUMMARY_KEYS:
+            raise InvalidInput(Violation("by", f"must be among {', '.join(SUMMARY_KEYS)} "
+                                         "(or resource_type for type)", b))
+    if len(parts) == 2 and parts[0] == parts[1]:
+        raise InvalidInput(Violation("by", "the two groupings must differ", by))
+    return parts
 
-    ``parent``: a grid node id; only the resources under it count (e.g. ``by="feeder"`` with a
-    substation's id gives that substation's feeders). The city node counts everything.
-    ``reg``: the registry arrays, current with this database (e.g. the API's pool engine's): the
-    sums are taken on them instead of a GROUP BY, the same rows in the same order.
+
+def summary_groups(conn: Connection, by: str | list[str], scope: Scope = Scope(), parent: str | None = None,
+                   reg: RegistryArrays | None = None, filters: dict[str, str | None] | None = None
+                   ) -> tuple[list[str], list[np.ndarray], np.ndarray]:
+    """The groups of a summary, column-shaped: ``(keys, labels, sums)``.
+
+    ``keys``: the groupings (``summary_keys``); ``labels``: one object array per grouping, the key
+    values of the non-empty groups (None = no value, e.g. no operator); ``sums``: float (6, groups)
+    in ``SUMMARY_SUMS`` order. Groups are in key order (first grouping, then second; None last).
+    Resources counted: active ones (or those of the ``state`` filter) in the caller's ``scope``,
+    matching ``filters`` (``FILTERS``), under grid node ``parent`` (None or the city: all).
+    ``reg``: registry arrays current with this database: the sums are taken on them
+    (``registry_arrays.aggregate_columns``) instead of a SQL GROUP BY; the same groups, same order.
     """
-    if by not in SUMMARY_KEYS:
-        raise InvalidInput(Violation("by", f"must be one of {', '.join(SUMMARY_KEYS)}", by))
-    key = SUMMARY_KEYS[by]
+    keys = summary_keys(by)
+    filters = check_filters(filters)
     under = level = None
     if parent is not None:
         level = conn.execute(select(grid_nodes.c.level).where(grid_nodes.c.node_id == parent)).scalar()
         if level is None:
             raise InvalidInput(Violation("parent", "grid node does not exist", parent))
         under = PARENT_KEYS.get(level)
+    state = filters.pop("state", "active")
     if reg is not None:
-        return _with_labels(conn, by, _summary_arrays(reg, by, scope, level if under is not None else None, parent))
+        mask = reg.matching(state=state, **filters) & reg.matching(operator_id=scope.operator_id,
+                                                                   owner_id=scope.owner_id)
+        if under is not None:
+            mask &= reg.matching(**{_PARENT_ARRAY_KEYS[level]: parent})
+        labels, sums = registry_arrays.aggregate_columns(reg, keys, active_only=False, mask=mask, sort=True)
+        return keys, labels, sums
+    cols = [SUMMARY_KEYS[k] for k in keys]
     q = (
         select(
-            key.label("key"),
-            func.count().label("resources"),
-            func.sum(resources.c.capacity_kw).label("connected_kw"),
-            func.sum(resources.c.adjustable_down_kw).label("adjustable_down_kw"),
-            func.sum(resources.c.adjustable_up_kw).label("adjustable_up_kw"),
-            func.sum(func.coalesce(resources.c.verified_down_kw, 0.0)).label("verified_down_kw"),
-            func.sum(case((resources.c.verified_down_kw.is_not(None), 1), else_=0)).label("verified"),
+            *[c.label(f"k{i}") for i, c in enumerate(cols)],
+            func.sum(resources.c.capacity_kw), func.sum(resources.c.adjustable_down_kw),
+            func.sum(resources.c.adjustable_up_kw), func.sum(func.coalesce(resources.c.verified_down_kw, 0.0)),
+            func.sum(case((resources.c.verified_down_kw.is_not(None), 1), else_=0)), func.count(),
         )
         .select_from(resources.join(grid_nodes, grid_nodes.c.node_id == resources.c.ta_id))
-        .where(resources.c.state == "active")
-        .group_by(key)
-        .order_by(key)
+        .where(resources.c.state == state, *[FILTERS[name] == value for name, value in filters.items()])
+        .group_by(*cols)
     )
     if under is not None:
         q = q.where(under == parent)
-    rows = [dict(r._mapping) for r in conn.execute(apply_scope(q, scope))]
-    for r in rows:
-        for k in ("connected_kw", "adjustable_down_kw", "adjustable_up_kw", "verified_down_kw"):
-            r[k] = float(r[k] or 0.0)
-    rows.sort(key=lambda r: (r["key"] is None, r["key"] or ""))   # one order on every database: no key last
-    return _with_labels(conn, by, rows)
+    rows = conn.execute(apply_scope(q, scope)).all()
+    # one order on every database: by key, no key last
+    rows.sort(key=lambda r: tuple(x for k in r[:len(keys)] for x in (k is None, k or "")))
+    labels = [np.array([r[i] for r in rows], dtype=object) for i in range(len(keys))]
+    sums = np.array([[float(x or 0.0) for x in r[len(keys):]] for r in rows]).reshape(len(rows), 6).T
+    return keys, labels, sums
 
 
-def _with_labels(conn: Connection, by: str, rows: list[dict]) -> list[dict]:
-    labels = _labels(conn, by, [r["key"] for r in rows])
-    for r in rows:
-        r["label"], r["label_zh"] = labels.get(r["key"], (r["key"], None))
-    return rows
+def _summary_rows(conn: Connection, keys: list[str], labels: list[np.ndarray], sums: np.ndarray) -> list[dict]:
+    """Groups as dicts: ``key``, ``label``, ``label_zh`` (lists when two groupings), one field per
+    grouping, and the sums (counts as ints)."""
+    vals = [lab.tolist() for lab in labels]
+    names = [_labels(conn, k, v) for k, v in zip(keys, vals, strict=True)]
+    cols = [sums[j].tolist() for j in range(4)]
+    counts = [sums[j].astype(np.int64).tolist() for j in (4, 5)]
+    out = []
+    for i in range(len(counts[1])):
+        ks = [v[i] for v in vals]
+        lab = [n.get(k, (k, None)) for n, k in zip(names, ks, strict=True)]
+        row = {"key": ks[0], "label": lab[0][0], "label_zh": lab[0][1]} if len(keys) == 1 else \
+            {"key": ks, "label": [x[0] for x in lab], "label_zh": [x[1] for x in lab]}
+        row.update(zip(keys, ks, strict=True))
+        row.update(zip(SUMMARY_SUMS[:4], (c[i] for c in cols), strict=True))
+        row["verified"], row["resources"] = counts[0][i], counts[1][i]
+        out.append(row)
+    return out
 
 
-#: summary groupings → columns of ``registry_arrays``; parent levels → ancestor columns
-_ARRAY_KEYS = {"district": "district_id", "substation": "substation_id", "feeder": "feeder_id",
-               "transformer_area": "ta_id", "type": "resource_type", "operator": "operator_id",
-               "response_mode": "response_mode", "grade": "verified_grade", "protocol": "control_protocol"}
+def summary(conn: Connection, by: str | list[str], scope: Scope = Scope(), parent: str | None = None,
+            reg: RegistryArrays | None = None, filters: dict[str, str | None] | None = None) -> list[dict]:
+    """Connected and adjustable capacity grouped by ``by`` (one or two of ``SUMMARY_KEYS``), every group
+    as a dict (see ``summary_groups`` for what counts, ``_summary_rows`` for the fields).
+
+    ``parent``: a grid node id; only the resources under it count (e.g. ``by="feeder"`` with a
+    substation's id gives that substation's feeders). The city node counts everything.
+    """
+    return _summary_rows(conn, *summary_groups(conn, by, scope, parent, reg, filters))
 
 
-def _summary_arrays(reg: RegistryArrays, by: str, scope: Scope, level: str | None, parent: str | None) -> list[dict]:
-    """``summary`` on the registry arrays: active resources in ``scope`` under ``parent`` (of grid
-    ``level``; None = the whole city), grouped by ``by``."""
-    codes = reg.codes
-    mask = reg.matching(state="active", operator_id=scope.operator_id, owner_id=scope.owner_id)
-    if level is not None:
-        mask &= reg.matching(**{_ARRAY_KEYS[level]: parent})
-    col = _ARRAY_KEYS[by]
-    cats = list(reg.categories[col]) + [None]
-    group = np.where(codes[col] < 0, len(cats) - 1, codes[col])
-    v = reg.values
-    verified = ~np.isnan(v["verified_down_kw"])
-    sums = group_sum(group, len(cats), v["capacity_kw"], v["adjustable_down_kw"], v["adjustable_up_kw"],
-                     np.where(verified, v["verified_down_kw"], 0.0), verified.astype(np.float64), mask=mask)
-    rows = [{"key": cats[g], "resources": int(sums[5, g]), "connected_kw": float(sums[0, g]),
-             "adjustable_down_kw": float(sums[1, g]), "adjustable_up_kw": float(sums[2, g]),
-             "verified_down_kw": float(sums[3, g]), "verified": int(sums[4, g])} for g in np.flatnonzero(sums[5])]
-    rows.sort(key=lambda r: (r["key"] is None, r["key"] or ""))
-    return rows
+def summary_page(conn: Connection, by: str | list[str], scope: Scope = Scope(), parent: str | None = None,
+                 reg: RegistryArrays | None = None, filters: dict[str, str | None] | None = None,
+                 limit: int | None = 1000, offset: int = 0, columns: bool = False) -> dict:
+    """A page of a summary's groups, for the API and the CLI: ``{keys, total, limit, offset}`` and
+    ``rows`` (dicts with labels, at most ``MAX_SUMMARY_ROWS``) or, with ``columns``, ``columns``
+    ``{<grouping>: [labels], <sum>: array}`` (numpy arrays of the sums, no labels looked up; limit
+    None = every group): the form for fine groupings such as transformer area x type."""
+    if limit is not None and not 1 <= limit <= (10**9 if columns else MAX_SUMMARY_ROWS):
+        raise InvalidInput(Violation("limit", f"must be between 1 and {MAX_SUMMARY_ROWS}", limit))
+    if offset < 0:
+        raise InvalidInput(Violation("offset", "must be >= 0", offset))
+    keys, labels, sums = summary_groups(conn, by, scope, parent, reg, filters)
+    total = len(labels[0])
+    sl = slice(offset, None if limit is None else offset + limit)
+    out: dict = {"keys": keys, "total": total, "limit": limit, "offset": offset}
+    if columns:
+        out["columns"] = {**{k: lab[sl].tolist() for k, lab in zip(keys, labels, strict=True)},
+                          **{n: (sums[j, sl].astype(np.int64) if n in ("verified", "resources") else sums[j, sl])
+                             for j, n in enumerate(SUMMARY_SUMS)}}
+    else:
+        out["rows"] = _summary_rows(conn, keys, [lab[sl] for lab in labels], sums[:, sl])
+    return out
 
 
 def _labels(conn: Connection, by: str, keys: list) -> dict:
+    wanted = sorted({k for k in keys if k})
+    if not wanted:
+        return {}
     if by in ("district", "substation", "feeder", "transformer_area"):
         q = select(grid_nodes.c.node_id, grid_nodes.c.name, grid_nodes.c.name_zh).where(
-            grid_nodes.c.node_id.in_([k for k in keys if k]))
+            grid_nodes.c.node_id.in_(wanted))
         return {r[0]: (r[1], r[2]) for r in conn.execute(q)}
     if by == "operator":
         q = select(operators.c.operator_id, operators.c.name, operators.c.name_zh).where(
-            operators.c.operator_id.in_([k for k in keys if k]))
+            operators.c.operator_id.in_(wanted))
         return {r[0]: (r[1], r[2]) for r in conn.execute(q)}
     return {}
 
 
 def targets_report(conn: Connection, scope: Scope = Scope(), ruleset: str = rules.DEFAULT_RULESET,
                    reg: RegistryArrays | None = None) -> dict:
-    """Connected and adjustable capacity against the plan's 2025-2027 targets, city-wide and by district.
+    """Connected and adjustable capacity against the plan's 2025-2027 targets, city-wide, by district
+    and by type, with what is verified beside what is declared.
 
     Adjustable capability counts the declared load-reduction (peak-shaving) capability,
-    ``adjustable_down_kw``; the valley-filling side is reported beside it.
+    ``adjustable_down_kw``; the valley-filling side is reported beside it. Verified capability is
+    the measured ``verified_down_kw`` of the active resources a verification test has graded
+    (``services.verification``), set against the same adjustable target. Each target year gives the
+    city's progress (connected, adjustable declared, adjustable verified); each district and type
+    row gives its share of every year's targets (``progress``).
     """
     rs = rules.load(ruleset)
     connected = rs.target_mw("connected")
     adjustable = rs.target_mw("adjustable")
+    years = sorted(connected)
     districts = summary(conn, "district", scope, reg=reg)
     types = summary(conn, "type", scope, reg=reg)
     city = {
@@ -591,23 +675,30 @@ def targets_report(conn: Connection, scope: Scope = Scope(), ruleset: str = rule
         "adjustable_up_mw": sum(d["adjustable_up_kw"] for d in districts) / 1000,
         "verified_mw": sum(d["verified_down_kw"] for d in districts) / 1000,
         "resources": sum(d["resources"] for d in districts),
+        "verified_resources": sum(d["verified"] for d in districts),
     }
+
+    def figures(d: dict) -> dict:
+        mw = {"connected_mw": d["connected_kw"] / 1000, "adjustable_mw": d["adjustable_down_kw"] / 1000,
+              "adjustable_up_mw": d["adjustable_up_kw"] / 1000, "verified_mw": d["verified_down_kw"] / 1000,
+              "resources": d["resources"], "verified_resources": d["verified"]}
+        mw["progress"] = [{"year": y, "connected_share": mw["connected_mw"] / connected[y],
+                           "adjustable_share": mw["adjustable_mw"] / adjustable[y],
+                           "verified_share": mw["verified_mw"] / adjustable[y]} for y in years]
+        return mw
+
     return {
         "ruleset": rs.id,
         "scope": scope.label(),
         "targets": [{"year": y, "connected_mw": connected[y], "adjustable_mw": adjustable[y],
                      "connected_progress": city["connected_mw"] / connected[y],
-                     "adjustable_progress": city["adjustable_mw"] / adjustable[y]} for y in sorted(connected)],
+                     "adjustable_progress": city["adjustable_mw"] / adjustable[y],
+                     "verified_mw": city["verified_mw"],
+                     "verified_progress": city["verified_mw"] / adjustable[y]} for y in years],
         "city": city,
-        "by_district": [{"node_id": d["key"], "name": d["label"], "name_zh": d["label_zh"],
-                         "connected_mw": d["connected_kw"] / 1000, "adjustable_mw": d["adjustable_down_kw"] / 1000,
-                         "adjustable_up_mw": d["adjustable_up_kw"] / 1000, "verified_mw": d["verified_down_kw"] / 1000,
-                         "resources": d["resources"], "verified_resources": d["verified"]}
+        "by_district": [{"node_id": d["key"], "name": d["label"], "name_zh": d["label_zh"], **figures(d)}
                         for d in districts],
-        "by_type": [{"resource_type": d["key"], "connected_mw": d["connected_kw"] / 1000,
-                     "adjustable_mw": d["adjustable_down_kw"] / 1000, "adjustable_up_mw": d["adjustable_up_kw"] / 1000,
-                     "verified_mw": d["verified_down_kw"] / 1000, "resources": d["resources"],
-                     "verified_resources": d["verified"]} for d in types],
+        "by_type": [{"resource_type": d["key"], **figures(d)} for d in types],
     }
 
 

@@ -20,13 +20,8 @@ from openvpp.store.schema import grid_nodes, resources
 #: fields an operator or the center may change on a registered resource
 EDITABLE = ("name", "latency_s", "response_mode", "adjustable_up_kw", "adjustable_down_kw",
             "adjustable_duration_h", "control_protocol", "capacity_kva")
-FILTERS = {
-    "resource_type": resources.c.resource_type, "operator_id": resources.c.operator_id,
-    "owner_id": resources.c.owner_id, "ta_id": resources.c.ta_id, "state": resources.c.state,
-    "district_id": grid_nodes.c.district_id, "substation_id": grid_nodes.c.substation_id,
-    "feeder_id": grid_nodes.c.feeder_id, "response_mode": resources.c.response_mode,
-    "verified_grade": resources.c.verified_grade,
-}
+#: the filters of the list and the export (``registry.FILTERS``)
+FILTERS = registry.FILTERS
 
 
 def _in_scope(row: dict, scope: Scope) -> bool:

@@ -38,28 +38,45 @@ def list_resources(
 
 
 @router.get("/summary")
-def summary(request: Request, by: str = "district",
+def summary(request: Request,
+            by: str = Query("district", description="one grouping or two separated by a comma: district, substation, "
+                            "feeder, transformer_area, type (or resource_type), operator, response_mode, grade, "
+                            "protocol; e.g. by=transformer_area,resource_type"),
             parent: str | None = Query(None, description="a grid node id: only the resources under it, e.g. "
                                        "by=feeder&parent=GZ-HZ-S01 for one substation's feeders"),
+            resource_type: str | None = None, operator_id: str | None = None, owner_id: str | None = None,
+            district_id: str | None = None, substation_id: str | None = None, feeder_id: str | None = None,
+            ta_id: str | None = None, state: str | None = Query(None, description="default: active"),
+            verified_grade: str | None = None, response_mode: str | None = None,
+            limit: int | None = Query(None, ge=1, description="groups per page; default 1,000 rows "
+                                      f"(at most {registry.MAX_SUMMARY_ROWS:,}), or every group with format=columns"),
+            offset: int = Query(0, ge=0),
+            fmt: str = Query("rows", alias="format", pattern="^(rows|columns)$",
+                             description="rows: one object per group with labels; columns: one array per field"),
             actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn)) -> dict:
-    """Connected and adjustable kW grouped by district, substation, feeder, transformer_area, type, operator...,
-    city-wide or under one grid node (``parent``)."""
+    """Connected, adjustable and verified kW of active resources grouped by one or two keys (a grid level
+    and the type, an operator and the grade...), city-wide or under one grid node (``parent``), with the
+    list's filters; paged (``total`` counts every group), or column-shaped for fine groupings."""
     scope = scope_of(actor)
-    return {"by": by, "parent": parent, "scope": scope.label(),
-            "rows": registry.summary(conn, by, scope, parent=parent,
-                                     reg=request.app.state.pool_engine.registry(conn))}
+    filters = {"resource_type": resource_type, "operator_id": operator_id, "owner_id": owner_id,
+               "district_id": district_id, "substation_id": substation_id, "feeder_id": feeder_id,
+               "ta_id": ta_id, "state": state, "verified_grade": verified_grade, "response_mode": response_mode}
+    columns = fmt == "columns"
+    page = registry.summary_page(conn, by, scope, parent, request.app.state.pool_engine.registry(conn), filters,
+                                 limit if limit is not None or columns else 1000, offset, columns)
+    return {"by": by, "parent": parent, "scope": scope.label(), **page}
 
 
 @router.get("/export")
 def export(fmt: str = Query("csv", alias="format", pattern="^(csv|parquet)$"), resource_type: str | None = None,
-           operator_id: str | None = None, district_id: str | None = None, substation_id: str | None = None,
-           feeder_id: str | None = None, ta_id: str | None = None, state: str | None = None,
-           verified_grade: str | None = None,
+           operator_id: str | None = None, owner_id: str | None = None, district_id: str | None = None,
+           substation_id: str | None = None, feeder_id: str | None = None, ta_id: str | None = None,
+           state: str | None = None, verified_grade: str | None = None, response_mode: str | None = None,
            actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn)) -> Response:
     """Export the resources in your scope (filters as the list) as CSV or Parquet."""
-    filters = {"resource_type": resource_type, "operator_id": operator_id, "district_id": district_id,
-               "substation_id": substation_id, "feeder_id": feeder_id, "ta_id": ta_id, "state": state,
-               "verified_grade": verified_grade}
+    filters = {"resource_type": resource_type, "operator_id": operator_id, "owner_id": owner_id,
+               "district_id": district_id, "substation_id": substation_id, "feeder_id": feeder_id, "ta_id": ta_id,
+               "state": state, "verified_grade": verified_grade, "response_mode": response_mode}
     table = svc.export_table(conn, actor, filters)
     buf = io.BytesIO()
     if fmt == "parquet":
