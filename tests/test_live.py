@@ -4,10 +4,13 @@ import json
 import time
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openvpp.services.live import LiveState, live_flex
+from openvpp.core.errors import InvalidInput
+from openvpp.kernels.live import device_intervals, membership_patterns, overlapping_sums
+from openvpp.services.live import DEFAULT_INTERVALS_S, LiveService, LiveState, live_flex, reporting_intervals
 from openvpp.services.scope import Scope
 from openvpp.services.telemetry import NO_TS, DeviceIndex, TelemetryConfig
 from openvpp.store import db
@@ -48,7 +51,8 @@ def test_flex_is_never_negative_nor_above_the_declared_range(rows):
 def test_offline_devices_leave_the_totals_at_every_level(loaded):
     with db.get_engine(loaded.database_url).connect() as conn:
         index = DeviceIndex.load(conn)
-    state = LiveState(index, TelemetryConfig(interval_s=60, offline_intervals=3))
+    # one expected interval for every device here (per-protocol intervals: the test after)
+    state = LiveState(index, TelemetryConfig(interval_s=60, offline_intervals=3), intervals_s={})
     ids = np.array(["R1", "R4", "R5", "R6", "R4"], dtype=object)
     # R4 reports twice: the newer point wins, in whatever order they arrive
     state.update(index.lookup(ids), np.array([NOW, NOW - 1000, NOW, NOW - 200_000, NOW - 500]),
@@ -149,3 +153,103 @@ def test_pools_get_live_totals_of_their_members(loaded):
         members = engine.members(pool_id, 1000)["items"]
         assert row["devices"] == len(members)
         assert row["power_kw"] == sum(by_id.get(m, 0.0) for m in members)
+
+
+def test_each_device_is_offline_after_its_own_reporting_interval(loaded):
+    """MQTT and Modbus devices report every minute; OCPP chargers and OpenADR VENs every 5 minutes
+    by default: a charger silent for 200 s is still online, a chiller on MQTT is not."""
+    with db.get_engine(loaded.database_url).connect() as conn:
+        index = DeviceIndex.load(conn)
+    cfg = TelemetryConfig(interval_s=60, offline_intervals=3)
+    ids = np.array(["R1", "R2", "R4", "R6"], dtype=object)   # mqtt, modbus_sunspec, ocpp2.0.1, openadr2.0b
+
+    def online(state, at_ms):
+        return {d: state.device(d, at_ms)["online"] for d in ids}
+
+    state = LiveState(index, cfg)
+    state.update(index.lookup(ids), np.full(4, NOW - 200_000), np.array([300.0, -50.0, 40.0, 900.0]),
+                 np.full(4, np.nan))
+    assert online(state, NOW) == {"R1": False, "R2": False, "R4": True, "R6": True}
+    assert [state.device(d, NOW)["interval_s"] for d in ids] == [60.0, 60.0, 300.0, 300.0]
+    city = state.compute(NOW).rows("city")[0]
+    assert (city["online"], city["power_kw"], city["down_kw"]) == (2, 940.0, 40.0 + 300.0)
+    # silent for 3 × 300 s: still online; a millisecond more: offline
+    assert online(state, NOW + 700_000) == {"R1": False, "R2": False, "R4": True, "R6": True}
+    assert online(state, NOW + 700_001) == dict.fromkeys(ids.tolist(), False)
+
+    # configuration: by resource type or protocol; where both name a device the longer one applies
+    slow_chillers = LiveState(index, cfg, reporting_intervals("central_ac=120, ocpp2.0.1=60"))
+    slow_chillers.update(index.lookup(ids), np.full(4, NOW - 200_000), np.zeros(4), np.full(4, np.nan))
+    assert online(slow_chillers, NOW) == {"R1": True, "R2": False, "R4": False, "R6": True}
+    both = reporting_intervals("central_ac=120,mqtt=240")
+    assert LiveState(index, cfg, both).device("R1", NOW)["interval_s"] == 240.0
+
+
+def test_reporting_intervals_come_from_the_environment_and_bad_ones_are_refused(monkeypatch):
+    assert reporting_intervals("") == DEFAULT_INTERVALS_S
+    monkeypatch.setenv("OPENVPP_TELEMETRY_INTERVALS", "http=900,distributed_pv=30")
+    got = reporting_intervals()
+    assert got["http"] == 900.0 and got["distributed_pv"] == 30.0 and got["ocpp1.6"] == 300.0
+    for text, value in (("ocpp9=60", "ocpp9=60"), ("http=0", "http=0"), ("mqtt", "mqtt"),
+                        ("http=soon", "http=soon"), ("http=nan", "http=nan"), ("mqtt=15,http=-1", "http=-1")):
+        with pytest.raises(InvalidInput) as e:
+            reporting_intervals(text)
+        (v,) = e.value.violations
+        assert (v.field, v.value) == ("OPENVPP_TELEMETRY_INTERVALS", value)
+    # the service reads it on construction: a bad setting stops it before it serves anything
+    monkeypatch.setenv("OPENVPP_TELEMETRY_INTERVALS", "ev_charging=-5")
+    with pytest.raises(InvalidInput, match="OPENVPP_TELEMETRY_INTERVALS"):
+        LiveService(None, None, TelemetryConfig())
+
+
+@pytest.mark.parametrize("refresh_s", [0.05, 2.0, 5.0])
+def test_a_refresh_of_at_most_5_s_is_accepted(refresh_s):
+    live = LiveService(None, None, TelemetryConfig(live_refresh_s=refresh_s), intervals_s={})
+    assert live.period_ms == round(refresh_s * 1000)
+
+
+@pytest.mark.parametrize("refresh_s", [5.001, 30.0, 0.0, -1.0, float("nan"), 0.01])
+def test_a_refresh_slower_than_5_s_or_not_positive_is_refused_naming_the_setting(refresh_s, monkeypatch):
+    with pytest.raises(InvalidInput) as e:
+        LiveService(None, None, TelemetryConfig(live_refresh_s=refresh_s))
+    assert [v.field for v in e.value.violations] == ["OPENVPP_TELEMETRY_LIVE_REFRESH_S"]
+    assert "at least every 5 s" in e.value.violations[0].rule
+    monkeypatch.setenv("OPENVPP_TELEMETRY_LIVE_REFRESH_S", str(refresh_s))
+    with pytest.raises(InvalidInput, match="OPENVPP_TELEMETRY_LIVE_REFRESH_S"):
+        LiveService(None, None)   # the settings of the environment, as the API's runtime builds it
+
+
+def test_interval_settings_must_be_positive():
+    with pytest.raises(InvalidInput) as e:
+        LiveService(None, None, TelemetryConfig(interval_s=0, offline_intervals=-1))
+    assert [v.field for v in e.value.violations] == ["OPENVPP_TELEMETRY_INTERVAL_S",
+                                                     "OPENVPP_TELEMETRY_OFFLINE_INTERVALS"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 70), st.integers(0, 300), st.data())
+def test_pool_totals_from_membership_patterns_equal_masked_sums(p, n, data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    density = data.draw(st.sampled_from([0.0, 0.05, 0.5, 1.0]))
+    masks = rng.random((p, n)) < density
+    values = rng.normal(0, 100, (2, n))
+    scope = rng.random(n) < 0.5
+    codes, incidence = membership_patterns(masks)
+    assert incidence.shape[1] == p and len(incidence) <= min(n, 2**p)
+    assert ((codes >= 0) == masks.any(axis=0)).all()
+    assert (incidence[codes[codes >= 0]] == masks.T[codes >= 0]).all()   # a device's pattern is its memberships
+    for mask in (None, scope):
+        got = overlapping_sums(codes, incidence, *values, mask=mask)
+        sel = masks if mask is None else masks & mask
+        want = np.array([[v[m].sum() for m in sel] for v in values] + [sel.sum(axis=1)])
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+@given(st.floats(1, 1000), st.lists(st.tuples(st.integers(-1, 2), st.integers(-1, 1)), min_size=1, max_size=30))
+def test_a_device_expects_the_longest_interval_that_applies(default_s, rows):
+    protocol, rtype = (np.array(x) for x in zip(*rows, strict=True))
+    by_protocol, by_type = np.array([10.0, np.nan, 500.0]), np.array([np.nan, 90.0])
+    got = device_intervals(default_s, (protocol, by_protocol), (rtype, by_type))
+    for k, (pc, tc) in enumerate(rows):
+        named = [t[c] for t, c in ((by_protocol, pc), (by_type, tc)) if c >= 0 and not np.isnan(t[c])]
+        assert got[k] == (max(named) if named else default_s)

@@ -2,8 +2,20 @@
 (every level), operator and pool, recomputed every few seconds over struct-of-arrays.
 
 The state is fed by the bus (``tele.accepted``, published by every ingest after commit) and
-seeded from the database on start. A device with no point for ``offline_intervals`` reporting
-intervals is offline: its power and flexibility leave the totals (it is counted as offline).
+seeded from the database on start. A device with no point for ``offline_intervals`` of its own
+expected reporting interval is offline: its power and flexibility leave the totals (it is counted
+as offline). A device's interval is the longest of those configured for its control protocol and
+its resource type (``OPENVPP_TELEMETRY_INTERVALS``, defaults ``DEFAULT_INTERVALS_S``), else
+``OPENVPP_TELEMETRY_INTERVAL_S``.
+
+Nothing heavy runs on the event loop. Every ``live_refresh_s`` (at most 5 s, checked on start) a
+worker thread takes a *snapshot*: a copy of the last points under the state's lock (the bus feed
+takes the same lock), the flexibility of every device at the tick's instant, and the city-wide
+totals of every level; the loop then publishes it as one reference. A tenant's totals are summed
+from the same snapshot in a worker thread, once per tick and scope, so every ``/live`` answer of a
+tick agrees with the others. Ticks follow the platform clock (``core.clock``): tick instants are
+the multiples of ``live_refresh_s`` since the epoch, so successive snapshots are exactly one
+interval apart (a service more than one interval behind resumes at the latest instant).
 """
 
 from __future__ import annotations
@@ -11,17 +23,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from openvpp.bus import Bus
+from openvpp.core.clock import Clock, speed_of
 from openvpp.core.errors import InvalidInput, NotFound, Violation
+from openvpp.kernels import live as kl
 from openvpp.kernels.aggregate import group_sum
+from openvpp.kernels.live import SOC_EMPTY, SOC_FULL, live_flex  # noqa: F401  (imported from here by others)
+from openvpp.model.enums import ControlProtocol, ResourceType
 from openvpp.services.scope import Scope
 from openvpp.services.telemetry import (
     ACCEPTED_SUBJECT,
@@ -35,55 +54,75 @@ from openvpp.store.schema import grid_nodes, operators
 from openvpp.store.schema_telemetry import telemetry_raw
 
 log = logging.getLogger("openvpp.live")
+assert kl.NO_TS == NO_TS
 
 #: live levels → registry column of the group code ("city" is everything)
 LEVELS = {"city": None, "district": "district_id", "substation": "substation_id", "feeder": "feeder_id",
           "transformer_area": "ta_id", "operator": "operator_id"}
 #: extra groupings (e.g. pools): name → function(DeviceIndex) → (codes int32 (n,), labels)
 GROUP_HOOKS: dict[str, Callable[[DeviceIndex], tuple[np.ndarray, list]]] = {}
-SOC_EMPTY, SOC_FULL = 0.05, 0.95
+
+#: bounds of ``live_refresh_s``: the issue asks for totals refreshed at least every 5 s
+MIN_REFRESH_S, MAX_REFRESH_S = 0.05, 5.0
+INTERVALS_ENV = "OPENVPP_TELEMETRY_INTERVALS"
+#: expected reporting interval [s] of devices by control protocol (or resource type); a device no
+#: entry names reports every ``TelemetryConfig.interval_s`` (60 s: MQTT gateways, and Modbus/SunSpec
+#: and IEC 104 devices polled by a site gateway that publishes over MQTT). See docs/telemetry.md.
+DEFAULT_INTERVALS_S: dict[str, float] = {
+    "ocpp1.6": 300.0,       # the CSMS's heartbeat interval; clock-aligned meter values when idle
+    "ocpp2.0.1": 300.0,
+    "openadr2.0b": 300.0,   # a VEN's telemetry report-back period (assumption)
+    "http": 300.0,          # an operator's technical support system posting batches (assumption)
+}
 
 
-# ---------------------------------------------------------------- kernel
+def check_config(config: TelemetryConfig) -> None:
+    """Refuse live settings the view cannot honour, naming the setting: a refresh period outside
+    0.05..5 s, a reporting interval or an interval count that is not a number > 0."""
+    bad = []
+    r = config.live_refresh_s
+    if not (isinstance(r, (int, float)) and MIN_REFRESH_S <= r <= MAX_REFRESH_S):
+        bad.append(Violation("OPENVPP_TELEMETRY_LIVE_REFRESH_S",
+                             f"must be between {MIN_REFRESH_S:g} and {MAX_REFRESH_S:g} s: live totals are "
+                             f"refreshed at least every {MAX_REFRESH_S:g} s", r))
+    for name, value in (("OPENVPP_TELEMETRY_INTERVAL_S", config.interval_s),
+                        ("OPENVPP_TELEMETRY_OFFLINE_INTERVALS", config.offline_intervals)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            bad.append(Violation(name, "must be a number > 0", value))
+    if bad:
+        raise InvalidInput(bad)
 
-def live_flex(p_kw: np.ndarray, soc: np.ndarray, last_ts_ms: np.ndarray, now_ms: int, offline_after_ms: int,
-              capacity_kw: np.ndarray, adjustable_up_kw: np.ndarray, adjustable_down_kw: np.ndarray,
-              bidirectional: np.ndarray, generator: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Online flag, power and available flexibility of every device.
 
-    Parameters
-    ----------
-    p_kw : (n,) float — last reported active power, load positive [kW].
-    soc : (n,) float — last state of charge [0..1], NaN = not reported.
-    last_ts_ms : (n,) int64 — time of the last point, epoch ms; ``NO_TS`` = never reported.
-    now_ms : int — evaluation time, epoch ms.
-    offline_after_ms : int — a device silent for longer is offline [ms].
-    capacity_kw, adjustable_up_kw, adjustable_down_kw : (n,) float — registry values [kW].
-    bidirectional : (n,) bool — storage / V2G: may swing both ways within its declared range.
-    generator : (n,) bool, optional — PV: net load ≤ 0; "up" is curtailment, at most what it injects.
+def reporting_intervals(text: str | None = None) -> dict[str, float]:
+    """Expected reporting interval [s] per control protocol or resource type: ``DEFAULT_INTERVALS_S``
+    updated by ``text`` (``"ocpp1.6=60,distributed_pv=900"``; None: ``$OPENVPP_TELEMETRY_INTERVALS``).
 
-    Returns
-    -------
-    online (n,) bool; power_kw, up_kw, down_kw (n,) float64, zero where offline.
-    Sign convention of docs/city-files.md: net load at the meter, ``down`` lowers it, ``up`` raises
-    it. ``down`` of a one-way device is bounded by its present load, ``up`` by its headroom to
-    capacity (a generator's by its present injection: it can curtail no more than it makes); a
-    bidirectional device keeps its declared range unless its battery is empty (no down) or full (no up).
-    """
-    online = (last_ts_ms != NO_TS) & (now_ms - last_ts_ms <= offline_after_ms)
-    with np.errstate(invalid="ignore"):
-        one_way_down = np.minimum(adjustable_down_kw, np.maximum(p_kw, 0.0))
-        headroom = np.maximum(capacity_kw - p_kw, 0.0)
-        if generator is not None:
-            headroom = np.where(generator, np.maximum(-p_kw, 0.0), headroom)
-        one_way_up = np.minimum(adjustable_up_kw, headroom)
-        two_way_down = np.where(soc <= SOC_EMPTY, 0.0, adjustable_down_kw)
-        two_way_up = np.where(soc >= SOC_FULL, 0.0, adjustable_up_kw)
-    down = np.where(bidirectional, two_way_down, one_way_down)
-    up = np.where(bidirectional, two_way_up, one_way_up)
-    zero = 0.0
-    return (online, np.where(online, p_kw, zero), np.where(online, up, zero), np.where(online, down, zero))
+    Refused naming the setting: an entry that is not NAME=SECONDS, a NAME that is neither a control
+    protocol nor a resource type, SECONDS that is not a number > 0."""
+    if text is None:
+        text = os.environ.get(INTERVALS_ENV, "")
+    names = [p.value for p in ControlProtocol] + [t.value for t in ResourceType]
+    out = dict(DEFAULT_INTERVALS_S)
+    bad = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = (x.strip() for x in item.partition("="))
+        if not sep or key not in names:
+            bad.append(Violation(INTERVALS_ENV, "each entry must be NAME=SECONDS, NAME a control protocol or a "
+                                 f"resource type ({', '.join(names)})", item))
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds > 0):
+            bad.append(Violation(INTERVALS_ENV, f"the interval of {key} must be a number of seconds > 0", item))
+            continue
+        out[key] = seconds
+    if bad:
+        raise InvalidInput(bad)
+    return out
 
 
 # ---------------------------------------------------------------- state
@@ -94,6 +133,7 @@ class LiveTotals:
     scope: str
     seconds: float
     levels: dict[str, dict] = field(default_factory=dict)   # level → {"ids", "power_kw", "up_kw", ...}
+    tick: int = 0                                              # the recompute these totals come from
 
     def rows(self, level: str, keep: np.ndarray | None = None) -> list[dict]:
         """One row per group of ``level`` that has devices (and ``keep[group]`` when given)."""
@@ -119,11 +159,16 @@ class LiveTotals:
 
 
 class LiveState:
-    """Struct-of-arrays state of every registry device (one row per ``DeviceIndex`` row)."""
+    """Struct-of-arrays state of every registry device (one row per ``DeviceIndex`` row).
 
-    def __init__(self, index: DeviceIndex, config: TelemetryConfig):
+    ``update`` (the bus feed) and ``snapshot`` (a worker thread) may run at once: both hold
+    ``lock`` while they touch the last-point arrays. Everything else is fixed at construction.
+    """
+
+    def __init__(self, index: DeviceIndex, config: TelemetryConfig, intervals_s: Mapping[str, float] | None = None):
         self.index = index
         self.config = config
+        self.lock = threading.Lock()
         n = index.n
         self.last_ts_ms = np.full(n, NO_TS, np.int64)
         self.p_kw = np.zeros(n)
@@ -134,6 +179,12 @@ class LiveState:
                                      [types.index(t) for t in BIDIRECTIONAL_TYPES if t in types])
         self.generator = reg.codes["resource_type"] == (types.index("distributed_pv")
                                                         if "distributed_pv" in types else -2)
+        table = DEFAULT_INTERVALS_S if intervals_s is None else intervals_s
+        #: each device's expected reporting interval [s] and the silence after which it is offline [ms]
+        self.interval_s = kl.device_intervals(config.interval_s, *(
+            (reg.codes[col], np.array([table.get(c, np.nan) for c in reg.categories[col]], np.float64))
+            for col in ("control_protocol", "resource_type")))
+        self.offline_after_ms = np.rint(config.offline_intervals * self.interval_s * 1000).astype(np.int64)
         self.groups: dict[str, tuple[np.ndarray, list]] = {}
         for level, col in LEVELS.items():
             if col is None:
@@ -142,13 +193,16 @@ class LiveState:
                 self.groups[level] = (reg.codes[col], list(reg.categories[col]))
         for name, hook in GROUP_HOOKS.items():
             self.groups[name] = hook(index)
-        #: overlapping groups (pools): ids and a (P, n) membership mask, see ``set_pools``
+        #: overlapping groups (pools): ids, each device's membership pattern, patterns → pools
         self.pool_ids: list[str] = []
-        self.pool_masks = np.zeros((0, n), bool)
+        self.pool_codes = np.full(n, -1, np.int32)
+        self.pool_incidence = np.zeros((0, 0), bool)
 
     def set_pools(self, pool_ids: list[str], masks: np.ndarray) -> None:
-        """Pools are overlapping groups (a device may sit in several): totals are masked sums."""
-        self.pool_ids, self.pool_masks = list(pool_ids), np.asarray(masks, bool)
+        """Pools are overlapping groups (a device may sit in several): ``masks`` (P, n) is indexed
+        once by membership pattern (``kernels.live.membership_patterns``)."""
+        self.pool_codes, self.pool_incidence = kl.membership_patterns(np.asarray(masks, bool))
+        self.pool_ids = list(pool_ids)
 
     @property
     def levels(self) -> tuple[str, ...]:
@@ -165,21 +219,25 @@ class LiveState:
         last = np.r_[d[1:] != d[:-1], True]
         sel = order[last]
         dev = dev_idx[sel]
-        newer = ts_ms[sel] > self.last_ts_ms[dev]
-        sel, dev = sel[newer], dev[newer]
-        self.last_ts_ms[dev] = ts_ms[sel]
-        self.p_kw[dev] = p_kw[sel]
         has_soc = ~np.isnan(soc[sel])
-        self.soc[dev[has_soc]] = soc[sel][has_soc]
+        with self.lock:
+            newer = ts_ms[sel] > self.last_ts_ms[dev]
+            sel, dev, has_soc = sel[newer], dev[newer], has_soc[newer]
+            self.last_ts_ms[dev] = ts_ms[sel]
+            self.p_kw[dev] = p_kw[sel]
+            self.soc[dev[has_soc]] = soc[sel][has_soc]
         return int(len(dev))
 
     def carry_over(self, old: LiveState) -> int:
         """Take the last points of the devices ``old`` also knew (after a registry reload)."""
         rows = self.index.lookup(old.index.reg.resource_id)
-        keep = (rows >= 0) & (old.last_ts_ms != NO_TS)
-        self.last_ts_ms[rows[keep]] = old.last_ts_ms[keep]
-        self.p_kw[rows[keep]] = old.p_kw[keep]
-        self.soc[rows[keep]] = old.soc[keep]
+        with old.lock:
+            keep = (rows >= 0) & (old.last_ts_ms != NO_TS)
+            ts, p, soc = old.last_ts_ms[keep], old.p_kw[keep], old.soc[keep]
+        with self.lock:
+            self.last_ts_ms[rows[keep]] = ts
+            self.p_kw[rows[keep]] = p
+            self.soc[rows[keep]] = soc
         return int(keep.sum())
 
     def mask_of(self, scope: Scope) -> np.ndarray | None:
@@ -190,27 +248,21 @@ class LiveState:
             return reg.codes["owner_id"] == reg.code_of("owner_id", scope.owner_id)
         return None
 
-    def compute(self, now_ms: int, scope: Scope = Scope(), levels: tuple[str, ...] | None = None) -> LiveTotals:
-        """Totals of every level (or ``levels``) for the devices of ``scope``."""
+    def snapshot(self, now_ms: int, tick: int = 0) -> LiveSnapshot:
+        """Every device's online flag, power and flexibility at ``now_ms``, from a copy of the last
+        points taken under ``lock`` (safe while the feed goes on in another thread)."""
         t0 = time.perf_counter()
+        with self.lock:
+            p_kw, soc, ts = self.p_kw.copy(), self.soc.copy(), self.last_ts_ms.copy()
         v = self.index.reg.values
-        c = self.config
-        online, power, up, down = live_flex(self.p_kw, self.soc, self.last_ts_ms, now_ms,
-                                            int(c.offline_intervals * c.interval_s * 1000), v["capacity_kw"],
+        online, power, up, down = live_flex(p_kw, soc, ts, now_ms, self.offline_after_ms, v["capacity_kw"],
                                             v["adjustable_up_kw"], v["adjustable_down_kw"], self.bidirectional,
                                             self.generator)
-        mask = self.mask_of(scope)
-        out = LiveTotals(datetime.fromtimestamp(now_ms / 1000, UTC), scope.label(), 0.0)
-        for level in levels or self.levels:
-            if level == "pool":
-                out.levels[level] = self._pool_totals(power, up, down, online, mask)
-                continue
-            codes, labels = self.groups[level]
-            sums = group_sum(codes, len(labels), power, up, down, online.astype(np.float64), mask=mask)
-            out.levels[level] = {"ids": labels, "power_kw": sums[0], "up_kw": sums[1], "down_kw": sums[2],
-                                 "online": sums[3], "devices": sums[4]}
-        out.seconds = time.perf_counter() - t0
-        return out
+        return LiveSnapshot(self, int(now_ms), tick, online, power, up, down, time.perf_counter() - t0)
+
+    def compute(self, now_ms: int, scope: Scope = Scope(), levels: tuple[str, ...] | None = None) -> LiveTotals:
+        """Totals of every level (or ``levels``) for the devices of ``scope``."""
+        return self.snapshot(now_ms).totals(scope, levels)
 
     def children(self, level: str, parent_level: str, parent_id: str) -> np.ndarray | None:
         """Which groups of ``level`` hold devices under group ``parent_id`` of ``parent_level``;
@@ -228,15 +280,6 @@ class LiveState:
         keep[np.unique(sel)] = True
         return keep
 
-    def _pool_totals(self, power, up, down, online, mask) -> dict:
-        cols = np.stack([power, up, down, online.astype(np.float64), np.ones(len(power))])   # (5, n)
-        sums = np.zeros((5, len(self.pool_ids)))
-        for k, members in enumerate(self.pool_masks):
-            sel = members if mask is None else members & mask
-            sums[:, k] = cols[:, sel].sum(axis=1)
-        return {"ids": self.pool_ids, "power_kw": sums[0], "up_kw": sums[1], "down_kw": sums[2],
-                "online": sums[3], "devices": sums[4]}
-
     def devices(self, device_ids: list[str], now_ms: int, mask: np.ndarray | None = None
                 ) -> tuple[list[dict], list[str]]:
         """The live point of many devices at once: (one dict per known device as ``device``, in the
@@ -249,12 +292,11 @@ class LiveState:
             return [], missing
         idx = np.fromiter((i for _, i in known), np.intp, len(known))
         v = self.index.reg.values
-        c = self.config
-        online, _power, up, down = live_flex(self.p_kw[idx], self.soc[idx], self.last_ts_ms[idx], now_ms,
-                                             int(c.offline_intervals * c.interval_s * 1000), v["capacity_kw"][idx],
+        with self.lock:
+            ts, p_kw, soc = self.last_ts_ms[idx], self.p_kw[idx], self.soc[idx]
+        online, _power, up, down = live_flex(p_kw, soc, ts, now_ms, self.offline_after_ms[idx], v["capacity_kw"][idx],
                                              v["adjustable_up_kw"][idx], v["adjustable_down_kw"][idx],
                                              self.bidirectional[idx], self.generator[idx])
-        ts, p_kw, soc = self.last_ts_ms[idx], self.p_kw[idx], self.soc[idx]
         items = []
         for k, (d, _i) in enumerate(known):
             never = ts[k] == NO_TS
@@ -262,26 +304,54 @@ class LiveState:
                           "last_ts": None if never else datetime.fromtimestamp(ts[k] / 1000, UTC).isoformat(),
                           "power_kw": None if never else float(p_kw[k]),
                           "soc": None if np.isnan(soc[k]) else float(soc[k]),
-                          "up_kw": float(up[k]), "down_kw": float(down[k])})
+                          "up_kw": float(up[k]), "down_kw": float(down[k]),
+                          "interval_s": float(self.interval_s[idx[k]])})
         return items, missing
 
     def device(self, device_id: str, now_ms: int) -> dict:
-        i = self.index.pos.get(device_id)
-        if i is None:
+        """One device's last point, online flag, available flexibility and expected reporting interval."""
+        items, missing = self.devices([device_id], now_ms)
+        if missing:
             raise NotFound("device", device_id)
-        v = self.index.reg.values
-        c = self.config
-        sl = slice(i, i + 1)
-        online, power, up, down = live_flex(self.p_kw[sl], self.soc[sl], self.last_ts_ms[sl], now_ms,
-                                            int(c.offline_intervals * c.interval_s * 1000), v["capacity_kw"][sl],
-                                            v["adjustable_up_kw"][sl], v["adjustable_down_kw"][sl],
-                                            self.bidirectional[sl], self.generator[sl])
-        ts = self.last_ts_ms[i]
-        return {"device_id": device_id, "online": bool(online[0]),
-                "last_ts": None if ts == NO_TS else datetime.fromtimestamp(ts / 1000, UTC).isoformat(),
-                "power_kw": float(self.p_kw[i]) if ts != NO_TS else None,
-                "soc": None if np.isnan(self.soc[i]) else float(self.soc[i]),
-                "up_kw": float(up[0]), "down_kw": float(down[0])}
+        return items[0]
+
+
+@dataclass(frozen=True, eq=False)
+class LiveSnapshot:
+    """The live state at one instant: every device's online flag, power and flexibility, computed
+    once per tick; every total of that tick (city-wide or a tenant's) is summed from it."""
+
+    state: LiveState
+    now_ms: int
+    tick: int
+    online: np.ndarray      # (n,) bool
+    power_kw: np.ndarray    # (n,) float, 0 where offline
+    up_kw: np.ndarray
+    down_kw: np.ndarray
+    seconds: float = 0.0    # to take it
+
+    @property
+    def at(self) -> datetime:
+        return datetime.fromtimestamp(self.now_ms / 1000, UTC)
+
+    def totals(self, scope: Scope = Scope(), levels: tuple[str, ...] | None = None) -> LiveTotals:
+        """Totals of every level (or ``levels``) over the devices of ``scope``."""
+        t0 = time.perf_counter()
+        st = self.state
+        mask = st.mask_of(scope)
+        cols = (self.power_kw, self.up_kw, self.down_kw, self.online.astype(np.float64))
+        out = LiveTotals(self.at, scope.label(), 0.0, tick=self.tick)
+        for level in levels or st.levels:
+            if level == "pool":
+                ids = st.pool_ids
+                sums = kl.overlapping_sums(st.pool_codes, st.pool_incidence, *cols, mask=mask)
+            else:
+                codes, ids = st.groups[level]
+                sums = group_sum(codes, len(ids), *cols, mask=mask)
+            out.levels[level] = {"ids": ids, "power_kw": sums[0], "up_kw": sums[1], "down_kw": sums[2],
+                                 "online": sums[3], "devices": sums[4]}
+        out.seconds = self.seconds + time.perf_counter() - t0
+        return out
 
 
 def check_level(level: str, state: LiveState, field: str = "level") -> None:
@@ -316,19 +386,30 @@ def _attach_pools(conn, state: LiveState) -> None:
 
 
 class LiveService:
-    """Keeps a :class:`LiveState` current from the bus and recomputes the city totals every
-    ``config.live_refresh_s`` seconds; SSE streams wait on :meth:`wait_tick`."""
+    """Keeps a :class:`LiveState` current from the bus and takes a :class:`LiveSnapshot` every
+    ``config.live_refresh_s`` seconds of ``clock`` in a worker thread; SSE streams wait on
+    :meth:`wait_tick`, every reader takes :meth:`totals` of the last snapshot.
+
+    ``intervals_s``: expected reporting interval per control protocol or resource type (default:
+    :func:`reporting_intervals`, from the environment). Settings out of bounds are refused on
+    construction (:func:`check_config`)."""
 
     def __init__(self, engine: Engine, bus: Bus, config: TelemetryConfig | None = None,
-                 clock: Callable[[], float] = time.time, reload_every_s: float = 300.0):
+                 clock: Clock = time.time, reload_every_s: float = 300.0,
+                 intervals_s: Mapping[str, float] | None = None):
+        self.config = config or TelemetryConfig.from_env()
+        check_config(self.config)
+        self.intervals_s = reporting_intervals() if intervals_s is None else dict(intervals_s)
         self.engine, self.bus = engine, bus
         self.reload_every_s = reload_every_s
         self._loaded_at = time.monotonic()
-        self.config = config or TelemetryConfig.from_env()
         self.clock = clock
+        self.period_ms = round(self.config.live_refresh_s * 1000)
         self.state: LiveState | None = None
-        self.latest: LiveTotals | None = None
+        self.snapshot: LiveSnapshot | None = None
+        self.latest: LiveTotals | None = None    # the city-wide totals of ``snapshot``
         self.tick = 0
+        self._scoped: dict[tuple, asyncio.Future] = {}
         self._cond: asyncio.Condition | None = None
         self._tasks: list[asyncio.Task] = []
         self._sub = None
@@ -337,20 +418,32 @@ class LiveService:
         self._cond = asyncio.Condition()
         self._sub = await self.bus.subscribe(ACCEPTED_SUBJECT, maxsize=10_000)
         self.state = await asyncio.to_thread(self._load)
-        self.recompute()
+        now = self._now_ms()
+        self._publish(*await asyncio.to_thread(self._take, now - now % self.period_ms))
         self._tasks = [asyncio.create_task(self._consume()), asyncio.create_task(self._refresh())]
         return self
 
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def _new_state(self, conn) -> LiveState:
+        state = LiveState(DeviceIndex.load(conn), self.config, self.intervals_s)
+        _attach_pools(conn, state)
+        return state
+
     def _load(self) -> LiveState:
         with self.engine.connect() as conn:
-            index = DeviceIndex.load(conn)
-            state = LiveState(index, self.config)
-            _attach_pools(conn, state)
-            window_s = self.config.offline_intervals * self.config.interval_s
+            state = self._new_state(conn)
+            index = state.index
+            # the widest offline window of any device: older points cannot make anyone online
+            window_s = float(state.offline_after_ms.max(initial=0)) / 1000
             since = datetime.fromtimestamp(self.clock() - window_s, UTC)
             t = telemetry_raw
-            rows = conn.execute(select(t.c.device_id, t.c.ts, t.c.power_kw, t.c.soc)
-                                .where(t.c.ts >= since, t.c.quality < 2)).all()
+            newest = func.row_number().over(partition_by=t.c.device_id, order_by=t.c.ts.desc()).label("newest")
+            recent = (select(t.c.device_id, t.c.ts, t.c.power_kw, t.c.soc, newest)
+                      .where(t.c.ts >= since, t.c.quality < 2).subquery())
+            rows = conn.execute(select(recent.c.device_id, recent.c.ts, recent.c.power_kw, recent.c.soc)
+                                .where(recent.c.newest == 1)).all()   # one row per device
         if rows:
             dev = index.lookup(np.asarray([r[0] for r in rows], dtype=object))
             ts = np.array([int((r[1] if r[1].tzinfo else r[1].replace(tzinfo=UTC)).timestamp() * 1000)
@@ -361,7 +454,8 @@ class LiveService:
 
     def feed(self, payload: bytes) -> int:
         _gw, pts = decode(payload)
-        return self.state.update(self.state.index.lookup(pts.device), pts.ts_ms, pts.p_kw, pts.soc)
+        state = self.state
+        return state.update(state.index.lookup(pts.device), pts.ts_ms, pts.p_kw, pts.soc)
 
     async def _consume(self) -> None:
         async for msg in self._sub:
@@ -370,31 +464,55 @@ class LiveService:
             except Exception:   # a bad message must not stop the live view
                 log.exception("live: could not apply a message")
 
+    def _take(self, at_ms: int) -> tuple[LiveSnapshot, LiveTotals]:
+        """(worker thread) The snapshot of the next tick at ``at_ms`` and its city-wide totals."""
+        snap = self.state.snapshot(at_ms, self.tick + 1)
+        return snap, snap.totals()
+
+    def _publish(self, snap: LiveSnapshot, totals: LiveTotals) -> None:
+        """(event loop) Make a snapshot the current one: readers see the old one or the new one whole."""
+        self.snapshot, self.latest, self.tick = snap, totals, snap.tick
+        self._scoped = {}
+
     def recompute(self) -> LiveTotals:
-        self.latest = self.state.compute(int(self.clock() * 1000))
-        self.tick += 1
+        """Take a snapshot now, in the caller's thread (scripts; the service itself refreshes off the loop)."""
+        self._publish(*self._take(self._now_ms()))
         return self.latest
 
     def _reload(self) -> LiveState:
         with self.engine.connect() as conn:
-            state = LiveState(DeviceIndex.load(conn), self.config)
-            _attach_pools(conn, state)
+            state = self._new_state(conn)
         state.carry_over(self.state)
         return state
 
+    async def _sleep_until(self, at_ms: int) -> None:
+        """Sleep until ``clock`` reaches ``at_ms`` (a simulated clock may run faster than the wall)."""
+        while (left_s := at_ms / 1000 - self.clock()) > 0:
+            await asyncio.sleep(left_s / speed_of(self.clock))
+
     async def _refresh(self) -> None:
+        period = self.period_ms
+        due = self.snapshot.now_ms + period
         while True:
-            await asyncio.sleep(self.config.live_refresh_s)
+            await self._sleep_until(due)
+            now = self._now_ms()
+            if now - due > period:   # more than one interval behind: resume at the latest instant
+                log.warning("live: %d refresh(es) skipped, the recompute is behind the clock",
+                            (now - due) // period)
+                due = now - now % period
             try:
                 if time.monotonic() - self._loaded_at > self.reload_every_s:   # resources admitted or retired
                     self._loaded_at = time.monotonic()
                     fresh = await asyncio.to_thread(self._reload)
                     fresh.carry_over(self.state)   # points that arrived while it loaded
                     self.state = fresh
-                self.recompute()
+                snap, totals = await asyncio.to_thread(self._take, due)
             except Exception:
                 log.exception("live: recompute failed")
+                due += period
                 continue
+            self._publish(snap, totals)
+            due += period
             async with self._cond:
                 self._cond.notify_all()
 
@@ -405,11 +523,20 @@ class LiveService:
                 await asyncio.wait_for(self._cond.wait_for(lambda: self.tick > after), timeout)
         return self.tick
 
-    def totals(self, scope: Scope, levels: tuple[str, ...] | None = None) -> LiveTotals:
-        """Totals for ``scope``: the shared city-wide result, or a scoped recompute."""
-        if scope.city_wide and self.latest is not None and levels is None:
+    async def totals(self, scope: Scope, levels: tuple[str, ...] | None = None,
+                     snapshot: LiveSnapshot | None = None) -> LiveTotals:
+        """Totals for ``scope`` from the last snapshot (or ``snapshot``): the shared city-wide result,
+        or the scope's own, summed in a worker thread once per tick (concurrent requests of a tick
+        share it)."""
+        snap = snapshot or self.snapshot
+        if scope.city_wide and snap is self.snapshot:
             return self.latest
-        return self.state.compute(int(self.clock() * 1000), scope, levels)
+        key = (snap.tick, scope, tuple(levels) if levels else None)
+        fut = self._scoped.get(key)
+        if fut is None:
+            fut = self._scoped[key] = asyncio.ensure_future(asyncio.to_thread(snap.totals, scope, levels))
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception() is None or self._scoped.pop(key, None))
+        return await asyncio.shield(fut)
 
     async def stop(self) -> None:
         for t in self._tasks:

@@ -1,7 +1,9 @@
 """Live monitoring: current power and flexibility by grid level and operator, and an SSE stream.
 
 Every answer is fenced to the caller's scope (``services.scope.scope_of``): an operator sees the
-totals of its own devices only, an owner those of its own resources.
+totals of its own devices only, an owner those of its own resources. Totals come from the live
+service's last snapshot (``services.live``): a tenant's are summed in a worker thread, never on the
+event loop, and every answer of one tick (its ``tick``) agrees with the others.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ async def summary(request: Request, actor: Actor = Depends(current_actor)) -> di
     scope = scope_of(actor)
     live = await _live(request)
     # city-wide: the totals of the last recompute (every few seconds, as the stream); a scope: its own
-    return live.totals(scope, None if scope.city_wide else ("city",)).summary() | {"tick": live.tick}
+    totals = await live.totals(scope, None if scope.city_wide else ("city",))
+    return totals.summary() | {"tick": totals.tick}
 
 
 @router.get("/nodes/{level}")
@@ -49,7 +52,8 @@ async def nodes(level: str, request: Request, parent: str | None = None,
     Example: /api/v1/live/nodes/feeder?parent=GZ-HZ-S01"""
     scope = scope_of(actor)
     live = await _live(request)
-    check_level(level, live.state)
+    snap = live.snapshot   # the groups of the tick answered, even if the registry reloads meanwhile
+    check_level(level, snap.state)
     keep = None
     if parent is not None:
         order = ["city", "district", "substation", "feeder", "transformer_area"]
@@ -57,16 +61,16 @@ async def nodes(level: str, request: Request, parent: str | None = None,
             if level not in order[1:]:
                 raise InvalidInput(Violation("parent_level", "is required for this level", None))
             parent_level = order[order.index(level) - 1]
-        check_level(parent_level, live.state, "parent_level")
-        keep = live.state.children(level, parent_level, parent)
+        check_level(parent_level, snap.state, "parent_level")
+        keep = snap.state.children(level, parent_level, parent)
         if keep is None:   # no device under it: an empty node, or no such node at all
             if not await asyncio.to_thread(group_exists, conn, parent_level, parent):
                 raise InvalidInput(Violation("parent", f"is not a known {parent_level}", parent))
-            return {"at": live.latest.at.isoformat() if live.latest else None, "scope": scope.label(),
+            return {"at": snap.at.isoformat(), "scope": scope.label(), "tick": snap.tick,
                     "level": level, "parent": parent, "rows": []}
-    totals = live.totals(scope, None if scope.city_wide else (level,))
-    return {"at": totals.at.isoformat(), "scope": totals.scope, "level": level, "parent": parent,
-            "rows": totals.rows(level, keep)}
+    totals = await live.totals(scope, (level,), snap)
+    return {"at": totals.at.isoformat(), "scope": totals.scope, "tick": totals.tick, "level": level,
+            "parent": parent, "rows": totals.rows(level, keep)}
 
 
 @router.get("/devices")
@@ -82,22 +86,22 @@ async def devices(request: Request, ids: str = Query(..., description=f"comma-se
         raise InvalidInput(Violation("ids", f"at most {MAX_DEVICES} devices per request", len(wanted)))
     scope = scope_of(actor)
     live = await _live(request)
-    items, missing = live.state.devices(wanted, int(live.clock() * 1000), live.state.mask_of(scope))
+    state = live.state
+    items, missing = state.devices(wanted, int(live.clock() * 1000), state.mask_of(scope))
     return {"items": items, "missing": missing}
 
 
 @router.get("/devices/{device_id}")
 async def device(device_id: str, request: Request, actor: Actor = Depends(current_actor)) -> dict:
-    """One device's last point, online flag and available flexibility."""
+    """One device's last point, online flag, available flexibility and expected reporting interval
+    (``interval_s``: it is offline after ``OPENVPP_TELEMETRY_OFFLINE_INTERVALS`` of them)."""
     scope = scope_of(actor)
     live = await _live(request)
-    mask = live.state.mask_of(scope)
-    i = live.state.index.pos.get(device_id)
-    if i is not None and mask is not None and not mask[i]:
-        i = None
-    if i is None:
+    state = live.state
+    items, missing = state.devices([device_id], int(live.clock() * 1000), state.mask_of(scope))
+    if missing:
         raise NotFound("device", device_id)   # outside the scope looks the same as absent
-    return live.state.device(device_id, int(live.clock() * 1000))
+    return items[0]
 
 
 async def stream_actor(request: Request, access_token: str | None = Query(
@@ -117,16 +121,18 @@ async def stream(request: Request, levels: str = Query(",".join(DEFAULT_STREAM_L
     live = await _live(request)
     wanted = tuple(x for x in levels.split(",") if x)
     for level in wanted:
-        check_level(level, live.state)
+        check_level(level, live.snapshot.state)
     tick, sent = -1, 0
     while True:
         if tick >= 0:
-            tick = await live.wait_tick(tick, 15.0)
+            await live.wait_tick(tick, 15.0)
             if await request.is_disconnected():
                 return
-        else:
-            tick = live.tick
-        totals = live.totals(scope, wanted) if not scope.city_wide else live.latest
+        snap = live.snapshot
+        if any(lv not in snap.state.levels for lv in wanted):   # e.g. the last pool was deleted
+            return
+        totals = await live.totals(scope, wanted, snap)
+        tick = totals.tick
         data = {"at": totals.at.isoformat(), "scope": totals.scope, "tick": tick,
                 "levels": {lv: totals.rows(lv) for lv in wanted}}
         yield ServerSentEvent(data=data, event="live", id=str(tick))
