@@ -134,3 +134,20 @@ def test_grade_and_latency_are_kept_per_direction(loaded):
         got = _verified(conn, "R3")
     assert (got["verified_grade"], got["verified_up_grade"]) == ("C", "A")
     assert got["flagged"] == f"verification {down_c['test_id']} (down): grade C, 20% of declared"
+
+
+def test_site_test_covers_every_active_resource_of_the_site(loaded):
+    """Site S3 (Mall B): R6 of OP01 (300 kW down, 2 h) and R7 without an operator (60 kW, 1 h). The
+    test takes the shorter duration, belongs to no single operator, and re-runs OP01's checks only."""
+    with db.get_engine(loaded.database_url).begin() as conn:
+        t = ver.schedule(conn, ADMIN, "site", "S3", START)
+        assert (t["declared_kw"], t["declared_duration_h"], t["operator_id"]) == (360.0, 1.0, None)
+        assert t["result"]["members"] == ["R6", "R7"]
+        assert t["window_end"] - t["window_start"] == timedelta(hours=1, minutes=15)
+        done = ver.complete(conn, ADMIN, t["test_id"], flat_source({"R6": (300.0, 1)}))
+        with pytest.raises(NotFound):
+            ver.schedule(conn, ADMIN, "site", "S404", START)
+    res = done["result"]["resources"]
+    assert (res["R6"]["grade"], res["R6"]["latency_s"], res["R7"]["grade"]) == ("A", 60.0, "C")
+    assert done["grade"] == "B" and done["ratio"] == pytest.approx(300 / 360)
+    assert set(done["result"]["rechecked"]) == {"OP01"}

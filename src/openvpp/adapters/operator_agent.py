@@ -2,7 +2,8 @@
 instruction, split it to devices, send the device instructions over a command channel (MQTT in
 production), record the devices' acknowledgements and re-dispatch what a device fails to take.
 
-One ``step()`` is one pass; ``run()`` repeats it. The business rules live in ``services.events``
+One ``step()`` is one pass; ``run()`` repeats it. A capability-verification test in the feed
+(topic ``verification``) is sent to its devices as limits over the test window, on the same transport. The business rules live in ``services.events``
 and ``services.dispatch``; this adapter only moves messages between them and the transport.
 
 The city side is reached through a ``CityLink``: ``InProcessCity`` calls the services (the
@@ -118,6 +119,7 @@ class OperatorAgent:
     #: when set, device instructions go to each site's gateway in one message (``send`` is then unused)
     send_gateway: SendGatewayAsync | None = None
     _site_of: dict[str, str] = field(default_factory=dict)
+    _tests: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.city is None:
@@ -139,7 +141,8 @@ class OperatorAgent:
             self.marks.append((phase, t0, time.monotonic()))
 
     def _take_feed(self, now: datetime) -> set[str]:
-        """Acknowledge every new instruction of the city; return the events they belong to."""
+        """Acknowledge every new instruction of the city; return the events they belong to. Test
+        instructions of capability verification wait in ``_tests`` for ``step`` to send."""
         touched: set[str] = set()
         page = self.city.feed(self.last_seq)
         ids = []
@@ -147,6 +150,8 @@ class OperatorAgent:
             if item["topic"] == "instructions":
                 touched.add(item["payload"]["event_id"])
                 ids += [i["instruction_id"] for i in item["payload"]["instructions"]]
+            elif item["topic"] == "verification":
+                self._tests.append(item["payload"])
         if ids:
             states = self.city.acknowledge(ids, now)
             self._note(f"acknowledged {sum(s['state'] == 'acked' for s in states)} of {len(ids)} instructions")
@@ -235,6 +240,39 @@ class OperatorAgent:
             self._note(f"refused {len(bad)} device acknowledgements, e.g. {bad[0]['instruction_id']}: "
                        f"{bad[0]['error']} ({bad[0]['detail']})")
 
+    async def _verification(self, instruction: dict, now: datetime) -> dict:
+        """Send a verification test's limits to its devices (``dispatch.verification_rows``) over the
+        same transport as event instructions, and record who accepted them."""
+        ids = sorted(instruction["resources"])
+        status = await asyncio.to_thread(self.status, ids)
+        rows = dispatch.verification_rows(self.actor.operator_id, instruction, status, now)
+        sent = [r for r in rows if "payload" in r]
+        acks: dict[str, dict | None] = {}
+        if self.send_gateway is not None:
+            sites = await asyncio.to_thread(self._sites, [r["resource_id"] for r in sent])
+            groups: dict[str, list[dict]] = {}
+            for r in sent:
+                groups.setdefault(sites.get(r["resource_id"]) or r["resource_id"], []).append(r)
+            for gateway, group in groups.items():
+                got = await self.send_gateway(self.actor.operator_id, gateway,
+                                              [(g["resource_id"], g["payload"]) for g in group])
+                acks.update({g["resource_id"]: a for g, a in zip(group, got, strict=True)})
+        else:
+            async def one(r: dict) -> None:
+                try:
+                    acks[r["resource_id"]] = await self.send(self.actor.operator_id, r["resource_id"], r["payload"])
+                except Exception:  # noqa: BLE001 - a transport error or no answer: recorded as no ack
+                    acks[r["resource_id"]] = None
+            await asyncio.gather(*(one(r) for r in sent))
+
+        def record() -> dict:
+            with self.engine.begin() as conn:
+                return dispatch.record_verification(conn, self.actor, instruction["test_id"], rows, acks)
+        summary = await asyncio.to_thread(record)
+        self._note(f"verification {instruction['test_id']}: {len(summary['accepted'])} of {len(ids)} devices "
+                   "accepted the test instruction")
+        return summary
+
     def _dispatch(self, event_id: str, now: datetime) -> list[dict]:
         with self.engine.begin() as conn:
             return dispatch.dispatch(conn, self.actor, event_id, self.status, lambda *a: None, now=now)
@@ -250,6 +288,11 @@ class OperatorAgent:
         now = now or self._now()
         with self._mark("operator_ack"):
             touched = await asyncio.to_thread(self._take_feed, now)
+        tested = 0
+        while self._tests:
+            with self._mark("verification"):
+                await self._verification(self._tests.pop(0), now)
+            tested += 1
         sent: list[dict] = []
         redone: list[dict] = []
         active = touched | await asyncio.to_thread(self._executing_events)
@@ -268,7 +311,7 @@ class OperatorAgent:
                 with self._mark("redeliver"):
                     await self._deliver(again)
                 redone += again
-        return {"sent": len(sent), "redispatched": len(redone)}
+        return {"sent": len(sent), "redispatched": len(redone), "verification_tests": tested}
 
     def _executing_events(self) -> set[str]:
         with self.engine.connect() as conn:

@@ -336,3 +336,55 @@ def redispatch(conn: Connection, actor: Actor, event_id: str, status: Status, se
     for r in out:
         send(r["operator_id"], r["resource_id"], r["payload"])
     return out
+
+
+# ---------------------------------------------------------------- verification tests (能力校核)
+
+def verification_rows(operator_id: str, instruction: dict, status: dict[str, dict], now: datetime) -> list[dict]:
+    """The device instructions of a capability-verification test (the city's feed topic
+    ``verification``, ``services.verification.instruction``): each member device a ``limit`` over
+    the test window, its declared capability below (``down``) or above (``up``) its power now, in
+    the device protocol of event instructions, marked ``"purpose": "verification"`` with the test
+    id. A device the live state has offline is not instructed (the test will grade what it did).
+
+    Returns ``[{"operator_id", "resource_id", "payload"}]`` and, for the skipped devices,
+    ``{"resource_id", "skipped": reason}`` rows."""
+    start, end = (_aware(datetime.fromisoformat(instruction[k]) if isinstance(instruction[k], str)
+                         else instruction[k]) for k in ("start", "end"))
+    begin = max(start, now)
+    duration = int((end - begin).total_seconds())
+    ids = sorted(instruction["resources"])
+    out: list[dict] = []
+    for rid, iid in zip(ids, new_ids("DVT", len(ids)), strict=True):
+        s = status.get(rid) or {}
+        if duration <= 0:
+            out.append({"resource_id": rid, "skipped": "the test window is over"})
+            continue
+        if not s.get("online"):
+            out.append({"resource_id": rid, "skipped": "device offline"})
+            continue
+        power, kw = float(s.get("power_kw") or 0.0), float(instruction["resources"][rid])
+        bound = {"max_kw": round(power - kw, 3), "min_kw": None} if instruction["direction"] == "down" else {
+            "min_kw": round(power + kw, 3), "max_kw": None}
+        out.append({"operator_id": operator_id, "resource_id": rid, "payload": {
+            "id": iid, "kind": "limit", **bound, "start": int(begin.timestamp() * 1000), "duration_s": duration,
+            "purpose": "verification", "test_id": instruction["test_id"]}})
+    return out
+
+
+def record_verification(conn: Connection, actor: Actor, test_id: str, rows: list[dict],
+                        acks: dict[str, dict | None]) -> dict:
+    """The operator's record of a verification test's delivery (audited ``verification.dispatch``):
+    devices instructed, accepted, rejected (with the device's reason), unanswered and skipped."""
+    if actor.role not in ("operator_admin", "operator_engineer") or not actor.operator_id:
+        raise Forbidden("instructing devices for a verification test is the operator's work")
+    sent = [r for r in rows if "payload" in r]
+    summary = {"test_id": test_id, "devices": len(sent),
+               "accepted": sorted(r["resource_id"] for r in sent
+                                  if (acks.get(r["resource_id"]) or {}).get("status") == "accepted"),
+               "rejected": {r["resource_id"]: (acks[r["resource_id"]] or {}).get("reason") for r in sent
+                            if (acks.get(r["resource_id"]) or {}).get("status") == "rejected"},
+               "no_ack": sorted(r["resource_id"] for r in sent if acks.get(r["resource_id"]) is None),
+               "skipped": {r["resource_id"]: r["skipped"] for r in rows if "skipped" in r}}
+    audit.record(conn, actor, "verification.dispatch", "instruction", test_id, after=summary)
+    return summary

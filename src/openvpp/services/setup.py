@@ -9,7 +9,7 @@ from sqlalchemy import Connection, func, select
 
 from openvpp.core.settings import Settings
 from openvpp.model.enums import Role
-from openvpp.services import accounts, registry
+from openvpp.services import accounts, admission, registry
 from openvpp.store import audit, db
 from openvpp.store.schema import operators, owners, resources, users
 
@@ -43,6 +43,8 @@ def load_city(settings: Settings, city_dir: Path, progress=None) -> registry.Loa
         registry.ensure_empty(conn)
         result = registry.load_city(conn, city_dir, audit.SYSTEM, progress or registry._noop)
     registry.finish_bulk(engine)
+    with engine.begin() as conn:      # stored checks from the start (no TSS round trip at load)
+        admission.recheck_all(conn, audit.SYSTEM, probe=None, reason="city loaded")
     return result
 
 

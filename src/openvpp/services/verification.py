@@ -1,6 +1,7 @@
 """Capability verification (能力校核): the center tests what resources really deliver.
 
-schedule → a test instruction for a window → telemetry of the window and the hour before →
+schedule → a test instruction for a window, sent to each operator over the operator interface
+(feed topic ``verification``) and by the operator's system to its devices → telemetry of the window and the hour before →
 baseline (``kernels.baseline.pre_window_mean``, recorded as ``pre-window-mean-60min``: each
 resource's mean power over the 60 minutes before the instruction, held flat over the window) →
 ``kernels.verification.assess`` → the resource's verified capability, latency and grade in the
@@ -26,6 +27,7 @@ from openvpp.core.errors import Forbidden, InvalidInput, NotFound, TransitionRef
 from openvpp.core.ids import new_id
 from openvpp.kernels.baseline import pre_window_mean, pre_window_mean_id
 from openvpp.kernels.verification import assess
+from openvpp.services import admission, events
 from openvpp.store import audit
 from openvpp.store.audit import Actor
 from openvpp.store.schema import grid_nodes, operators, resources, verification_tests
@@ -91,8 +93,17 @@ def schedule(conn: Connection, actor: Actor, target_kind: str, target_id: str, w
            "result": {"members": [r["resource_id"] for r in rows],
                       "declared_kw": {r["resource_id"]: r[key] for r in rows}},
            "created_by": actor.name, "created_at": datetime.now(UTC)}
+    by_operator: dict[str, list[str]] = {}
+    for r in rows:
+        by_operator.setdefault(r["operator_id"] or "", []).append(r["resource_id"])
+    row["result"]["instructed"] = {op: ids for op, ids in sorted(by_operator.items()) if op}
+    row["result"]["no_operator"] = by_operator.get("", [])
     conn.execute(verification_tests.insert().values(**row))
     audit.record(conn, actor, "verification.schedule", "verification_test", row["test_id"], after=row)
+    whole = instruction(row)
+    for op, ids in row["result"]["instructed"].items():     # down the operator interface, as event instructions
+        events.notify(conn, "verification", {**whole, "resources": {i: whole["resources"][i] for i in ids}},
+                      operator_id=op)
     return row
 
 
@@ -103,15 +114,34 @@ def get(conn: Connection, test_id: str) -> dict:
     return dict(row)
 
 
+def list_tests(conn: Connection, operator_id: str | None = None, state: str | None = None,
+               target_id: str | None = None, limit: int = 100) -> list[dict]:
+    """Tests, newest first (without their per-resource results), optionally of one operator, state
+    or target."""
+    if not 1 <= limit <= 1000:
+        raise InvalidInput(Violation("limit", "must be between 1 and 1000", limit))
+    cols = [c for c in verification_tests.c if c.name != "result"]
+    q = select(*cols).order_by(verification_tests.c.created_at.desc(), verification_tests.c.test_id.desc())
+    for col, value in (("operator_id", operator_id), ("state", state), ("target_id", target_id)):
+        if value:
+            q = q.where(verification_tests.c[col] == value)
+    return [dict(r) for r in conn.execute(q.limit(limit)).mappings()]
+
+
 def instruction(test: dict) -> dict:
-    """The test instruction sent down to the operator / devices for the window."""
+    """The test instruction for the window: each member's declared capability in the test's direction.
+    ``schedule`` sends each operator its members' part on the operator feed (topic ``verification``);
+    the operator's system sends its devices a limit for the window (``dispatch.verification_rows``)."""
     return {"test_id": test["test_id"], "direction": test["direction"], "start": test["window_start"],
             "end": test["window_end"], "resources": test["result"]["declared_kw"]}
 
 
 def complete(conn: Connection, actor: Actor, test_id: str, source: TelemetrySource, step_s: int = 60,
-             ruleset: str = rules.DEFAULT_RULESET) -> dict:
-    """Evaluate a scheduled test from telemetry; update the verified capability of each member."""
+             ruleset: str = rules.DEFAULT_RULESET, probe: admission.Probe | None = None) -> dict:
+    """Evaluate a scheduled test from telemetry; update the verified capability of each member; run
+    the qualification checks of the members' operators again (``admission.recheck``, with ``probe``
+    for the TSS round trip: without one the minute-level check cannot pass), so the reserve subsidy
+    condition follows what was verified."""
     if actor.role != "city_admin":
         raise Forbidden("only the city management center completes verification tests")
     test = get(conn, test_id)
@@ -159,8 +189,16 @@ def complete(conn: Connection, actor: Actor, test_id: str, source: TelemetrySour
                              "latency_s": latency, "ratio": float(each["ratio"][i]), "grade": grade,
                              "baseline": not bool(no_baseline[i])}
     latency = None if np.isnan(whole["latency_s"][0]) else float(whole["latency_s"][0])
+    rechecked = {}
+    owners_ = conn.execute(select(resources.c.operator_id, operators.c.state).select_from(
+        resources.join(operators, operators.c.operator_id == resources.c.operator_id)).where(
+        resources.c.resource_id.in_(ids)).distinct())
+    for op in sorted(op for op, state in owners_ if state in admission.RECHECK_STATES):
+        checks = admission.recheck(conn, actor, op, probe, reason=f"verification {test_id}", ruleset=ruleset)["checks"]
+        rechecked[op] = {c["check"]: c["passed"] for c in checks}
     result = {**test["result"], "resources": per_resource, "step_s": step_s, "ruleset": ruleset,
-              "baseline_kw": float(baseline[~no_baseline, 0].sum()), "without_baseline": int(no_baseline.sum())}
+              "baseline_kw": float(baseline[~no_baseline, 0].sum()), "without_baseline": int(no_baseline.sum()),
+              "rechecked": rechecked}
     values = {"state": "done", "verified_kw": float(whole["verified_kw"][0]), "latency_s": latency,
               "ratio": float(whole["ratio"][0]), "grade": str(whole["grade"][0]), "result": result,
               "completed_at": now}

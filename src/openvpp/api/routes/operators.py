@@ -86,9 +86,24 @@ def transition(operator_id: str, body: TransitionIn, request: Request, actor: Ac
                                 handover_to=body.handover_to)
 
 
+class RecheckIn(BaseModel):
+    reason: str | None = Field(None, max_length=500, description="why the checks run again (audited)")
+
+
+@router.post("/{operator_id}/checks")
+def recheck(operator_id: str, request: Request, body: RecheckIn | None = None,
+            actor: Actor = Depends(current_actor), conn: Connection = Depends(write_conn, scope="function")) -> dict:
+    """Run the qualification checks again (TSS round trip, trading units, minute-level capability)
+    without a state change; the latest minute-level check decides the reserve subsidy."""
+    tss_probe = getattr(request.app.state, "tss_probe", probe)
+    return admission.recheck(conn, actor, operator_id, tss_probe, reason=body.reason if body else None)
+
+
 @router.get("/{operator_id}/trading-units")
-def trading_units(operator_id: str, actor: Actor = Depends(current_actor),
+def trading_units(operator_id: str, request: Request, actor: Actor = Depends(current_actor),
                   conn: Connection = Depends(read_conn)) -> dict:
-    """The operator's capability per 220 kV clearing node, against the >= 1 MW / >= 1 h rule."""
+    """The operator's capability per 220 kV clearing node, against the >= 1 MW / >= 1 h rule
+    (summed on the process's registry arrays, current with the database)."""
     _visible(actor, operator_id, conn)
-    return {"operator_id": operator_id, "units": admission.trading_units(conn, operator_id)}
+    reg = request.app.state.pool_engine.registry(conn)
+    return {"operator_id": operator_id, "units": admission.trading_units(conn, operator_id, reg=reg)}

@@ -2,10 +2,11 @@
 
 from datetime import datetime
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection
 
+from openvpp.adapters.tss import probe
 from openvpp.api.deps import current_actor, read_conn, write_conn
 from openvpp.api.routing import JSONRoute
 from openvpp.core.errors import Forbidden
@@ -31,6 +32,19 @@ def schedule(body: TestIn, actor: Actor = Depends(current_actor), conn: Connecti
     return {**t, "instruction": ver.instruction(t)}
 
 
+@router.get("/tests")
+def list_tests(state: str | None = None, operator_id: str | None = None, target_id: str | None = None,
+               limit: int = Query(100, ge=1, le=1000), actor: Actor = Depends(current_actor),
+               conn: Connection = Depends(read_conn)) -> dict:
+    """Verification tests, newest first (an operator's users see their own operator's)."""
+    scope = scope_of(actor)
+    if scope.owner_id:
+        raise Forbidden("verification tests are for the center and operators")
+    if scope.operator_id and operator_id not in (None, scope.operator_id):
+        raise Forbidden(f"tests of operator {operator_id} are outside your scope")
+    return {"items": ver.list_tests(conn, scope.operator_id or operator_id, state, target_id, limit)}
+
+
 @router.get("/tests/{test_id}")
 def get_test(test_id: str, actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn)) -> dict:
     t = ver.get(conn, test_id)
@@ -43,9 +57,10 @@ def get_test(test_id: str, actor: Actor = Depends(current_actor), conn: Connecti
 @router.post("/tests/{test_id}/complete")
 def complete(test_id: str, request: Request, actor: Actor = Depends(current_actor),
              conn: Connection = Depends(write_conn, scope="function")) -> dict:
-    """Evaluate a test from the telemetry of its window (the platform's configured telemetry source)."""
+    """Evaluate a test from the telemetry of its window (the platform's configured telemetry source);
+    the members' operators' qualification checks run again (TSS round trip included)."""
     source = getattr(request.app.state, "telemetry_source", None) or ver.StoreTelemetry(conn.engine)
-    return ver.complete(conn, actor, test_id, source)
+    return ver.complete(conn, actor, test_id, source, probe=getattr(request.app.state, "tss_probe", probe))
 
 
 @router.get("/report")
