@@ -104,18 +104,18 @@ def membership_patterns(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p, n = masks.shape
     if p == 0 or n == 0:
         return np.full(n, -1, np.int32), np.zeros((0, p), bool)
-    packed = np.packbits(masks, axis=0)                              # (ceil(P/8), n) uint8
-    width = -(-packed.shape[0] // 8) * 8
-    rows = np.zeros((n, width), np.uint8)
-    rows[:, :packed.shape[0]] = packed.T
-    words = rows.view(np.uint64)                                     # (n, W): W 64-bit words per device
-    if words.shape[1] == 1:
-        keys, inverse = np.unique(words[:, 0], return_inverse=True)
-        keys = keys[:, None]
-    else:
-        keys, inverse = np.unique(words, axis=0, return_inverse=True)
-    inverse = inverse.reshape(n)
-    incidence = np.unpackbits(keys.view(np.uint8).reshape(len(keys), width), axis=1, count=p).astype(bool)
+    keys = np.zeros((-(-p // 64), n), np.uint64)                     # the memberships as bits, 64 groups a word
+    for g in range(p):
+        keys[g // 64] |= masks[g].astype(np.uint64) << np.uint64(g % 64)
+    order = np.lexsort(keys[::-1])
+    ordered = keys[:, order]
+    first = np.ones(n, bool)
+    first[1:] = (ordered[:, 1:] != ordered[:, :-1]).any(axis=0)
+    inverse = np.empty(n, np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    distinct = ordered[:, first]                                     # (W, K)
+    g = np.arange(p)
+    incidence = ((distinct[g // 64] >> (g % 64).astype(np.uint64)[:, None]) & np.uint64(1)).T.astype(bool)
     member = incidence.any(axis=1)
     if member.all():
         return inverse.astype(np.int32), incidence
