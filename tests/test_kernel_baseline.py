@@ -288,3 +288,91 @@ def test_same_day_adjustment_never_exceeds_its_cap(seed, cap, kind, start):
         assert (np.abs(res.value) <= bound + 1e-9).all()
         expected = np.broadcast_to(res.value[:, None], change[:, window].shape)
         np.testing.assert_allclose(change[:, window], expected, atol=1e-12)
+
+
+# ---------------------------------------------------------------- part of the calendar
+
+
+def _specs(window: slice) -> dict:
+    return {
+        "workday": (BaselineSpec("gbt-workday"), {}),
+        "similar": (BaselineSpec("gbt-similar"), {}),
+        "high": (BaselineSpec("high-x-of-y", {"x": 2, "y": 3}), {"window_slots": window}),
+        "temp": (BaselineSpec("temperature-regression", {"n_days": 6}), {}),
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases(), st.integers(0, 95), st.integers(1, 30), st.booleans())
+def test_a_part_of_the_calendar_gives_the_whole_calendar_baseline_on_its_slots(case, first, width, per_slot):
+    """Reading only the days a method may choose (days_needed, plus the event days) and a band of slots
+    gives the baseline computed on every day and slot, on those slots; the choice is reported on the
+    calendar."""
+    load, kinds, excluded, event, temps, rng = case
+    n_meters, n_days, _ = load.shape
+    lo, hi = first, min(96, first + width)
+    window = slice(lo + (hi - lo) // 3, hi)
+    temp = rng.uniform(15, 38, (n_days, 96)) if per_slot else temps
+    event_temp = temp[np.max(event)] if per_slot else 33.0
+    for name, (spec, extra) in _specs(window).items():
+        data = {"day_kinds": kinds, "excluded": excluded, "event_day_idx": event, **extra}
+        if name == "temp":
+            data |= {"temp_c": temp, "event_temp_c": event_temp}
+        need = spec.days_needed(kinds, excluded, event, n_meters)
+        need[np.broadcast_to(event, (n_meters,))] = True
+        held = np.flatnonzero(need)
+        whole = spec.compute(load=load, **data)
+        part = spec.compute(load=load[:, held][:, :, lo:hi], held_days=held, held_slots=slice(lo, hi), **data)
+        np.testing.assert_array_equal(part.selected, whole.selected, err_msg=name)
+        np.testing.assert_array_equal(part.days_used, whole.days_used, err_msg=name)
+        if name == "temp":   # a gap outside the held slots moves a meter from the general path to the shared one
+            np.testing.assert_allclose(part.power_kw, whole.power_kw[:, lo:hi], rtol=1e-9, atol=1e-9, err_msg=name)
+        else:
+            np.testing.assert_array_equal(part.power_kw, whole.power_kw[:, lo:hi], err_msg=name)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases(), st.sampled_from(["cooling", "linear"]))
+def test_temperature_regression_shared_path_equals_the_per_meter_path(case, form):
+    """One temperature for all meters takes the one-pass shared path (meters without gaps); the same
+    temperature given per meter takes the general path: the fits agree."""
+    load, kinds, excluded, event, temps, rng = case
+    n_meters, n_days, _ = load.shape
+    load = load.copy()
+    load[rng.random(load.shape) < 0.01] = np.nan
+    per_slot = rng.uniform(15, 38, (n_days, 96))
+    shared = temperature_regression(load, per_slot, kinds, excluded, event, per_slot[-1], n_days=6, form=form)
+    each = np.broadcast_to(per_slot, (n_meters, n_days, 96))
+    general = temperature_regression(load, each, kinds, excluded, event, per_slot[-1], n_days=6, form=form)
+    np.testing.assert_allclose(shared.power_kw, general.power_kw, rtol=1e-9, atol=1e-7)
+    f32 = temperature_regression(load.astype(np.float32), per_slot, kinds, excluded, event, per_slot[-1], n_days=6,
+                                 form=form)
+    assert f32.power_kw.dtype == np.float32
+    np.testing.assert_allclose(f32.power_kw, shared.power_kw, rtol=2e-3, atol=2e-2)
+
+
+def test_a_part_must_hold_every_chosen_day_and_the_window():
+    load = day_load(10.0 * (np.arange(12) + 1))
+    spec = BaselineSpec("gbt-workday")
+    need = spec.days_needed(DRAGON_KINDS, PREVIOUS_EVENT, EVENT)
+    assert np.flatnonzero(need).tolist() == [0, 1, 2, 4, 8]     # 5 working days back from 3 June
+    held = np.flatnonzero(need)[1:]                               # one chosen day left out
+    with pytest.raises(InvalidInput) as err:
+        spec.compute(load=load[:, held], day_kinds=DRAGON_KINDS, excluded=PREVIOUS_EVENT, event_day_idx=EVENT,
+                     held_days=held)
+    assert err.value.violations[0].field == "held_days"
+    with pytest.raises(InvalidInput) as err:
+        workday_mean(load[:, :, 40:60], DRAGON_KINDS, None, EVENT, held_slots=slice(40, 50))
+    assert err.value.violations[0].field == "load"
+    with pytest.raises(InvalidInput) as err:
+        high_x_of_y(load[:, :, 40:60], DRAGON_KINDS, None, EVENT, slice(56, 64), held_slots=slice(40, 60))
+    assert err.value.violations[0].field == "window_slots"
+    with pytest.raises(InvalidInput) as err:
+        workday_mean(load, DRAGON_KINDS[:11], None, EVENT)
+    assert err.value.violations[0].field == "load"
+    part = workday_mean(load[:, :, 40:60], DRAGON_KINDS, PREVIOUS_EVENT, EVENT, held_slots=slice(40, 60))
+    np.testing.assert_allclose(part.power_kw[0], 40 + SLOT[40:60])
+    adj = same_day_adjustment(np.full((1, 20), 100.0), np.full((1, 20), 110.0), slice(52, 56), slice(44, 48),
+                              held_slots=slice(40, 60))
+    assert adj.value[0] == pytest.approx(1.1) and adj.power_kw[0, 12:16].tolist() == pytest.approx([110.0] * 4)
+    assert adj.power_kw[0, :12].tolist() == [100.0] * 12

@@ -33,6 +33,19 @@ Missing values inside a chosen day are skipped slot by slot (the slot's mean is
 over the chosen days that have it); a slot missing on every chosen day is NaN.
 A meter with fewer eligible days than asked uses those it has; ``days_used``
 reports how many, so an evaluation can flag it; with none, its baseline is NaN.
+
+Part of the calendar
+--------------------
+A method reads only the days it chooses and each slot on its own, so ``load`` may
+hold just those: ``held_days`` (n_held,) int, increasing — the calendar days
+(indices into ``day_kinds``) the day axis of ``load`` holds — and ``held_slots``
+``slice(first, end)`` — the slots of the day its last axis holds (the result is
+then on those slots). ``day_kinds``, ``excluded``, ``event_day_idx``, temperatures
+and ``window_slots`` stay on the whole calendar and day. The days a method may
+choose are :meth:`BaselineSpec.days_needed`; a chosen day that is not held is an
+error, never a smaller baseline. The result equals the whole-calendar one on the
+held slots (property-tested), and is what an evaluation over a million meters
+reads: a few days and the slots around the event, not weeks of full days.
 """
 
 from __future__ import annotations
@@ -82,11 +95,85 @@ class Adjusted(NamedTuple):
 # ---------------------------------------------------------------- input checks
 
 
-def _load(load: np.ndarray) -> np.ndarray:
+def _day_part(held_slots: Any) -> tuple[int, int]:
+    """(first, end) slot of the day that the last axis of ``load`` holds: all 96 unless ``held_slots`` says."""
+    if held_slots is None:
+        return 0, SLOTS_PER_DAY
+    ok = isinstance(held_slots, slice) and held_slots.step in (None, 1)
+    lo, hi = (held_slots.start or 0, held_slots.stop) if ok else (None, None)
+    if not (ok and isinstance(lo, int) and isinstance(hi, int) and 0 <= lo < hi <= SLOTS_PER_DAY):
+        raise InvalidInput(Violation("held_slots", "must be slice(first, end) with 0 <= first < end <= 96", held_slots))
+    return lo, hi
+
+
+def _load(load: np.ndarray, n_slots: int = SLOTS_PER_DAY) -> np.ndarray:
     arr = np.asarray(load)
-    if arr.ndim != 3 or arr.shape[2] != SLOTS_PER_DAY:
-        raise InvalidInput(Violation("load", "must have shape (n_meters, n_days, 96)", arr.shape))
+    if arr.ndim != 3 or arr.shape[2] != n_slots:
+        shape = "(n_meters, n_days, 96)" if n_slots == SLOTS_PER_DAY else f"(n_meters, n_days, {n_slots}) (held_slots)"
+        raise InvalidInput(Violation("load", f"must have shape {shape}", arr.shape))
     return arr if arr.dtype.kind == "f" else arr.astype(np.float64)
+
+
+class _Frame(NamedTuple):
+    """The load and what its axes hold: calendar days ``held`` (None: every day of ``day_kinds``,
+    ``n_days`` of them) and the slots ``lo .. lo + arr.shape[2] - 1`` of each day."""
+
+    arr: np.ndarray
+    n_days: int
+    held: np.ndarray | None
+    lo: int
+
+
+def _frame(load: np.ndarray, day_kinds: Any, held_days: Any, held_slots: Any) -> _Frame:
+    lo, hi = _day_part(held_slots)
+    arr = _load(load, hi - lo)
+    kind_shape = np.shape(day_kinds)
+    n_days = kind_shape[-1] if kind_shape else arr.shape[1]
+    if held_days is None:
+        if arr.shape[1] != n_days:
+            raise InvalidInput(Violation(
+                "load", f"must hold the {n_days} days of day_kinds (or name the days it holds in held_days)",
+                arr.shape))
+        return _Frame(arr, n_days, None, lo)
+    held = np.asarray(held_days)
+    if (held.ndim != 1 or held.dtype.kind not in "iu" or held.size != arr.shape[1]
+            or (held.size and (held[0] < 0 or held[-1] >= n_days or (np.diff(held) <= 0).any()))):
+        raise InvalidInput(Violation(
+            "held_days", f"must be {arr.shape[1]} increasing day indices in 0..{n_days - 1}, one per day of load",
+            held.tolist() if held.size < 50 else held.shape))
+    return _Frame(arr, n_days, held.astype(np.int64), lo)
+
+
+def _held(selected: np.ndarray, fr: _Frame) -> np.ndarray:
+    """A choice of calendar days (rows, n_days) on the days the load holds (rows, n_held).
+
+    Every chosen day must be held: a baseline is never formed from fewer days than the method chose.
+    """
+    if fr.held is None:
+        return selected
+    missing = selected.copy()
+    missing[:, fr.held] = False
+    if missing.any():
+        raise InvalidInput(Violation("held_days", "must include every day the method chooses",
+                                     np.flatnonzero(missing.any(axis=0)).tolist()))
+    return selected[:, fr.held]
+
+
+def _on_calendar(selected: np.ndarray, fr: _Frame) -> np.ndarray:
+    """A choice on the held days back on the calendar (rows, n_days)."""
+    if fr.held is None:
+        return selected
+    out = np.zeros((selected.shape[0], fr.n_days), dtype=bool)
+    out[:, fr.held] = selected
+    return out
+
+
+def _window(name: str, slots: Any, fr_lo: int, width: int) -> np.ndarray:
+    """Slot indices of the day (``_slots``) as indices of the held part of the day."""
+    idx = _slots(name, slots)
+    if idx[0] < fr_lo or idx[-1] >= fr_lo + width:
+        raise InvalidInput(Violation(name, f"must lie inside held_slots ({fr_lo}..{fr_lo + width - 1})", slots))
+    return idx - fr_lo
 
 
 def _rows(name: str, value: Any, n_meters: int, n_days: int, dtype: type) -> np.ndarray:
@@ -176,15 +263,15 @@ def most_recent(eligible: np.ndarray, n: int) -> np.ndarray:
 
 
 def _masked_mean(load: np.ndarray, selected: np.ndarray) -> np.ndarray:
-    """Mean over the selected days, slot by slot; (n_meters, 96).
+    """Mean over the selected days, slot by slot; (n_meters, n_slots).
 
     ``selected`` is (1, n_days) (shared) or (n_meters, n_days). Sums the chosen
     days block by block of meters, so the accumulator stays in cache and no
     gathered copy of the load is made; blocks that meet a NaN are redone with
     per-slot counts.
     """
-    n_meters, n_days, _ = load.shape
-    out = np.zeros((n_meters, SLOTS_PER_DAY), dtype=load.dtype)
+    n_meters, n_days, n_slots = load.shape
+    out = np.zeros((n_meters, n_slots), dtype=load.dtype)
     shared = selected.shape[0] == 1
     days = np.flatnonzero(selected.any(axis=0))
     whole = selected.all(axis=0)
@@ -215,13 +302,13 @@ def _masked_mean(load: np.ndarray, selected: np.ndarray) -> np.ndarray:
     return out
 
 
-def _result(load: np.ndarray, selected: np.ndarray) -> Baseline:
+def _result(load: np.ndarray, selected: np.ndarray, calendar: np.ndarray | None = None) -> Baseline:
+    """Mean over ``selected`` (on the held days); ``calendar`` is the same choice on the calendar."""
     n_meters = load.shape[0]
     power = _masked_mean(load, selected)
     used = selected.sum(axis=1).astype(np.int32)
-    return Baseline(
-        power, np.broadcast_to(used, (n_meters,)), np.broadcast_to(selected, (n_meters, load.shape[1]))
-    )
+    cal = selected if calendar is None else calendar
+    return Baseline(power, np.broadcast_to(used, (n_meters,)), np.broadcast_to(cal, (n_meters, cal.shape[1])))
 
 
 # ---------------------------------------------------------------- methods
@@ -235,6 +322,8 @@ def workday_mean(
     n_days: int = 5,
     skip_days: int = 2,
     kinds: tuple[int, ...] = WORKING_KINDS,
+    held_days: np.ndarray | None = None,
+    held_slots: slice | None = None,
 ) -> Baseline:
     """GB/T 32127 working-day baseline: mean of the ``n_days`` newest similar working days.
 
@@ -247,14 +336,17 @@ def workday_mean(
     n_days : int — days averaged (5)
     skip_days : int — the first candidate is ``event_day - skip_days`` (2)
     kinds : tuple of int — day kinds that count as similar (working days)
+    held_days, held_slots : what ``load`` holds when it is not the whole calendar (see the module's
+        "Part of the calendar"); the result is then on ``held_slots``
 
     Returns
     -------
     Baseline — power_kw (n_meters, 96) kW, days_used (n_meters,), selected (n_meters, n_days_total)
     """
-    arr = _load(load)
-    elig = eligible_days(day_kinds, excluded, event_day_idx, kinds, skip_days, arr.shape[0])
-    return _result(arr, most_recent(elig, _positive("n_days", n_days)))
+    fr = _frame(load, day_kinds, held_days, held_slots)
+    elig = eligible_days(day_kinds, excluded, event_day_idx, kinds, skip_days, fr.arr.shape[0])
+    chosen = most_recent(elig, _positive("n_days", n_days))
+    return _result(fr.arr, _held(chosen, fr), chosen)
 
 
 def similar_day_mean(
@@ -265,26 +357,47 @@ def similar_day_mean(
     n_days: int = 3,
     skip_days: int = 2,
     kinds: tuple[int, ...] = NON_WORKING_KINDS,
+    held_days: np.ndarray | None = None,
+    held_slots: slice | None = None,
 ) -> Baseline:
     """Weekend/holiday baseline: mean of the ``n_days`` newest similar non-working days.
 
     Same parameters, units and shapes as :func:`workday_mean`; ``kinds`` defaults
     to weekend rest days and holidays (1, 2), ``n_days`` to 3.
     """
-    return workday_mean(load, day_kinds, excluded, event_day_idx, n_days, skip_days, kinds)
+    return workday_mean(load, day_kinds, excluded, event_day_idx, n_days, skip_days, kinds, held_days, held_slots)
 
 
 def window_mean(load: np.ndarray, window_slots: Any) -> np.ndarray:
     """Mean load over the event window of every meter and day, NaN-skipping; (n_meters, n_days) kW."""
     arr = _load(load)
-    idx = _slots("window_slots", window_slots)
-    out = np.empty(arr.shape[:2], dtype=np.float64)
+    return _window_mean(arr, _slots("window_slots", window_slots))
+
+
+def _window_mean(arr: np.ndarray, idx: np.ndarray, days: np.ndarray | None = None) -> np.ndarray:
+    """NaN-skipping mean over the slots ``idx`` of the last axis, on ``days`` of the day axis (all if
+    None); (n_meters, n_days taken) float64. Blocks without a NaN take a plain sum."""
+    taken = np.arange(arr.shape[1]) if days is None else np.asarray(days, dtype=np.int64)
+    out = np.empty((arr.shape[0], taken.size), dtype=np.float64)
+    if taken.size == 0:
+        return out
+    # a contiguous window and every day: a view, no gathered copy
+    cut = slice(int(idx[0]), int(idx[-1]) + 1) if idx[-1] - idx[0] + 1 == idx.size else idx
+    every = days is None
     step = _chunk(arr)
     with np.errstate(invalid="ignore", divide="ignore"):
         for lo in range(0, arr.shape[0], step):
-            part = arr[lo : lo + step][:, :, idx]
-            have = ~np.isnan(part)
-            out[lo : lo + step] = np.where(have, part, 0).sum(axis=2, dtype=np.float64) / have.sum(axis=2)
+            part = arr[lo : lo + step][:, :, cut]           # the window first: a view
+            if not every:
+                part = part[:, taken]                          # then the days: a small copy
+            total = part.sum(axis=2, dtype=np.float64)
+            gaps = np.isnan(total)
+            total /= idx.size
+            if gaps.any():
+                sub = part[gaps]
+                have = ~np.isnan(sub)
+                total[gaps] = np.where(have, sub, 0).sum(axis=1, dtype=np.float64) / have.sum(axis=1)
+            out[lo : lo + step] = total
     return out
 
 
@@ -298,36 +411,45 @@ def high_x_of_y(
     y: int = 5,
     skip_days: int = 2,
     kinds: tuple[int, ...] = WORKING_KINDS,
+    held_days: np.ndarray | None = None,
+    held_slots: slice | None = None,
 ) -> Baseline:
     """High-X-of-Y: of the ``y`` newest eligible days, average the ``x`` with the highest window load.
 
     Parameters
     ----------
-    load, day_kinds, excluded, event_day_idx, skip_days, kinds : as :func:`workday_mean`
+    load, day_kinds, excluded, event_day_idx, skip_days, kinds, held_days, held_slots : as :func:`workday_mean`
     window_slots : slice, slot indices or (96,) bool — the event window the days are ranked on
     x : int — days averaged (4)
     y : int — newest eligible days considered (5)
 
     Days are ranked per meter on their mean load over ``window_slots``; ties go
     to the newer day, and a candidate without any data in the window ranks last.
+    Only the candidate days are scored (a shared calendar: ``y`` days, not all).
 
     Returns
     -------
     Baseline — power_kw (n_meters, 96) kW, days_used (n_meters,), selected (n_meters, n_days_total)
     """
-    arr = _load(load)
+    fr = _frame(load, day_kinds, held_days, held_slots)
+    arr = fr.arr
     x, y = _positive("x", x), _positive("y", y)
     if x > y:
         raise InvalidInput(Violation("x", f"must not exceed y ({y})", x))
-    n_meters, n_days, _ = arr.shape
-    candidates = most_recent(eligible_days(day_kinds, excluded, event_day_idx, kinds, skip_days, n_meters), y)
-    score = window_mean(arr, window_slots)
+    n_meters, n_held, _ = arr.shape
+    cand = _held(most_recent(eligible_days(day_kinds, excluded, event_day_idx, kinds, skip_days, n_meters), y), fr)
+    idx = _window("window_slots", window_slots, fr.lo, arr.shape[2])
+    cols = np.flatnonzero(cand.any(axis=0))             # days some meter may rank, oldest first
+    score = _window_mean(arr, idx, cols)
+    mine = cand[:, cols]
     # candidates by window load, one without window data below them all; other days sort last (NaN)
-    score = np.where(candidates, np.where(np.isnan(score), -np.inf, score), np.nan)
+    score = np.where(mine, np.where(np.isnan(score), -np.inf, score), np.nan)
     newest_first = np.argsort(-score[:, ::-1], axis=1, kind="stable")[:, :x]
-    selected = np.zeros((n_meters, n_days), dtype=bool)
-    np.put_along_axis(selected, n_days - 1 - newest_first, True, axis=1)
-    return _result(arr, selected & candidates)
+    pick = np.zeros(score.shape, dtype=bool)
+    np.put_along_axis(pick, cols.size - 1 - newest_first, True, axis=1)
+    selected = np.zeros((n_meters, n_held), dtype=bool)
+    selected[:, cols] = pick & mine
+    return _result(arr, selected, _on_calendar(selected, fr))
 
 
 def _cooling_feature(temp_c: np.ndarray, form: str, t_base_c: float) -> np.ndarray:
@@ -363,6 +485,15 @@ def _temperature(name: str, temp_c: Any, n_meters: int, n_days: int | None) -> n
     return arr
 
 
+def _part_of(temp: np.ndarray, fr: _Frame, width: int, days_axis: bool) -> np.ndarray:
+    """A calendar temperature array (``_temperature``) on the held days and slots (size-1 axes stay)."""
+    if days_axis and fr.held is not None and temp.shape[1] > 1:
+        temp = temp[:, fr.held]
+    if temp.shape[-1] > 1:
+        temp = temp[..., fr.lo : fr.lo + width]
+    return temp
+
+
 def temperature_regression(
     load: np.ndarray,
     temp_c: np.ndarray,
@@ -375,6 +506,8 @@ def temperature_regression(
     t_base_c: float = 22.0,
     form: str = "cooling",
     kinds: tuple[int, ...] = WORKING_KINDS,
+    held_days: np.ndarray | None = None,
+    held_slots: slice | None = None,
 ) -> Baseline:
     """Weather-adjusted baseline: per meter and slot, least squares of load on temperature.
 
@@ -388,35 +521,116 @@ def temperature_regression(
 
     Parameters
     ----------
-    load, day_kinds, excluded, event_day_idx, skip_days, kinds : as :func:`workday_mean`
+    load, day_kinds, excluded, event_day_idx, skip_days, kinds, held_days, held_slots : as :func:`workday_mean`
     temp_c : (n_days_total,) daily or (n_days_total, 96) per-slot, shared by all meters,
-        or (n_meters, n_days_total, 96); °C, NaN = missing
+        or (n_meters, n_days_total, 96); °C, NaN = missing (on the calendar, whatever ``load`` holds)
     event_temp_c : scalar, (96,), (n_meters, 1) or (n_meters, 96); °C on the event day
     n_days : int — newest eligible days fitted (20)
     t_base_c : float — balance temperature of the cooling-degree feature, °C (22)
     form : "cooling" or "linear"
 
+    With one choice of days and one temperature for every meter (the usual case), the feature's
+    mean and spread are computed once and each meter costs one pass over its chosen days; a meter
+    with a gap in those days (or per-meter choices or temperatures) takes the general path.
+
     Returns
     -------
     Baseline — power_kw (n_meters, 96) kW, days_used (n_meters,), selected (n_meters, n_days_total)
     """
-    arr = _load(load)
-    n_meters, n_total, _ = arr.shape
-    selected = most_recent(
+    fr = _frame(load, day_kinds, held_days, held_slots)
+    arr = fr.arr
+    n_meters, _, width = arr.shape
+    chosen = most_recent(
         eligible_days(day_kinds, excluded, event_day_idx, kinds, skip_days, n_meters),
         _positive("n_days", n_days),
     )
-    feat = _cooling_feature(_temperature("temp_c", temp_c, n_meters, n_total), form, t_base_c)
-    feat_event = _cooling_feature(_temperature("event_temp_c", event_temp_c, n_meters, None), form, t_base_c)
-    feat_event = np.broadcast_to(feat_event, (n_meters, SLOTS_PER_DAY))
-    out = np.empty((n_meters, SLOTS_PER_DAY), dtype=arr.dtype)
-    step = max(16, (1 << 23) // (max(n_total, 1) * SLOTS_PER_DAY * 8))  # ~8 MB of float64 per block
-    with np.errstate(invalid="ignore", divide="ignore"):
+    selected = _held(chosen, fr)
+    feat = _cooling_feature(_part_of(_temperature("temp_c", temp_c, n_meters, fr.n_days), fr, width, True),
+                            form, t_base_c)
+    feat_event = _cooling_feature(_part_of(_temperature("event_temp_c", event_temp_c, n_meters, None), fr, width,
+                                           False), form, t_base_c)
+    feat_event = np.broadcast_to(feat_event, (n_meters, width))
+    out = np.empty((n_meters, width), dtype=arr.dtype)
+    todo = np.arange(n_meters)
+    if selected.shape[0] == 1 and feat.shape[0] == 1:
+        todo = _regression_shared(arr, feat[0], feat_event, selected[0], out)
+    if todo.size:
+        _regression_general(arr, feat, feat_event, selected, out, todo)
+    used = selected.sum(axis=1).astype(np.int32)
+    return Baseline(out, np.broadcast_to(used, (n_meters,)), np.broadcast_to(chosen, (n_meters, fr.n_days)))
+
+
+def _regression_shared(arr: np.ndarray, feat: np.ndarray, feat_event: np.ndarray, selected: np.ndarray,
+                       out: np.ndarray) -> np.ndarray:
+    """One choice of days and one feature (n_held or 1, width or 1) for every meter: fills ``out`` for
+    the meters without a gap in the chosen days and returns the others (for the general path).
+
+    One pass over the chosen days, block by block of meters (the block stays in cache), in the
+    load's dtype: the feature's mean ``mx`` and centred values ``dx`` are shared; the load is
+    shifted by its value on the first chosen day (``z = y - y_0``, so a constant load gives exactly
+    0 and the fit stays exact), then ``Σz`` and ``Σ dx·z`` give the mean and the slope.
+    """
+    n_meters, _, width = arr.shape
+    days = np.flatnonzero(selected)
+    x = np.broadcast_to(feat if feat.shape[0] == 1 else feat[days], (days.size, width)).astype(np.float64)
+    if days.size == 0 or np.isnan(x).any():
+        return np.arange(n_meters)               # no day, or a gap in the temperatures: the general path
+    mx = x.mean(axis=0)
+    dx = x - mx
+    sxx = (dx * dx).sum(axis=0)
+    keep = sxx > 1e-12 * days.size
+    per = np.where(keep, 1.0 / np.where(keep, sxx, 1.0), 0.0)
+    dt = arr.dtype
+    sum_dx = dx.sum(axis=0).astype(dt)        # 0 but for rounding
+    dxt, per, mx = dx.astype(dt), per.astype(dt), mx.astype(dt)
+    shared_event = feat_event.strides[0] == 0
+    de = (feat_event[0] - mx).astype(dt) if shared_event else None
+    step = max(64, (1 << 20) // (width * dt.itemsize))
+    sz = np.empty((step, width), dtype=dt)
+    szx = np.empty_like(sz)
+    tmp = np.empty_like(sz)
+    gaps: list[np.ndarray] = []
+    with np.errstate(invalid="ignore"):
         for lo in range(0, n_meters, step):
-            hi = min(lo + step, n_meters)
-            yv = arr[lo:hi].astype(np.float64)
-            xv = np.broadcast_to(feat[lo:hi] if feat.shape[0] > 1 else feat, yv.shape)
-            rows = selected[lo:hi] if selected.shape[0] > 1 else selected
+            block = arr[lo : lo + step]
+            m = block.shape[0]
+            a, b, t = sz[:m], szx[:m], tmp[:m]
+            y0 = block[:, days[0]]
+            a.fill(0)
+            b.fill(0)
+            for j in range(1, days.size):
+                np.subtract(block[:, days[j]], y0, out=t)
+                a += t
+                t *= dxt[j]
+                b += t
+            a /= days.size                                     # mean of z
+            np.multiply(a, sum_dx, out=t)
+            b -= t
+            b *= per                                           # slope
+            b *= de if shared_event else (feat_event[lo : lo + m] - mx).astype(dt)
+            res = out[lo : lo + m]
+            np.add(y0, a, out=res)
+            res += b
+            bad = np.flatnonzero(np.isnan(res).any(axis=1))
+            if bad.size:
+                gaps.append(lo + bad)
+    return np.concatenate(gaps) if gaps else np.zeros(0, dtype=np.int64)
+
+
+def _regression_general(arr: np.ndarray, feat: np.ndarray, feat_event: np.ndarray, selected: np.ndarray,
+                        out: np.ndarray, meters: np.ndarray) -> None:
+    """Per meter and slot over the days that have data: fills ``out[meters]``."""
+    days = np.flatnonzero(selected.any(axis=0))        # only days some meter chose
+    feat = feat[:, days] if feat.shape[1] > 1 else feat
+    selected = selected[:, days]
+    width = arr.shape[2]
+    step = max(16, (1 << 23) // (max(days.size, 1) * width * 8))  # ~8 MB of float64 per block
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for lo in range(0, meters.size, step):
+            rows_m = meters[lo : lo + step]
+            yv = arr[rows_m][:, days].astype(np.float64)
+            xv = np.broadcast_to(feat[rows_m] if feat.shape[0] > 1 else feat, yv.shape)
+            rows = selected[rows_m] if selected.shape[0] > 1 else selected
             use = rows[:, :, None] & ~np.isnan(yv) & ~np.isnan(xv)
             n = use.sum(axis=1)
             mx = np.where(use, xv, 0).sum(axis=1) / n
@@ -425,9 +639,7 @@ def temperature_regression(
             dy = np.where(use, yv - my[:, None], 0)
             sxx = (dx * dx).sum(axis=1)
             slope = np.where(sxx > 1e-12 * n, (dx * dy).sum(axis=1) / sxx, 0.0)
-            out[lo:hi] = my + slope * (feat_event[lo:hi] - mx)
-    used = selected.sum(axis=1).astype(np.int32)
-    return Baseline(out, np.broadcast_to(used, (n_meters,)), np.broadcast_to(selected, (n_meters, n_total)))
+            out[rows_m] = my + slope * (feat_event[rows_m] - mx)
 
 
 # ---------------------------------------------------------------- adjustment and response
@@ -455,6 +667,7 @@ def same_day_adjustment(
     adj_slots: Any,
     kind: str = "multiplicative",
     cap: float = 0.2,
+    held_slots: slice | None = None,
 ) -> Adjusted:
     """Bounded same-day adjustment of a baseline from the hours before the event.
 
@@ -466,6 +679,8 @@ def same_day_adjustment(
     adj_slots : slice, slot indices or (96,) bool — slots compared, e.g. :func:`pre_event_slots`
     kind : "multiplicative" or "additive"
     cap : float, ≥ 0 — bound of the adjustment (0.2 = 20 %)
+    held_slots : slice(first, end) — the slots of the day ``baseline`` and ``load_event_day`` hold
+        (all 96 by default); ``window_slots`` and ``adj_slots`` stay slots of the day
 
     Multiplicative: factor = mean load / mean baseline over ``adj_slots``,
     clipped to ``[1 - cap, 1 + cap]``, multiplies the window slots. Additive:
@@ -480,15 +695,18 @@ def same_day_adjustment(
     """
     base = np.asarray(baseline, dtype=np.result_type(baseline, np.float32))
     metered = np.asarray(load_event_day)
-    if base.ndim != 2 or base.shape[1] != SLOTS_PER_DAY or metered.shape != base.shape:
+    lo, hi = _day_part(held_slots)
+    if base.ndim != 2 or base.shape[1] != hi - lo or metered.shape != base.shape:
         raise InvalidInput(
             Violation(
-                "load_event_day", "baseline and load_event_day must both be (n_meters, 96)", metered.shape
+                "load_event_day", f"baseline and load_event_day must both be (n_meters, {hi - lo})",
+                metered.shape
             )
         )
     if not cap >= 0:
         raise InvalidInput(Violation("cap", "must be >= 0", cap))
-    window, adj = _slots("window_slots", window_slots), _slots("adj_slots", adj_slots)
+    window = _window("window_slots", window_slots, lo, hi - lo)
+    adj = _window("adj_slots", adj_slots, lo, hi - lo)
     with np.errstate(invalid="ignore", divide="ignore"):
         base_adj = _nanmean_rows(base[:, adj])
         load_adj = _nanmean_rows(metered[:, adj])
@@ -536,12 +754,14 @@ METHODS: dict[str, Callable[..., Baseline]] = {
     "temperature-regression": temperature_regression,
 }
 
-_DATA_ARGS = {"load", "day_kinds", "excluded", "event_day_idx", "window_slots", "temp_c", "event_temp_c"}
+_DATA_ARGS = {"load", "day_kinds", "excluded", "event_day_idx", "window_slots", "temp_c", "event_temp_c",
+              "held_days", "held_slots"}
 
 
 def _defaults(method: str) -> dict[str, Any]:
     sig = inspect.signature(METHODS[method])
-    return {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+    return {k: p.default for k, p in sig.parameters.items()
+            if p.default is not inspect.Parameter.empty and k not in _DATA_ARGS}
 
 
 def _id_core(method: str, p: Mapping[str, Any]) -> tuple[str, set[str]]:
@@ -610,6 +830,15 @@ class BaselineSpec:
             adj = {"kind": "multiplicative", "cap": 0.2, **self.adjustment}
             core += f"+{'mult' if adj['kind'] == 'multiplicative' else 'add'}-{adj['cap']:g}"
         return core
+
+    def days_needed(self, day_kinds: np.ndarray, excluded: np.ndarray | None, event_day_idx: int | np.ndarray,
+                    n_meters: int = 1) -> np.ndarray:
+        """(n_days,) bool: every calendar day this method may choose for some meter — what a caller
+        reads (with the event day) and passes as ``held_days`` (see "Part of the calendar")."""
+        p = self.resolved
+        n = p["y"] if self.method == "high-x-of-y" else p["n_days"]
+        elig = eligible_days(day_kinds, excluded, event_day_idx, p["kinds"], p["skip_days"], n_meters)
+        return most_recent(elig, _positive("n_days", n)).any(axis=0)
 
     def compute(self, **data: Any) -> Baseline:
         """Run the method on ``data`` (load, day_kinds, excluded, event_day_idx and what the method needs)."""
