@@ -28,6 +28,8 @@ EXAMPLES = """[bold]Examples[/bold] (each command's --help has more):
   openvpp telemetry ingest --mqtt mqtt://127.0.0.1:1883   MQTT ingest worker (QoS 1, ack after commit)
   openvpp resources import new.csv                     add resources; bad rows named, nothing written
   openvpp resources summary --by district --json       connected / adjustable capacity
+  openvpp resources summary --by feeder,type --parent GZ-HZ-S01   a grid level x type under a node
+  openvpp resources list --district GZ-HZ --grade A    a filtered page, as the API lists
   openvpp report targets --by type                     progress against the 2025-2027 targets
   openvpp operators transition OP20 admit --reason "file complete"
   openvpp resources transfer R1 --to OP02 --reason merger
@@ -65,9 +67,9 @@ report_app.command("event")(settlement.report_event)
 report_app.command("operator")(settlement.report_operator)
 report_app.command("year")(settlement.report_year)
 app.add_typer(ev.ocpp_app, name="ocpp")
+app.add_typer(admin.contracts_app, name="contracts")
 res_app.command("transition")(admin.resources_transition)
 res_app.command("transfer")(admin.resources_transfer)
-res_app.command("export")(admin.resources_export)
 
 err = Console(stderr=True)
 out = Console()
@@ -215,63 +217,292 @@ def resources_import(file: Path = typer.Argument(..., exists=True, dir_okay=Fals
               f"{time.perf_counter() - t0:.2f} s")
 
 
-@res_app.command("summary")
-def resources_summary(by: str = typer.Option("district", help="district|substation|feeder|transformer_area|"
-                                             "type|operator|response_mode|grade|protocol"),
-                      as_json: bool = typer.Option(False, "--json", help="print JSON only")) -> None:
-    """Connected and adjustable capacity of active resources, grouped.
+#: the resource filters every listing command takes: option → filter (``registry.FILTERS``)
+def _filters(resource_type, operator_id, owner_id, district_id, substation_id, feeder_id, ta_id, state,
+             verified_grade, response_mode) -> dict[str, str | None]:
+    return {"resource_type": resource_type, "operator_id": operator_id, "owner_id": owner_id,
+            "district_id": district_id, "substation_id": substation_id, "feeder_id": feeder_id, "ta_id": ta_id,
+            "state": state, "verified_grade": verified_grade, "response_mode": response_mode}
 
-    Example: openvpp resources summary --by type --json
+
+TYPE_OPT = typer.Option(None, "--type", help="resource type, e.g. central_ac")
+OPERATOR_OPT = typer.Option(None, "--operator", help="operator id")
+OWNER_OPT = typer.Option(None, "--owner", help="owner id")
+DISTRICT_OPT = typer.Option(None, "--district", help="district node id, e.g. GZ-HZ")
+SUBSTATION_OPT = typer.Option(None, "--substation", help="substation node id")
+FEEDER_OPT = typer.Option(None, "--feeder", help="feeder node id")
+TA_OPT = typer.Option(None, "--ta", help="transformer area node id")
+GRADE_OPT = typer.Option(None, "--grade", help="verified grade: A, B or C")
+MODE_OPT = typer.Option(None, "--mode", help="response mode: automatic, semi_automatic, manual")
+CENTER = "cli"
+
+
+def _center():
+    from openvpp.store import audit
+
+    return audit.Actor(CENTER, "city_admin")
+
+
+def _mw(kw: float) -> str:
+    return f"{kw / 1000:,.2f}"
+
+
+@res_app.command("summary")
+def resources_summary(
+        by: str = typer.Option("district", help="one grouping or two separated by a comma: district, substation, "
+                               "feeder, transformer_area, type (or resource_type), operator, response_mode, grade, "
+                               "protocol"),
+        parent: str | None = typer.Option(None, help="a grid node id: only the resources under it"),
+        resource_type: str | None = TYPE_OPT, operator_id: str | None = OPERATOR_OPT,
+        owner_id: str | None = OWNER_OPT, district_id: str | None = DISTRICT_OPT,
+        substation_id: str | None = SUBSTATION_OPT, feeder_id: str | None = FEEDER_OPT, ta_id: str | None = TA_OPT,
+        state: str | None = typer.Option(None, help="count resources in this state instead of active ones"),
+        verified_grade: str | None = GRADE_OPT, response_mode: str | None = MODE_OPT,
+        limit: int = typer.Option(1000, min=1, help="groups per page"), offset: int = typer.Option(0, min=0),
+        as_json: bool = typer.Option(False, "--json", help="print JSON only")) -> None:
+    """Connected, adjustable and verified capacity grouped by one or two keys, city-wide or under a grid
+    node, with the resource filters (a SQL GROUP BY on the configured database).
+
+    Example: openvpp resources summary --by feeder,resource_type --parent GZ-HZ-S01 --mode automatic
     """
     from openvpp.services import registry
+    from openvpp.store import db
+
+    filters = _filters(resource_type, operator_id, owner_id, district_id, substation_id, feeder_id, ta_id, state,
+                       verified_grade, response_mode)
+    try:
+        with db.get_engine(_settings().database_url).connect() as conn:
+            page = registry.summary_page(conn, by, parent=parent, filters=filters, limit=limit, offset=offset)
+    except OpenVPPError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps({"by": by, "parent": parent, **page}, ensure_ascii=False, default=str))
+        return
+    keys, rows = page["keys"], page["rows"]
+    t = Table(title=f"resources by {' x '.join(keys)}" + (f" under {parent}" if parent else ""))
+    for col in (*keys, "label", "resources", "connected MW", "adjustable down MW", "adjustable up MW",
+                "verified MW"):
+        t.add_column(col, justify="right" if "MW" in col or col == "resources" else "left")
+    for r in rows:
+        label = r["label"] if len(keys) == 1 else " / ".join(str(x) for x in r["label"])
+        t.add_row(*(str(r[k]) for k in keys), str(label), f"{r['resources']:,}", _mw(r["connected_kw"]),
+                  _mw(r["adjustable_down_kw"]), _mw(r["adjustable_up_kw"]), _mw(r["verified_down_kw"]))
+    out.print(t)
+    if page["total"] > len(rows):
+        err.print(f"groups {offset + 1:,}-{offset + len(rows):,} of {page['total']:,} (--limit, --offset)")
+
+
+@res_app.command("list")
+def resources_list(
+        resource_type: str | None = TYPE_OPT, operator_id: str | None = OPERATOR_OPT,
+        owner_id: str | None = OWNER_OPT, district_id: str | None = DISTRICT_OPT,
+        substation_id: str | None = SUBSTATION_OPT, feeder_id: str | None = FEEDER_OPT, ta_id: str | None = TA_OPT,
+        state: str | None = typer.Option(None, help="registered, active, rejected, retired"),
+        verified_grade: str | None = GRADE_OPT, response_mode: str | None = MODE_OPT,
+        search: str | None = typer.Option(None, "--q", help="text in the id, name or meter id"),
+        limit: int = typer.Option(50, min=1, max=1000), offset: int = typer.Option(0, min=0),
+        as_json: bool = typer.Option(False, "--json", help="print JSON only")) -> None:
+    """A page of resources, filtered as the API's list (in resource id order; the total counts every match).
+
+    Example: openvpp resources list --district GZ-HZ --grade A --limit 20
+    """
+    from openvpp.services import resources as svc
+    from openvpp.store import db
+
+    filters = _filters(resource_type, operator_id, owner_id, district_id, substation_id, feeder_id, ta_id, state,
+                       verified_grade, response_mode)
+    try:
+        with db.get_engine(_settings().database_url).connect() as conn:
+            page = svc.list_page(conn, _center(), filters, search, limit, offset)
+    except OpenVPPError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(page, ensure_ascii=False, default=str))
+        return
+    t = Table(title=f"resources {offset + 1:,}-{offset + len(page['items']):,} of {page['total']:,}")
+    for col in ("resource_id", "name", "type", "operator", "district", "transformer area", "state", "down kW",
+                "up kW", "grade"):
+        t.add_column(col, justify="right" if "kW" in col else "left")
+    for r in page["items"]:
+        t.add_row(r["resource_id"], str(r["name"] or ""), r["resource_type"], str(r["operator_id"] or "-"),
+                  str(r["district_id"]), r["ta_id"], r["state"], f"{r['adjustable_down_kw']:,.1f}",
+                  f"{r['adjustable_up_kw']:,.1f}", str(r["verified_grade"] or "-"))
+    out.print(t)
+
+
+@res_app.command("export")
+def resources_export(
+        out_file: Path = typer.Argument(..., metavar="OUT", help="file to write (.csv or .parquet)"),
+        fmt: str | None = typer.Option(None, "--format", help="csv or parquet (default: from the file name)"),
+        resource_type: str | None = TYPE_OPT, operator_id: str | None = OPERATOR_OPT,
+        owner_id: str | None = OWNER_OPT, district_id: str | None = DISTRICT_OPT,
+        substation_id: str | None = SUBSTATION_OPT, feeder_id: str | None = FEEDER_OPT, ta_id: str | None = TA_OPT,
+        state: str | None = typer.Option(None, help="registered, active, rejected, retired"),
+        verified_grade: str | None = GRADE_OPT, response_mode: str | None = MODE_OPT) -> None:
+    """Export resources with the API list's filters to CSV or Parquet (the columns of resources.csv first,
+    so an export re-imports; then state, verification and the grid ancestors).
+
+    Example: openvpp resources export haizhu-a.parquet --district GZ-HZ --grade A --mode automatic
+    """
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from openvpp.services import resources as svc
+    from openvpp.store import db
+
+    fmt = fmt or ("parquet" if out_file.suffix.lower() == ".parquet" else "csv")
+    if fmt not in ("csv", "parquet"):
+        err.print(f"[red]error:[/red] --format must be csv or parquet (got {fmt!r})")
+        raise typer.Exit(2)
+    filters = _filters(resource_type, operator_id, owner_id, district_id, substation_id, feeder_id, ta_id, state,
+                       verified_grade, response_mode)
+    try:
+        with db.get_engine(_settings().database_url).connect() as conn:
+            table = svc.export_table(conn, _center(), filters)
+    except OpenVPPError as exc:
+        _fail(exc)
+    (pq.write_table if fmt == "parquet" else pacsv.write_csv)(table, str(out_file))
+    err.print(f"wrote {table.num_rows:,} resources to {out_file}")
+
+
+@res_app.command("register", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def resources_register(
+        ctx: typer.Context,
+        file: Path | None = typer.Option(None, "--file", exists=True, dir_okay=False,
+                                         help="a JSON object with the resource's fields"),
+        as_operator: str | None = typer.Option(None, "--as-operator", help="register as this operator's admin: "
+                                               "the resource awaits the center's approval"),
+        as_json: bool = typer.Option(False, "--json", help="print the registered resource as JSON")) -> None:
+    """Register one resource, with the rules of an import (every field checked, references, no duplicate
+    meter; nothing written on refusal). Fields are the columns of resources.csv, from --file and/or
+    given as flags (--resource-id R9, --ta-id ...; flags win). The center's registration is active.
+
+    Example: openvpp resources register --file r9.json --adjustable-down-kw 150
+    """
+    from openvpp.model.columns import RESOURCE_COLUMNS
+    from openvpp.services import resources as svc
+    from openvpp.store import audit, db
+
+    fields: dict = {}
+    if file is not None:
+        try:
+            fields = json.loads(file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            err.print(f"[red]error:[/red] {file} is not JSON: {exc}")
+            raise typer.Exit(2) from None
+        if not isinstance(fields, dict):
+            err.print(f"[red]error:[/red] {file} must hold one JSON object of fields")
+            raise typer.Exit(2)
+    args = list(ctx.args)
+    known = ", ".join("--" + c.name.replace("_", "-") for c in RESOURCE_COLUMNS)
+    while args:
+        flag = args.pop(0)
+        if not flag.startswith("--"):
+            err.print(f"[red]error:[/red] unexpected argument {flag!r}; give fields as flags: {known}")
+            raise typer.Exit(2)
+        name, eq, value = flag[2:].partition("=")
+        if not eq:
+            if not args:
+                err.print(f"[red]error:[/red] {flag} needs a value")
+                raise typer.Exit(2)
+            value = args.pop(0)
+        fields[name.replace("-", "_")] = value
+    if not fields:
+        err.print(f"[red]error:[/red] give the resource's fields with --file and/or flags: {known}")
+        raise typer.Exit(2)
+    actor = (audit.Actor(CENTER, "operator_admin", operator_id=as_operator) if as_operator else _center())
+    try:
+        with db.get_engine(_settings().database_url).begin() as conn:
+            row = svc.register(conn, actor, fields)
+    except OpenVPPError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(row, ensure_ascii=False, default=str))
+        return
+    err.print(f"registered {row['resource_id']} ({row['state']}) in {row['ta_id']} for operator "
+              f"{row['operator_id'] or '-'}")
+
+
+@res_app.command("history")
+def resources_history(resource_id: str, as_json: bool = typer.Option(False, "--json", help="print JSON only"),
+                      limit: int = typer.Option(200, min=1, help="audit entries, newest first")) -> None:
+    """A resource's operators over time (closed links with their dates) and its audit trail.
+
+    Example: openvpp resources history R0000002
+    """
+    from openvpp.services import resources as svc
     from openvpp.store import db
 
     try:
         with db.get_engine(_settings().database_url).connect() as conn:
-            rows = registry.summary(conn, by)
+            h = svc.history(conn, _center(), resource_id, limit)
     except OpenVPPError as exc:
         _fail(exc)
     if as_json:
-        print(json.dumps({"by": by, "rows": rows}, ensure_ascii=False, default=str))
+        print(json.dumps(h, ensure_ascii=False, default=str))
         return
-    t = Table(title=f"resources by {by}")
-    for col in ("key", "label", "resources", "connected MW", "adjustable down MW", "adjustable up MW"):
-        t.add_column(col, justify="right" if "MW" in col or col == "resources" else "left")
-    for r in rows:
-        t.add_row(str(r["key"]), str(r["label"]), f"{r['resources']:,}", f"{r['connected_kw'] / 1000:,.2f}",
-                  f"{r['adjustable_down_kw'] / 1000:,.2f}", f"{r['adjustable_up_kw'] / 1000:,.2f}")
-    out.print(t)
+    out.print(f"{resource_id}: {h['state']}, operator {h['operator_id'] or '-'} since "
+              f"{h['operator_since'] or 'registration'}")
+    links = Table(title="earlier operators")
+    for col in ("operator", "from", "to", "reason"):
+        links.add_column(col)
+    for r in h["closed_links"]:
+        links.add_row(str(r["operator_id"]), str(r["valid_from"] or "registration"), str(r["valid_to"]),
+                      str(r["reason"] or ""))
+    out.print(links)
+    trail = Table(title="audit trail (newest first)")
+    for col in ("at", "action", "actor", "reason"):
+        trail.add_column(col)
+    for e in h["audit"]:
+        trail.add_row(str(e["at"]), e["action"], f"{e['actor']} ({e['actor_role']})", str(e["reason"] or ""))
+    out.print(trail)
 
 
 @report_app.command("targets")
 def report_targets(as_json: bool = typer.Option(False, "--json", help="print JSON only"),
-                   by: str = typer.Option("district", help="district or type")) -> None:
-    """Connected and adjustable capacity against the plan's 2025-2027 targets.
+                   by: str = typer.Option("district", help="district or type"),
+                   year: int | None = typer.Option(None, help="target year of the share columns (default: the "
+                                                   "first)")) -> None:
+    """Connected and adjustable capacity against the plan's 2025-2027 targets, verified beside declared,
+    city-wide and by district or type.
 
-    Example: openvpp report targets --json
+    Example: openvpp report targets --by type --year 2026
     """
     from openvpp.services import registry
     from openvpp.store import db
 
+    if by not in ("district", "type"):
+        err.print(f"[red]error:[/red] --by must be district or type (got {by!r})")
+        raise typer.Exit(2)
     with db.get_engine(_settings().database_url).connect() as conn:
         rep = registry.targets_report(conn)
+    years = [t["year"] for t in rep["targets"]]
+    if year is not None and year not in years:
+        err.print(f"[red]error:[/red] --year must be one of {', '.join(map(str, years))} (got {year})")
+        raise typer.Exit(2)
     if as_json:
         print(json.dumps(rep, ensure_ascii=False, default=str))
         return
     c = rep["city"]
-    out.print(f"city: {c['connected_mw']:,.1f} MW connected, {c['adjustable_mw']:,.1f} MW adjustable "
-              f"({c['resources']:,} resources)")
+    out.print(f"city: {c['connected_mw']:,.1f} MW connected, {c['adjustable_mw']:,.1f} MW adjustable declared, "
+              f"{c['verified_mw']:,.1f} MW verified ({c['resources']:,} resources, {c['verified_resources']:,} "
+              "verified)")
     for t in rep["targets"]:
-        out.print(f"  {t['year']}: connected {t['connected_progress']:.1%} of {t['connected_mw']:,.0f} MW, "
-                  f"adjustable {t['adjustable_progress']:.1%} of {t['adjustable_mw']:,.0f} MW")
+        out.print(f"  {t['year']}: connected {t['connected_progress']:.1%} of {t['connected_mw']:,.0f} MW; "
+                  f"adjustable {t['adjustable_progress']:.1%} declared, {t['verified_progress']:.1%} verified "
+                  f"of {t['adjustable_mw']:,.0f} MW")
+    y = years.index(year) if year is not None else 0
     rows = rep["by_district"] if by == "district" else rep["by_type"]
     key = "name" if by == "district" else "resource_type"
-    t = Table(title=f"by {by}")
-    for col in (by, "resources", "connected MW", "adjustable MW", "verified MW"):
+    t = Table(title=f"by {by}: share of the {years[y]} targets")
+    for col in (by, "resources", "connected MW", "adjustable MW", "verified MW", f"connected % {years[y]}",
+                f"declared % {years[y]}", f"verified % {years[y]}"):
         t.add_column(col, justify="left" if col == by else "right")
     for r in rows:
+        p = r["progress"][y]
         t.add_row(str(r[key]), f"{r['resources']:,}", f"{r['connected_mw']:,.2f}", f"{r['adjustable_mw']:,.2f}",
-                  f"{r['verified_mw']:,.2f}")
+                  f"{r['verified_mw']:,.2f}", f"{p['connected_share']:.2%}", f"{p['adjustable_share']:.2%}",
+                  f"{p['verified_share']:.2%}")
     out.print(t)
 
 

@@ -15,7 +15,7 @@ from openvpp.services.scope import Scope, require, scope_of
 from openvpp.services.validation import validate_table
 from openvpp.store import audit, bulk
 from openvpp.store.audit import Actor
-from openvpp.store.schema import grid_nodes, resources
+from openvpp.store.schema import grid_nodes, resource_links, resources
 
 #: fields an operator or the center may change on a registered resource
 EDITABLE = ("name", "latency_s", "response_mode", "adjustable_up_kw", "adjustable_down_kw",
@@ -161,3 +161,14 @@ def export_table(conn: Connection, actor: Actor, filters: dict[str, str] | None 
         types[n] = pa.float64()
     types["operator_since"] = pa.timestamp("us", "UTC")
     return bulk.query_arrow(conn, sql, types)
+
+
+def history(conn: Connection, actor: Actor, resource_id: str, limit: int = 200) -> dict:
+    """A resource's operator links (the current one and the closed ones, with their dates) and its
+    audit trail (newest first, at most ``limit`` entries), within the caller's scope."""
+    current = get(conn, actor, resource_id)
+    links = [dict(r) for r in conn.execute(select(resource_links).where(
+        resource_links.c.resource_id == resource_id).order_by(resource_links.c.valid_to)).mappings()]
+    return {"resource_id": resource_id, "state": current["state"], "operator_id": current["operator_id"],
+            "operator_since": current["operator_since"], "closed_links": links,
+            "audit": audit.entries(conn, "resource", resource_id, limit=limit)}
