@@ -128,6 +128,12 @@ def test_a_registry_reload_keeps_the_last_points_of_known_devices(loaded):
     assert new.carry_over(old) == 1
     assert new.device("R1", NOW)["power_kw"] == 10.0
     assert "R6" not in new.index.pos
+    # carried over again after the swap, an older point does not replace the newer one the feed wrote
+    new.update(new.index.lookup(np.array(["R1"], dtype=object)), np.array([NOW + 1000]), np.array([99.0]),
+               np.array([np.nan]))
+    old.update(old.index.lookup(np.array(["R1"], dtype=object)), np.array([NOW + 500]), np.array([50.0]),
+               np.array([np.nan]))
+    assert new.carry_over(old) == 0 and new.device("R1", NOW + 1000)["power_kw"] == 99.0
 
 
 def test_pools_get_live_totals_of_their_members(loaded):
@@ -253,3 +259,35 @@ def test_a_device_expects_the_longest_interval_that_applies(default_s, rows):
     for k, (pc, tc) in enumerate(rows):
         named = [t[c] for t, c in ((by_protocol, pc), (by_type, tc)) if c >= 0 and not np.isnan(t[c])]
         assert got[k] == (max(named) if named else default_s)
+
+
+def test_the_service_keeps_the_bus_points_across_registry_reloads(loaded):
+    """Reloading the registry every tick (off the loop) keeps the points fed from the bus."""
+    import asyncio
+
+    from openvpp.bus import connect
+    from openvpp.services.telemetry import ACCEPTED_SUBJECT, encode_columns
+
+    async def main():
+        bus = await connect("memory://")
+        live = await LiveService(db.get_engine(loaded.database_url), bus, TelemetryConfig(live_refresh_s=0.05),
+                                 reload_every_s=0.0, intervals_s={}).start()
+        first = live.state
+        try:
+            now = int(time.time() * 1000)
+            await bus.publish(ACCEPTED_SUBJECT, encode_columns("gw", ["R1", "R4"], np.array([now, now]),
+                                                              np.array([120.0, 30.0])))
+            for _ in range(400):
+                if live.state is not first and live.latest.rows("city")[0]["power_kw"] == 150.0:
+                    break
+                await asyncio.sleep(0.02)
+            tick = live.tick
+            await live.wait_tick(tick + 2, 10)   # two more reloads and ticks
+            return first, live.state, live.latest.rows("city")[0], live.tick - tick
+        finally:
+            await live.stop()
+
+    first, state, city, ticks = asyncio.run(main())
+    assert state is not first and ticks >= 3
+    assert (city["power_kw"], city["online"]) == (150.0, 2)
+    assert state.device("R4", int(time.time() * 1000))["power_kw"] == 30.0

@@ -229,16 +229,20 @@ class LiveState:
         return int(len(dev))
 
     def carry_over(self, old: LiveState) -> int:
-        """Take the last points of the devices ``old`` also knew (after a registry reload)."""
+        """Take the last points of the devices ``old`` also knew (after a registry reload), where
+        they are newer than what this state holds; return the devices taken."""
         rows = self.index.lookup(old.index.reg.resource_id)
         with old.lock:
-            keep = (rows >= 0) & (old.last_ts_ms != NO_TS)
-            ts, p, soc = old.last_ts_ms[keep], old.p_kw[keep], old.soc[keep]
+            src = np.flatnonzero((rows >= 0) & (old.last_ts_ms != NO_TS))
+            ts, p, soc = old.last_ts_ms[src], old.p_kw[src], old.soc[src]
+        dst = rows[src]
         with self.lock:
-            self.last_ts_ms[rows[keep]] = ts
-            self.p_kw[rows[keep]] = p
-            self.soc[rows[keep]] = soc
-        return int(keep.sum())
+            newer = ts > self.last_ts_ms[dst]
+            dst = dst[newer]
+            self.last_ts_ms[dst] = ts[newer]
+            self.p_kw[dst] = p[newer]
+            self.soc[dst] = soc[newer]
+        return int(newer.sum())
 
     def mask_of(self, scope: Scope) -> np.ndarray | None:
         reg = self.index.reg
@@ -503,9 +507,10 @@ class LiveService:
             try:
                 if time.monotonic() - self._loaded_at > self.reload_every_s:   # resources admitted or retired
                     self._loaded_at = time.monotonic()
+                    old = self.state
                     fresh = await asyncio.to_thread(self._reload)
-                    fresh.carry_over(self.state)   # points that arrived while it loaded
-                    self.state = fresh
+                    self.state = fresh   # the feed writes here from now on
+                    await asyncio.to_thread(fresh.carry_over, old)   # and what reached the old one meanwhile
                 snap, totals = await asyncio.to_thread(self._take, due)
             except Exception:
                 log.exception("live: recompute failed")
