@@ -175,3 +175,65 @@ def test_resource_list_filters_by_grade_and_response_mode(api):
     assert api.get("/api/v1/resources?verified_grade=A", headers=admin).json()["total"] == 0
     semi = api.get("/api/v1/resources?response_mode=semi_automatic", headers=admin).json()
     assert sorted(i["resource_id"] for i in semi["items"]) == ["R1", "R6"]
+
+
+def test_summary_by_grid_level_and_type_is_paged_or_column_shaped(api):
+    admin = h(api, "admin")
+    r = api.get("/api/v1/resources/summary?by=transformer_area,resource_type&limit=3&offset=2", headers=admin)
+    assert r.status_code == 200, r.text
+    page = r.json()
+    # 7 groups in key order (transformer area, then type); this page is groups 3-5
+    assert (page["keys"], page["total"], page["limit"], page["offset"]) == (["transformer_area", "type"], 7, 3, 2)
+    assert [(g["transformer_area"], g["type"], g["connected_kw"], g["adjustable_down_kw"]) for g in page["rows"]] == [
+        ("GZ-HZ-S01-F01-T002", "central_ac", 1500.0, 300.0), ("GZ-HZ-S01-F01-T002", "ev_charging", 60.0, 60.0),
+        ("GZ-TH-S01-F01-T001", "central_ac", 800.0, 160.0)]
+    assert page["rows"][0]["key"] == ["GZ-HZ-S01-F01-T002", "central_ac"]
+    assert page["rows"][0]["label"] == ["T002", "central_ac"]
+    cols = api.get("/api/v1/resources/summary?by=transformer_area,type&format=columns", headers=admin).json()
+    assert cols["total"] == 7 and "rows" not in cols
+    c = cols["columns"]
+    assert c["transformer_area"][2:5] == [g["transformer_area"] for g in page["rows"]]
+    assert c["connected_kw"][2:5] == [g["connected_kw"] for g in page["rows"]]
+    assert sum(c["resources"]) == 7 and sum(c["adjustable_down_kw"]) == 1400.0
+    # with the list's filters and a parent: OP01's semi-automatic resources by operator x grade under Haizhu
+    r = api.get("/api/v1/resources/summary?by=operator,grade&parent=GZ-HZ&response_mode=semi_automatic",
+                headers=admin).json()
+    assert [(g["key"], g["label"], g["resources"]) for g in r["rows"]] == [
+        (["OP01", None], ["Pearl AC Aggregation", None], 1)]
+    # an operator's summary stays in its scope; the single-key answer keeps its shape
+    own = api.get("/api/v1/resources/summary?by=district", headers=h(api, "op1")).json()
+    assert [(g["key"], g["label"], g["resources"]) for g in own["rows"]] == [("GZ-HZ", "Haizhu", 1),
+                                                                            ("GZ-TH", "Tianhe", 3)]
+    for query, field in (("by=feeder,colour", "by"), ("by=feeder,type,grade", "by"), ("by=type,resource_type", "by"),
+                         ("by=type&limit=20000", "limit"), ("by=type&colour=red", None),
+                         ("by=type&format=xml", "format")):
+        r = api.get(f"/api/v1/resources/summary?{query}", headers=admin)
+        if field is None:   # an unknown query parameter is not a filter: ignored, as on every route
+            assert r.status_code == 200
+            continue
+        assert r.status_code == 422, query
+        assert field in str(r.json()), query
+
+
+def test_targets_report_sets_verified_against_each_years_target(api, loaded):
+    from openvpp.store.schema import resources
+
+    with db.get_engine(loaded.database_url).begin() as conn:
+        conn.execute(resources.update().where(resources.c.resource_id.in_(["R1", "R6"])).values(
+            verified_grade="B", verified_down_kw=120.0))
+    rep = api.get("/api/v1/reports/targets", headers=h(api, "admin")).json()
+    by_year = {t["year"]: t for t in rep["targets"]}
+    assert {y: (t["adjustable_mw"], t["verified_mw"]) for y, t in by_year.items()} == \
+        {2025: (800, 0.24), 2026: (1200, 0.24), 2027: (1500, 0.24)}
+    assert by_year[2026]["verified_progress"] == pytest.approx(0.24 / 1200)
+    assert by_year[2026]["adjustable_progress"] == pytest.approx(1.4 / 1200)
+    assert rep["city"]["verified_resources"] == 2
+    hz = next(d for d in rep["by_district"] if d["node_id"] == "GZ-HZ")
+    assert (hz["verified_mw"], hz["verified_resources"]) == (0.12, 1)
+    share = {p["year"]: p for p in hz["progress"]}
+    assert share[2025]["verified_share"] == pytest.approx(0.12 / 800)
+    assert share[2025]["adjustable_share"] == pytest.approx(0.54 / 800)
+    assert share[2027]["connected_share"] == pytest.approx(1.74 / 5000)
+    ac = next(t for t in rep["by_type"] if t["resource_type"] == "central_ac")
+    assert {p["year"]: round(p["verified_share"] * 1e6, 3) for p in ac["progress"]} == \
+        {2025: 300.0, 2026: 200.0, 2027: 160.0}

@@ -638,10 +638,12 @@ class PoolCache:
             return []
         if int(count) < len(self._ids):
             return None
-        rows = conn.execute(select(audit_log.c.audit_id, audit_log.c.entity, audit_log.c.entity_id,
-                                   audit_log.c.action).where(audit_log.c.audit_id > self._base, *self._watched())
-                            ).all()
-        return [r for r in rows if r.audit_id not in self._ids]
+        ids = conn.execute(select(audit_log.c.audit_id).where(audit_log.c.audit_id > self._base,
+                                                              *self._watched())).scalars()
+        new = sorted(i for i in ids if i not in self._ids)
+        cols = (audit_log.c.audit_id, audit_log.c.entity, audit_log.c.entity_id, audit_log.c.action)
+        return [r for i in range(0, len(new), registry_arrays.READ_CHUNK) for r in conn.execute(
+            select(*cols).where(audit_log.c.audit_id.in_(new[i:i + registry_arrays.READ_CHUNK])))]
 
     def _build(self, conn: Connection) -> PoolEngine:
         t0 = time.perf_counter()

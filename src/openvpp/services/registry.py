@@ -629,8 +629,8 @@ def summary_page(conn: Connection, by: str | list[str], scope: Scope = Scope(), 
     out: dict = {"keys": keys, "total": total, "limit": limit, "offset": offset}
     if columns:
         out["columns"] = {**{k: lab[sl].tolist() for k, lab in zip(keys, labels, strict=True)},
-                          **{n: (sums[j, sl].astype(np.int64) if n in ("verified", "resources") else sums[j, sl])
-                             for j, n in enumerate(SUMMARY_SUMS)}}
+                          **{n: np.ascontiguousarray(sums[j, sl], np.int64 if n in ("verified", "resources")
+                                                     else np.float64) for j, n in enumerate(SUMMARY_SUMS)}}
     else:
         out["rows"] = _summary_rows(conn, keys, [lab[sl] for lab in labels], sums[:, sl])
     return out
