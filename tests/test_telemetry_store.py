@@ -234,3 +234,34 @@ def test_pool_rollups_sum_their_members_device_means(loaded):
         reporting = [m for m in members if m in means]
         assert r["n_devices"] == len(reporting)
         assert r["power_kw"] == pytest.approx(sum(means[m] for m in reporting))
+
+
+def test_rejections_and_refused_messages_are_logged_with_their_reason(loaded, caplog):
+    import logging
+
+    svc = service(loaded.database_url)
+    topic = "openvpp/v1/tele/OP01/S1"
+    with caplog.at_level(logging.WARNING, logger="openvpp.telemetry"):
+        svc.ingest(pts([("R1", 0, 10.0), ("R4", 0, 1e6), ("NOPE", 0, 1.0)]), "http", "k")
+        res = svc.ingest_messages([(topic, b'{"gw": "S1", "points": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"),
+                                   (topic, b'{"cols": {"d": "R1"}}'),
+                                   (topic, b'{"points": [{"d": "R1", "t": %d, "p": 5}]}' % (T0_MS + 5000))])
+    assert (res.inserted, res.refused_messages) == (1, 2)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("rejected 2 of 3 points" in m and "'over_capacity': 1" in m and "'unknown_device': 1" in m
+               for m in lines), lines
+    assert any(f"refused message on {topic}" in m and "payload: nests arrays or objects too deeply" in m
+               for m in lines), lines
+    assert any(f"refused message on {topic}" in m and "d: device ids must be a list" in m for m in lines), lines
+    with db.get_engine(loaded.database_url).connect() as conn:
+        c = {r["reason"]: r["n"] for r in timeseries.read_counters(conn, T0.date())}
+    assert c["refused_message"] == 2 and c["over_capacity"] == 1 and c["unknown_device"] == 1
+
+
+def test_reactive_power_is_checked_against_the_apparent_rating_of_the_registry(loaded):
+    """R1: 800 kW, 900 kVA → |q| up to 1,080 kvar; R4: 120 kW and 120 kVA → 144 kvar."""
+    svc = service(loaded.database_url)
+    p = Points.from_columns({"d": ["R1", "R1", "R4"], "t": [T0_MS, T0_MS + 1000, T0_MS],
+                             "p": [10.0, 10.0, 10.0], "q": [1000.0, 1090.0, 150.0]})
+    res = svc.ingest(p, "t", "g")
+    assert res.inserted == 1 and res.rejected == {"reactive_over_capacity": 2}

@@ -121,3 +121,96 @@ def test_validation_is_pointwise(rows):
 def test_missing_timestamp_is_no_ts():
     p = Points.from_columns({"d": ["R1"], "t": [None], "p": [1.0]})
     assert p.ts_ms[0] == NO_TS
+
+
+DEEP = b'{"gw": "S1", "points": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+@pytest.mark.parametrize("payload, field", [
+    (DEEP, "payload"),                                                   # deeper than the decoder goes
+    (b'{"points": [{"d": "R1", "t": 1, "p": 1' + b"0" * 5000 + b"}]}", "payload"),   # beyond int parsing
+    (b'{"cols": {"d": ["R1"], "t": [1], "p": [1], "qf": 0}}', "qf"),
+    (b'{"cols": {"d": {"R1": 1}, "t": [1], "p": [1]}}', "d"),
+    (b'{"points": [{"d": "R1", "t": 1, "p": 1}, 7]}', "points"),
+    (b'{"cols": []}', "cols"),
+])
+def test_a_malformed_message_is_refused_naming_the_field(payload, field):
+    with pytest.raises(InvalidInput) as exc:
+        decode(payload)
+    assert exc.value.violations[0].field == field
+
+
+def test_values_out_of_every_range_refuse_only_their_point():
+    """Numbers too large for int64 or a float, lists where a value belongs, ids that are not strings:
+    each refuses its own point under the rule it breaks; the good point beside them is accepted."""
+    big = "1" + "0" * 400
+    payload = ('{"gw": "S1", "points": ['
+               f'{{"d": "R1", "t": {NOW}, "p": 10}},'                       # ok
+               f'{{"d": "R1", "t": {2**63}, "p": 10}},'                     # uint64 territory
+               f'{{"d": "R1", "t": {2**64 + 5}, "p": 10}},'                 # beyond uint64
+               f'{{"d": "R1", "t": {NOW}, "p": {big}}},'                    # 400 digits: no float holds it
+               f'{{"d": "R1", "t": {NOW}, "p": 1, "q": -{big}}},'
+               f'{{"d": "R1", "t": [{NOW}], "p": 10}},'                     # a list as timestamp
+               f'{{"d": "R1", "t": {NOW}, "p": [[[10]]]}},'                 # a list as power
+               f'{{"d": ["R1"], "t": {NOW}, "p": 10}},'                     # not the id "R1"
+               f'{{"d": 42, "t": {NOW}, "p": 10}},'
+               f'{{"d": "R1", "t": "0001-01-01T00:00:00+05:00", "p": 10}},'
+               f'{{"d": "R1", "t": {NOW}, "p": 1, "qf": {2**70}}},'
+               f'{{"d": "R1", "t": {NOW}, "p": 1, "soc": true}}'
+               ']}')
+    _, p = decode(payload)
+    dev = [0 if d == "R1" else -1 for d in p.device.tolist()]
+    names = {v: k for k, v in CODE.items()}
+    assert [names.get(int(r), "ok") for r in check(p, dev)] == [
+        "ok", "bad_timestamp", "bad_timestamp", "non_numeric", "non_numeric", "bad_timestamp", "non_numeric",
+        "unknown_device", "unknown_device", "too_late", "bad_quality", "non_numeric"]
+    assert p.device[7] == ["R1"]
+
+
+def test_column_form_reads_bools_and_huge_numbers_per_value():
+    """A column NumPy would turn into one numeric array (true as 1, 2**63 as uint64) is read value by value."""
+    cols = {"d": ["R1", "R1", "R1"], "t": [NOW, True, 2**63], "p": [True, 1, 2.5], "qf": [0, 1, 2]}
+    p = Points.from_columns(cols)
+    assert p.ts_ms.tolist() == [NOW, NO_TS, NO_TS]
+    assert p.bad_number.tolist() == [True, False, False] and p.p_kw[1:].tolist() == [1.0, 2.5]
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                           | st.text(max_size=5), lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["d", "t", "p", "q", "e", "eq", "soc", "qf"]), json_values),
+                max_size=4),
+       st.dictionaries(st.sampled_from(["d", "t", "p", "q", "soc", "qf"]), json_values), st.booleans())
+def test_decoding_any_json_either_refuses_the_message_or_gives_one_value_per_point(rows, cols, column_form):
+    """Whatever JSON a gateway sends, decode raises InvalidInput or returns equal-length typed arrays."""
+    doc = {"gw": "g", "cols": cols} if column_form else {"gw": "g", "points": rows}
+    try:
+        _, p = decode(json.dumps(doc))
+    except InvalidInput:
+        return
+    n = len(p)
+    for name, dtype in (("ts_ms", np.int64), ("p_kw", np.float64), ("soc", np.float64), ("qf", np.int16),
+                        ("bad_number", np.bool_)):
+        arr = getattr(p, name)
+        assert arr.shape == (n,) and arr.dtype == dtype, name
+    assert p.device.shape == (n,)
+    reason = check(p, np.full(n, 0))
+    assert reason.shape == (n,)
+
+
+def test_reactive_power_is_bounded_by_the_apparent_rating():
+    """|q| against capacity_kva (x 1.2) where the registry has it, else against capacity_kw."""
+    p = Points.from_columns({"d": ["a", "b", "c"], "t": [NOW] * 3, "p": [1.0] * 3, "q": [130.0, 130.0, 59.0]})
+    kva = np.array([110.0, np.nan, 0.0])          # a: 110 kVA; b and c: no rating → their kW
+    reason = validate_points(np.array([0, 0, 1]), p.ts_ms, p.p_kw, p.q_kvar, p.e_kwh, p.eq_kvarh, p.soc, p.qf,
+                             p.bad_number, CAP, OPS, None, NOW, 60.0, 3600.0, 0.2, capacity_kva=kva)
+    assert reason.tolist() == [0, 0, 0]           # 130 ≤ 110 × 1.2 = 132 for device 0; 59 ≤ 50 × 1.2 for 1
+    p2 = Points.from_columns({"d": ["a", "b"], "t": [NOW] * 2, "p": [1.0] * 2, "q": [133.0, 61.0]})
+    reason = validate_points(np.array([0, 1]), p2.ts_ms, p2.p_kw, p2.q_kvar, p2.e_kwh, p2.eq_kvarh, p2.soc, p2.qf,
+                             p2.bad_number, CAP, OPS, None, NOW, 60.0, 3600.0, 0.2, capacity_kva=kva)
+    assert reason.tolist() == [CODE["reactive_over_capacity"]] * 2
+    # without a rating the active capacity bounds q, as before: 130 > 100 × 1.2
+    assert check(p, [0, 0, 1]).tolist() == [CODE["reactive_over_capacity"]] * 2 + [0]

@@ -42,6 +42,8 @@ def sim_devices(city: Path = typer.Option(..., "--city", exists=True, file_okay=
                 speed: float = typer.Option(1.0, "--speed", min=0.001, help="profile time runs X times faster"),
                 drop: float = typer.Option(0.0, "--drop", min=0.0, max=1.0, help="share of devices that stay silent"),
                 noise: float = typer.Option(0.0, "--noise", min=0.0, help="extra relative noise (sigma)"),
+                bad: float = typer.Option(0.0, "--bad", min=0.0, max=1.0,
+                                          help="share of readings that fail (sent with qf = 2 and p = 0)"),
                 interval: float = typer.Option(60.0, "--interval", help="reporting interval, simulated seconds"),
                 reports: int = typer.Option(0, "--reports", help="stop after this many reports (0 = run until Ctrl-C)"),
                 seed: int = typer.Option(0, help="seed of the dropped devices and the noise"),
@@ -56,7 +58,7 @@ def sim_devices(city: Path = typer.Option(..., "--city", exists=True, file_okay=
     if not url:
         err.print("[red]error:[/red] --mqtt or OPENVPP_MQTT_URL is required")
         raise typer.Exit(2)
-    fleet = DeviceFleet.from_city(city, speed=speed, drop=drop, noise=noise, interval_s=interval, seed=seed)
+    fleet = DeviceFleet.from_city(city, speed=speed, drop=drop, noise=noise, bad=bad, interval_s=interval, seed=seed)
     err.print(f"{fleet.n:,} devices ({int(fleet.alive.sum()):,} reporting) through {len(fleet.gateways):,} gateways "
               f"-> {url}, a report every {interval / speed:.2f} s")
 
@@ -76,8 +78,15 @@ def sim_devices(city: Path = typer.Option(..., "--city", exists=True, file_okay=
 def ingest(mqtt: str = typer.Option("", "--mqtt", help="broker URL; default OPENVPP_MQTT_URL"),
            client_id: str = typer.Option("openvpp-ingest", help="persistent session id (one per worker)"),
            share: str = typer.Option("", help="shared-subscription group: workers of one group split the load"),
-           protocol: int = typer.Option(5, help="MQTT protocol: 5 or 311")) -> None:
+           protocol: int = typer.Option(5, help="MQTT protocol: 5 or 311"),
+           max_restarts: int = typer.Option(10, "--max-restarts", min=0,
+                                            help="unforeseen errors in a row (nothing stored between them) "
+                                                 "before the worker gives up and exits with status 1")) -> None:
     """Run the MQTT ingest worker against the configured database until Ctrl-C.
+
+    Broker and database outages are waited out (reconnect with back-off, gaps recorded); rollups run
+    on a timer beside the ingest. Exits with status 1 when the worker gives up, so a supervisor
+    (systemd, Kubernetes) restarts it.
 
     Example: OPENVPP_DATABASE_URL=postgresql://postgres@127.0.0.1/openvpp openvpp telemetry ingest --mqtt mqtt://127.0.0.1:1883
     """
@@ -98,34 +107,51 @@ def ingest(mqtt: str = typer.Option("", "--mqtt", help="broker URL; default OPEN
         bus = await make_bus(s.bus_url).start()
         svc = TelemetryService(db.get_engine(s.database_url), publish=bus.publish_threadsafe)
         await asyncio.to_thread(svc.maintain)
-        worker = MqttIngest(svc, url, client_id=client_id, protocol=protocol, share_group=share or None)
+        worker = MqttIngest(svc, url, client_id=client_id, protocol=protocol, share_group=share or None,
+                            refresh_every_s=svc.config.rollup_refresh_s, max_restarts=max_restarts)
         task = asyncio.create_task(worker.run())
         last = 0
         while not task.done():
-            await asyncio.sleep(10)
+            await asyncio.wait({task}, timeout=10)
             st = worker.stats
             err.print(f"{st.points - last:,} points in 10 s; total inserted {st.inserted:,}, duplicates "
-                      f"{st.duplicates:,}, rejected {st.rejected:,}, gaps {len(st.gaps)}")
+                      f"{st.duplicates:,}, rejected {st.rejected:,}, refused messages {st.refused_messages:,}, "
+                      f"gaps {len(st.gaps)}, restarts {st.restarts}")
             last = st.points
+        await task   # raises what made the worker give up
 
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(main())
+    except KeyboardInterrupt:
+        return
+    except Exception as exc:
+        err.print(f"[red]error:[/red] the ingest worker gave up: {type(exc).__name__}: {exc}")
+        raise typer.Exit(1) from None
 
 
 @telemetry_app.command("maintain")
-def maintain() -> None:
+def maintain(every: float = typer.Option(0.0, "--every", min=0.0,
+                                         help="keep running: roll up closed minutes every this many seconds "
+                                              "(partitions and retention hourly) until Ctrl-C")) -> None:
     """Create the coming days' partitions, apply the retention, refresh dirty rollups.
 
-    Example: openvpp telemetry maintain
+    Once by default; with --every S it keeps doing it, for deployments where neither an ingest
+    worker nor an API process runs the rollup timer (OPENVPP_TELEMETRY_ROLLUP_REFRESH_S=0).
+
+    Example: openvpp telemetry maintain --every 5
     """
-    from openvpp.services.telemetry import TelemetryService
+    from openvpp.services.telemetry import TelemetryService, upkeep
     from openvpp.store import db
 
     s = Settings.from_env()
     svc = TelemetryService(db.get_engine(s.database_url))
     out = svc.maintain()
     out["rollup_buckets"] = svc.refresh_rollups()
-    print(json.dumps(out))
+    print(json.dumps(out), flush=True)
+    if every > 0:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(upkeep(svc, refresh_every_s=every, who="maintain"))
 
 
 @telemetry_app.command("stats")

@@ -11,6 +11,8 @@ A rejected point is counted under the rule it broke (``REASONS``), logged, and n
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -22,13 +24,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+import pyarrow as pa
 from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from openvpp.core.errors import Forbidden, InvalidInput, Violation
 from openvpp.core.timeslots import TZ as _TZ
 from openvpp.model.enums import Role
 from openvpp.services import registry_arrays
-from openvpp.store import timeseries
+from openvpp.store import bulk, timeseries
 from openvpp.store.audit import Actor
 from openvpp.store.schema import grid_nodes
 
@@ -44,6 +48,7 @@ NO_TS = np.iinfo(np.int64).min
 ANY_OPERATOR = -100       # a city-wide sender: every device
 NO_OPERATOR = -1          # devices without an operator (topic segment "-")
 NO_SUCH_OPERATOR = -2
+INDEX_RETRY_S = 5.0       # a failed reload of the registry snapshot is tried again after this
 QUALITY_GOOD, QUALITY_ESTIMATED, QUALITY_BAD = 0, 1, 2
 #: payload keys → Points attribute
 FLOAT_KEYS = {"p": "p_kw", "q": "q_kvar", "e": "e_kwh", "eq": "eq_kvarh", "soc": "soc"}
@@ -66,6 +71,7 @@ class TelemetryConfig:
     offline_intervals: float = 3.0     # no point for this many intervals → offline
     retention_days: int = 400          # raw points older than this are dropped (whole daily partitions)
     live_refresh_s: float = 2.0        # live aggregates are recomputed this often (≤ 5 s)
+    rollup_refresh_s: float = 5.0      # closed dirty minutes are rolled up this often (0 = not by this process)
 
     @classmethod
     def from_env(cls) -> TelemetryConfig:
@@ -78,6 +84,7 @@ class TelemetryConfig:
             offline_intervals=_env_float("OPENVPP_TELEMETRY_OFFLINE_INTERVALS", d.offline_intervals),
             retention_days=int(_env_float("OPENVPP_TELEMETRY_RETENTION_DAYS", d.retention_days)),
             live_refresh_s=_env_float("OPENVPP_TELEMETRY_LIVE_REFRESH_S", d.live_refresh_s),
+            rollup_refresh_s=_env_float("OPENVPP_TELEMETRY_ROLLUP_REFRESH_S", d.rollup_refresh_s),
         )
         if cfg.retention_days * 86400 < cfg.lateness_s:
             raise ValueError("OPENVPP_TELEMETRY_RETENTION_DAYS must cover the accepted lateness")
@@ -118,7 +125,11 @@ class Points:
 
     @staticmethod
     def from_columns(cols: dict) -> Points:
-        """Columns as in the payload's ``cols`` form: ``{"d": [...], "t": [...], "p": [...], ...}``."""
+        """Columns as in the payload's ``cols`` form: ``{"d": [...], "t": [...], "p": [...], ...}``.
+
+        A column of the wrong shape refuses the message (``InvalidInput`` naming the key); a value
+        that is not what its key takes (a device id that is not a string, a number too large for a
+        float, a list where a number belongs) refuses only its point, under the rule it breaks."""
         devices = cols.get("d")
         if not isinstance(devices, list):
             raise InvalidInput(Violation("d", "device ids must be a list", type(devices).__name__))
@@ -143,8 +154,9 @@ class Points:
         if not isinstance(t, list) or len(t) != n:
             raise InvalidInput(Violation("t", f"must be a list of {n} timestamps", type(t).__name__))
         qf = cols.get("qf")
-        return Points(device=np.asarray(devices, dtype=object).reshape(n), ts_ms=_timestamps(t),
-                      qf=_quality(qf, n), bad_number=bad, **arrays)
+        # one element per id, never unpacked: ["R1"] is an (unknown) id, not "R1"
+        device = np.fromiter(devices, dtype=object, count=n)
+        return Points(device=device, ts_ms=_timestamps(t), qf=_quality(qf, n), bad_number=bad, **arrays)
 
     @staticmethod
     def from_rows(rows: list) -> Points:
@@ -165,10 +177,31 @@ class _NonFinite:
 _NONFINITE = _NonFinite()
 
 
+#: the largest timestamp magnitude read as epoch ms (year ~33,700): beyond it a number is not a time
+MAX_TS_MS = 10**15
+
+
+def _array(values: list) -> np.ndarray | None:
+    """``values`` as a 1-d numeric array when they are all plain numbers (the fast path), else None.
+
+    None for: a bool among them (NumPy would read ``true`` as 1), an integer too large for int64,
+    nested lists, strings, ``null``, ``NaN``/``Infinity`` markers; the caller then checks each value."""
+    if not values:
+        return None
+    kinds = set(map(type, values))
+    if not kinds <= {int, float}:
+        return None
+    try:
+        arr = np.asarray(values)
+    except (ValueError, OverflowError, TypeError):
+        return None
+    return arr if arr.ndim == 1 and arr.dtype.kind in "fi" else None
+
+
 def _floats(values: list) -> tuple[np.ndarray, np.ndarray]:
     """(float64 values with NaN where absent, bool where present but not a finite number)."""
-    arr = np.asarray(values) if values else np.zeros(0)
-    if arr.dtype.kind in "fiu" and arr.ndim == 1:
+    arr = _array(values)
+    if arr is not None:
         out = arr.astype(np.float64)
         return out, ~np.isfinite(out)
     n = len(values)
@@ -177,33 +210,42 @@ def _floats(values: list) -> tuple[np.ndarray, np.ndarray]:
     for i, v in enumerate(values):
         if v is None:
             continue
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            out[i] = v
-        else:
-            bad[i] = True
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            try:
+                f = float(v)            # an int of 400 digits does not fit a float
+            except OverflowError:
+                f = math.inf
+            if math.isfinite(f):
+                out[i] = f
+                continue
+        bad[i] = True
     return out, bad
 
 
 def _timestamps(values: list) -> np.ndarray:
     """Epoch milliseconds (int or float) or ISO 8601 with a zone → int64 ms; anything else → NO_TS."""
-    arr = np.asarray(values) if values else np.zeros(0, np.int64)
-    if arr.dtype.kind in "iu" and arr.ndim == 1:
-        return arr.astype(np.int64)
+    arr = _array(values)
+    if arr is not None:
+        if arr.dtype.kind == "i":
+            return np.where(np.abs(arr) < MAX_TS_MS, arr, NO_TS).astype(np.int64)
+        ok = np.isfinite(arr) & (np.abs(arr) < MAX_TS_MS)
+        return np.where(ok, np.round(np.where(ok, arr, 0.0)), NO_TS).astype(np.int64)
     out = np.full(len(values), NO_TS, np.int64)
     for i, v in enumerate(values):
         if isinstance(v, bool):
             continue
         if isinstance(v, int):
-            out[i] = v
-        elif isinstance(v, float) and math.isfinite(v) and abs(v) < 1e15:
+            if -MAX_TS_MS < v < MAX_TS_MS:
+                out[i] = v
+        elif isinstance(v, float) and math.isfinite(v) and abs(v) < MAX_TS_MS:
             out[i] = round(v)
-        elif isinstance(v, str):
+        elif isinstance(v, str) and len(v) <= 64:
             try:
                 dt = datetime.fromisoformat(v)
-            except ValueError:
+                if dt.tzinfo is not None:
+                    out[i] = round(dt.timestamp() * 1000)
+            except (ValueError, OverflowError):
                 continue
-            if dt.tzinfo is not None:
-                out[i] = round(dt.timestamp() * 1000)
     return out
 
 
@@ -212,8 +254,8 @@ def _quality(values, n: int) -> np.ndarray:
         return np.zeros(n, np.int16)
     if not isinstance(values, list) or len(values) != n:
         raise InvalidInput(Violation("qf", f"must be a list of {n} values", type(values).__name__))
-    arr = np.asarray(values)
-    if arr.dtype.kind in "iu" and arr.ndim == 1:
+    arr = _array(values)
+    if arr is not None and arr.dtype.kind == "i":
         return np.where((arr >= 0) & (arr <= 2), arr, -1).astype(np.int16)
     return np.array([v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2
                      else (0 if v is None else -1) for v in values], np.int16)
@@ -222,13 +264,26 @@ def _quality(values, n: int) -> np.ndarray:
 def decode(payload: bytes | str) -> tuple[str | None, Points]:
     """Decode one message: ``{"gw": id, "points": [...]}`` or the column form ``{"gw": id, "cols": {...}}``.
 
-    A message that is not such a JSON object raises ``InvalidInput`` (the whole message is refused);
-    per-point problems are left to :func:`validate_points`.
+    A message that is not such a JSON object raises ``InvalidInput`` naming the field (the whole
+    message is refused); nothing else escapes, whatever the bytes. Per-point problems are left to
+    :func:`validate_points`.
     """
     try:
         doc = json.loads(payload, parse_constant=lambda _c: _NONFINITE)
+    except RecursionError:
+        raise InvalidInput(Violation("payload", "nests arrays or objects too deeply", None)) from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(Violation("payload", f"is not JSON: {exc}", None)) from None
+        raise InvalidInput(Violation("payload", f"is not JSON: {str(exc)[:200]}", None)) from None
+    try:
+        return _decode_doc(doc)
+    except InvalidInput:
+        raise
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:   # a shape the checks above missed
+        raise InvalidInput(Violation("payload", f"is not a telemetry batch ({type(exc).__name__}: "
+                                                f"{str(exc)[:200]})", None)) from None
+
+
+def _decode_doc(doc) -> tuple[str | None, Points]:
     if not isinstance(doc, dict):
         raise InvalidInput(Violation("payload", "must be a JSON object", type(doc).__name__))
     gw = doc.get("gw")
@@ -241,14 +296,24 @@ def decode(payload: bytes | str) -> tuple[str | None, Points]:
     raise InvalidInput(Violation("payload", "needs 'points' (list of objects) or 'cols' (object of lists)", None))
 
 
+def source_label(gw, gateway_id: str) -> str:
+    """Who reported a message, as stored in ``telemetry_raw.source``: the payload's ``gw`` when it is
+    a string, else the topic's gateway; printable characters only (no NUL, control or lone
+    surrogate reaches the database), at most 64."""
+    label = gw if isinstance(gw, str) and gw else gateway_id
+    return "".join(ch for ch in label[:64] if ch.isprintable()) or "?"
+
+
 def encode_columns(gw: str, device: Sequence[str], ts_ms: np.ndarray, p_kw: np.ndarray,
                    soc: np.ndarray | None = None, q_kvar: np.ndarray | None = None,
-                   qf: np.ndarray | None = None) -> bytes:
+                   qf: np.ndarray | None = None, e_kwh: np.ndarray | None = None) -> bytes:
     """The compact column form of a gateway batch (what the simulator publishes)."""
     cols: dict = {"d": list(device), "t": np.asarray(ts_ms, np.int64).tolist(),
                   "p": np.round(np.asarray(p_kw, np.float64), 3).tolist()}
     if q_kvar is not None:
         cols["q"] = np.round(np.asarray(q_kvar, np.float64), 3).tolist()
+    if e_kwh is not None:
+        cols["e"] = np.round(np.asarray(e_kwh, np.float64), 3).tolist()
     if soc is not None:
         s = np.round(np.asarray(soc, np.float64), 4)
         cols["soc"] = [None if math.isnan(x) else x for x in s.tolist()]
@@ -271,7 +336,7 @@ def validate_points(dev_idx: np.ndarray, ts_ms: np.ndarray, p_kw: np.ndarray, q_
                     e_kwh: np.ndarray, eq_kvarh: np.ndarray, soc: np.ndarray, qf: np.ndarray,
                     bad_number: np.ndarray, capacity_kw: np.ndarray, device_operator: np.ndarray,
                     expected_operator: int | np.ndarray | None, now_ms: int, future_s: float, lateness_s: float,
-                    capacity_margin: float) -> np.ndarray:
+                    capacity_margin: float, capacity_kva: np.ndarray | None = None) -> np.ndarray:
     """Reason code of every point: 0 = accepted, ``CODE[rule]`` = the first rule it broke.
 
     Parameters
@@ -289,7 +354,10 @@ def validate_points(dev_idx: np.ndarray, ts_ms: np.ndarray, p_kw: np.ndarray, q_
         or None = any (a city-wide sender).
     now_ms : int — server clock, epoch ms.
     future_s, lateness_s : float — accepted window ``[now - lateness_s, now + future_s]`` [s].
-    capacity_margin : float — ``|p|`` and ``|q|`` may reach ``capacity_kw * (1 + margin)`` [-].
+    capacity_margin : float — ``|p|`` may reach ``capacity_kw * (1 + margin)``, ``|q|`` the apparent
+        rating ``capacity_kva * (1 + margin)`` [-].
+    capacity_kva : (m,) float or None — apparent-power rating of each registry device [kVA]; NaN, 0
+        or None = the same as ``capacity_kw`` (the registry's convention).
 
     Returns
     -------
@@ -297,7 +365,14 @@ def validate_points(dev_idx: np.ndarray, ts_ms: np.ndarray, p_kw: np.ndarray, q_
     """
     known = dev_idx >= 0
     safe = np.where(known, dev_idx, 0)
-    cap = np.where(known, capacity_kw[safe] if len(capacity_kw) else 0.0, np.inf) * (1.0 + capacity_margin)
+    cap_kw = capacity_kw[safe] if len(capacity_kw) else np.zeros(len(dev_idx))
+    cap = np.where(known, cap_kw, np.inf) * (1.0 + capacity_margin)
+    if capacity_kva is not None and len(capacity_kva):
+        kva = capacity_kva[safe]
+        with np.errstate(invalid="ignore"):
+            cap_q = np.where(known, np.where(kva > 0, kva, cap_kw), np.inf) * (1.0 + capacity_margin)
+    else:
+        cap_q = cap
     if expected_operator is None or not len(device_operator):
         foreign = np.zeros(len(dev_idx), bool)
     else:
@@ -312,7 +387,7 @@ def validate_points(dev_idx: np.ndarray, ts_ms: np.ndarray, p_kw: np.ndarray, q_
             ("too_late", (ts_ms != NO_TS) & (ts_ms < now_ms - int(lateness_s * 1000))),
             ("non_numeric", bad_number),
             ("over_capacity", np.abs(p_kw) > cap),
-            ("reactive_over_capacity", np.abs(q_kvar) > cap),
+            ("reactive_over_capacity", np.abs(q_kvar) > cap_q),
             ("soc_out_of_range", (soc < 0) | (soc > 1)),
             ("bad_quality", qf < 0),
             ("negative_counter", (e_kwh < 0) | (eq_kvarh < 0)),
@@ -338,6 +413,7 @@ class DeviceIndex:
     pos: dict[str, int]
     city_id: str
     loaded_at: float = field(default_factory=time.monotonic)
+    capacity_kva: np.ndarray | None = None   # (n,) apparent rating [kVA], NaN = same as kW
 
     @classmethod
     def load(cls, conn: Connection) -> DeviceIndex:
@@ -346,7 +422,13 @@ class DeviceIndex:
         live = np.isin(reg.codes["state"], [states.index(s) for s in ("registered", "active") if s in states])
         pos = {rid: i for i, rid in enumerate(reg.resource_id.tolist()) if live[i]}
         city = conn.execute(select(grid_nodes.c.node_id).where(grid_nodes.c.level == "city")).scalar() or "city"
-        return cls(reg, pos, city)
+        rated = bulk.query_arrow(conn, "SELECT resource_id, capacity_kva FROM resources WHERE capacity_kva > 0",
+                                 {"resource_id": pa.string(), "capacity_kva": pa.float64()})
+        rows = np.fromiter((pos.get(r, -1) for r in rated.column("resource_id").to_pylist()), np.int64,
+                           rated.num_rows)
+        kva = np.full(reg.n, np.nan)
+        kva[rows[rows >= 0]] = rated.column("capacity_kva").to_numpy()[rows >= 0]
+        return cls(reg, pos, city, capacity_kva=kva)
 
     @property
     def n(self) -> int:
@@ -434,14 +516,24 @@ class TelemetryService:
         self._index: DeviceIndex | None = None
         self._lock = threading.Lock()
         self._load_lock = threading.Lock()
+        self._retry_reload_at = 0.0
+        self.index_failures = 0   # reloads that failed (the snapshot before them was kept)
         self.totals: dict[str, int] = {}
 
     # -- registry snapshot
     def index(self, refresh: bool = False) -> DeviceIndex:
         """The registry snapshot, reloaded after ``index_ttl_s``. While one thread reloads a stale
-        snapshot the others go on with it (a million devices take seconds to read)."""
+        snapshot the others go on with it (a million devices take seconds to read).
+
+        A reload that fails (the database is away) keeps the snapshot, logs it and is tried again
+        after ``INDEX_RETRY_S``: a due reload never stops the ingest. Only a first load, or a
+        ``refresh`` asked for because a batch names devices the snapshot does not know, raises the
+        error (the caller retries the batch when the database answers: those points wait rather
+        than being refused as unknown by a stale snapshot)."""
         idx = self._index
-        if idx is not None and not refresh and time.monotonic() - idx.loaded_at <= self.index_ttl_s:
+        now = time.monotonic()
+        if idx is not None and not refresh and (now - idx.loaded_at <= self.index_ttl_s
+                                                or now < self._retry_reload_at):
             return idx
         if idx is not None and not self._load_lock.acquire(blocking=False):
             return idx
@@ -449,11 +541,26 @@ class TelemetryService:
             self._load_lock.acquire()
         try:
             if self._index is None or refresh or time.monotonic() - self._index.loaded_at > self.index_ttl_s:
-                with self.engine.connect() as conn:
-                    self._index = DeviceIndex.load(conn)
+                try:
+                    with self.engine.connect() as conn:
+                        self._index = DeviceIndex.load(conn)
+                except SQLAlchemyError as exc:
+                    self.index_failures += 1
+                    if self._index is None or refresh:
+                        raise
+                    self._retry_reload_at = time.monotonic() + INDEX_RETRY_S
+                    log.warning("telemetry: registry snapshot reload failed (%s); going on with the one of "
+                                "%.0f s ago", str(exc).splitlines()[0][:200], time.monotonic() - self._index.loaded_at)
             return self._index
         finally:
             self._load_lock.release()
+
+    def expire_index(self) -> None:
+        """Make the registry snapshot due: the next batch reloads it (devices admitted just now)."""
+        idx = self._index
+        if idx is not None:
+            idx.loaded_at = -math.inf
+        self._retry_reload_at = 0.0
 
     # -- validation
     def check(self, points: Points, expected_operator: int | np.ndarray | None, now_ms: int
@@ -467,7 +574,8 @@ class TelemetryService:
         c = self.config
         reason = validate_points(rows, points.ts_ms, points.p_kw, points.q_kvar, points.e_kwh, points.eq_kvarh,
                                  points.soc, points.qf, points.bad_number, idx.capacity_kw, idx.operator,
-                                 expected_operator, now_ms, c.future_s, c.lateness_s, c.capacity_margin)
+                                 expected_operator, now_ms, c.future_s, c.lateness_s, c.capacity_margin,
+                                 idx.capacity_kva)
         return rows, reason
 
     # -- the ingest
@@ -505,10 +613,31 @@ class TelemetryService:
         if prep.rejected or prep.refused_messages:
             log.warning("telemetry %s: rejected %d of %d points %s, refused %d messages", prep.path,
                         sum(prep.rejected.values()), prep.received, prep.rejected, prep.refused_messages)
-        if self.publish is not None and len(batch):
-            self.publish(ACCEPTED_SUBJECT, encode_columns(prep.path, batch.device.tolist(), batch.ts_ms, batch.p_kw,
-                                                          soc=batch.soc))
+        self._publish(prep.path, batch)
         return result
+
+    def _publish(self, path: str, batch: timeseries.RawBatch) -> None:
+        """Accepted points to the live state, except those flagged bad (``qf = 2``): stored, but their
+        value is not the device's power, and they are no sign of life either (as in the rollups and
+        in the live state's seed from the database). A bus failure is logged: the points are stored."""
+        if self.publish is None or not len(batch):
+            return
+        live = np.flatnonzero(np.asarray(batch.quality) < QUALITY_BAD)
+        if not len(live):
+            return
+        try:
+            self.publish(ACCEPTED_SUBJECT, encode_columns(path, batch.device[live].tolist(), batch.ts_ms[live],
+                                                          batch.p_kw[live], soc=batch.soc[live]))
+        except Exception:   # the live view misses these points until the next ones; nothing is lost
+            log.exception("telemetry %s: could not publish %d accepted points on %s", path, len(live),
+                          ACCEPTED_SUBJECT)
+
+    def refuse(self, path: str, n_messages: int = 1) -> IngestResult:
+        """Count ``n_messages`` refused whole (a message that could not be read or stored)."""
+        empty = Points.empty()
+        batch = timeseries.RawBatch(empty.device, empty.ts_ms, empty.p_kw, empty.q_kvar, empty.e_kwh,
+                                    empty.eq_kvarh, empty.soc, empty.qf, np.zeros(0, dtype=object))
+        return self.commit(Prepared(path, int(self.clock() * 1000), 0, batch, {}, n_messages))
 
     def ingest(self, points: Points, path: str, source: str | np.ndarray, operator_id: str | None = None,
                expected_operator: np.ndarray | None = None, refused_messages: int = 0) -> IngestResult:
@@ -526,8 +655,9 @@ class TelemetryService:
 
     def prepare_messages(self, messages: Sequence[tuple[str, bytes]], path: str = "mqtt") -> Prepared:
         """Decode and validate gateway messages; a message that cannot be decoded is refused whole
-        (counted as ``refused_message``); the points of the others are checked against the
-        operator named by their topic."""
+        (counted as ``refused_message`` and logged with its reason); the points of the others are
+        checked against the operator named by their topic. Whatever a message holds, it refuses at
+        most itself: only the database being away raises."""
         parts: list[Points] = []
         sources: list[np.ndarray] = []
         ops: list[np.ndarray] = []
@@ -535,18 +665,26 @@ class TelemetryService:
         idx = self.index()
         for topic, payload in messages:
             levels = topic.split("/")
-            try:
-                gw, pts = decode(payload)
-            except InvalidInput as exc:
-                refused += 1
-                log.warning("telemetry %s: refused message on %s: %s", path, topic, exc)
-                continue
             if len(levels) < 2:
                 refused += 1
+                log.warning("telemetry %s: refused message on %r: the topic names no operator and gateway", path,
+                            topic[:200])
                 continue
             operator_id, gateway_id = levels[-2], levels[-1]
+            try:
+                gw, pts = decode(payload)
+                source = source_label(gw, gateway_id)
+            except InvalidInput as exc:
+                refused += 1
+                log.warning("telemetry %s: refused message on %s: %s", path, topic[:200], exc)
+                continue
+            except Exception as exc:   # decode converts what it knows; this is the backstop
+                refused += 1
+                log.warning("telemetry %s: refused message on %s: unreadable (%s: %s)", path, topic[:200],
+                            type(exc).__name__, str(exc)[:200])
+                continue
             parts.append(pts)
-            sources.append(np.full(len(pts), str(gw or gateway_id)[:64], dtype=object))
+            sources.append(np.full(len(pts), source, dtype=object))
             ops.append(np.full(len(pts), idx.operator_code(operator_id), np.int64))
         if not parts:
             return self.prepare(Points.empty(), path, "", refused_messages=refused)
@@ -629,15 +767,55 @@ class TelemetryService:
             timeseries.record_gap(conn, source, kind, started_at, ended_at, detail)
 
 
+# ---------------------------------------------------------------- upkeep on a timer
+
+async def upkeep(service: TelemetryService, stop: asyncio.Event | None = None, refresh_every_s: float = 5.0,
+                 maintain_every_s: float = 3600.0, who: str = "") -> None:
+    """Until ``stop`` is set: every ``refresh_every_s`` roll up the dirty minutes that have closed,
+    every ``maintain_every_s`` create the coming days' partitions and apply the retention.
+
+    Driven by a timer, not by messages, and run beside an ingest loop rather than inside it: the
+    last minutes of a stream, and the minutes late points reopened, are rolled up whether or not
+    anything else arrives, and an ingest never waits for a refresh. A failure (the database away)
+    is logged once and tried again at the next tick. Safe in several processes at once: a refresh
+    takes its dirty markers under row locks (``store.timeseries.refresh_rollups``)."""
+    stop = stop or asyncio.Event()
+    last_maintain = time.monotonic()
+    failing = False
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), refresh_every_s)
+        if stop.is_set():
+            return
+        try:
+            await asyncio.to_thread(service.refresh_rollups)
+            if time.monotonic() - last_maintain > maintain_every_s:
+                last_maintain = time.monotonic()
+                await asyncio.to_thread(service.maintain)
+            if failing:
+                log.info("telemetry upkeep %s: rolling up again", who)
+            failing = False
+        except SQLAlchemyError as exc:
+            if not failing:
+                log.warning("telemetry upkeep %s: rollup refresh failed (%s); dirty minutes stay marked, "
+                            "tried again every %.0f s", who, str(exc).splitlines()[0][:200], refresh_every_s)
+            failing = True
+        except Exception:
+            log.exception("telemetry upkeep %s: rollup refresh failed; tried again in %.0f s", who, refresh_every_s)
+
+
 # ---------------------------------------------------------------- who may push
 
 def sender_operator(actor: Actor) -> str | None:
-    """The operator a sender is fenced to; None = city-wide. Raises ``Forbidden`` for readers."""
+    """The operator a sender is fenced to; None = city-wide. Raises ``Forbidden`` for readers.
+
+    A device key issued without an operator reports only the devices that have none (as the MQTT
+    topic segment ``-``): a key is never city-wide unless it is the city admin's."""
     role = Role(actor.role)
     if role in (Role.DEVICE, Role.OPERATOR_ADMIN, Role.OPERATOR_ENGINEER):
         if role is not Role.DEVICE and not actor.operator_id:
             raise Forbidden(f"{actor.name} has role {role} but no operator")
-        return actor.operator_id
+        return actor.operator_id or "-"
     if role is Role.CITY_ADMIN:
         return None
     raise Forbidden(f"role {role} may not push telemetry")

@@ -2,7 +2,11 @@
 
 ``DeviceFleet`` is the pure part (arrays in, arrays out, no socket): the power of every device
 at a time from its archetype profile (``kernels.profiles.materialise``), optional relative noise,
-state of charge and energy counter, and the instructions in force. ``run_devices`` connects it
+state of charge and energy counter, and the instructions in force. Every report carries, per
+device, active power ``p``, reactive power ``q`` (from the type's power factor: ``POWER_FACTOR``,
+inverters at unity), the active import energy counter ``e`` (kWh, integrated from ``p``), the
+state of charge ``soc`` of storage and V2G, and the quality flag ``qf`` (0; 2 with ``p`` = 0 for
+the share ``bad`` of readings that failed). ``run_devices`` connects it
 to a broker: one telemetry batch per gateway (site) and report, instructions in on
 ``{root}/cmd/{operator_id}/{device_id}``, acknowledgements out on ``{root}/ack/{operator_id}/{device_id}``;
 a gateway's batch of instructions on ``{root}/gcmd/{operator_id}/{gateway_id}`` (``{"gw", "items":
@@ -56,6 +60,12 @@ log = logging.getLogger("openvpp.sim.devices")
 ACK_WINDOW = 1000
 SLOT_MS = SLOT_MINUTES * 60_000
 NONE, SETPOINT, LIMIT = 0, 1, 2
+#: power factor of each resource type's load (lagging: q > 0 when consuming); inverter-coupled
+#: devices (PV, storage, V2G) run at unity. An assumption of the simulator, not a policy number.
+POWER_FACTOR = {"central_ac": 0.85, "district_cooling": 0.85, "ev_charging": 0.98, "ev_swapping": 0.98,
+                "data_center": 0.95, "base_station": 0.95, "shore_power": 0.9, "distributed_pv": 1.0,
+                "user_storage": 1.0, "v2g_charger": 1.0}
+DEFAULT_POWER_FACTOR = 0.95
 
 
 @dataclass
@@ -82,6 +92,8 @@ class DeviceFleet:
     speed: float = 1.0
     noise: float = 0.0              # extra relative noise on top of the profile's own [-]
     drop: float = 0.0               # share of devices that never report [-]
+    bad: float = 0.0                # share of readings that fail: published with qf = 2 and p = 0 [-]
+    power_factor: np.ndarray = field(default=None)   # (n,) cos phi of each device's load [-]
     interval_s: float = 60.0        # reporting interval in simulated seconds
     seed: int = 0
     sim_start_ms: int = 0           # profile time at wall_start
@@ -109,6 +121,8 @@ class DeviceFleet:
         self.until_ms = np.zeros(n, np.int64)
         self.soc = np.where(self.bidirectional, 0.5, np.nan)
         self.energy_kwh = np.zeros(n)
+        if self.power_factor is None:
+            self.power_factor = np.full(n, DEFAULT_POWER_FACTOR)
         self.rng = np.random.default_rng(self.seed)
         #: instructions that start later: (start_ms, seq, row, mode, value, min, max, until_ms)
         self.scheduled: list[tuple] = []
@@ -141,9 +155,11 @@ class DeviceFleet:
         ops = np.asarray(t.column("operator_id").to_pylist(), dtype=object)
         ops = np.where(ops == "", "-", ops)   # devices without an operator report under "-"
         types = np.asarray(t.column("resource_type").to_pylist(), dtype=object)
+        pf = np.array([POWER_FACTOR.get(x, DEFAULT_POWER_FACTOR) for x in types.tolist()], np.float64)
         return cls(resource_id=np.asarray(t.column("resource_id").to_pylist(), dtype=object),
                    operator_id=ops, site_id=np.asarray(t.column("site_id").to_pylist(), dtype=object),
                    capacity_kw=t.column("capacity_kw").to_numpy(), bidirectional=np.isin(types, BIDIRECTIONAL_TYPES),
+                   power_factor=pf,
                    archetypes=matrix, archetype_idx=prof.archetype_idx, scale_kw=prof.scale_kw,
                    noise_seed=prof.noise_seed, year_start_ms=int(ts[0].astype(np.int64)), **kw)
 
@@ -193,17 +209,33 @@ class DeviceFleet:
         self.last_ms = wall_ms
         return p, self.soc
 
+    def reactive(self, p_kw: np.ndarray) -> np.ndarray:
+        """Reactive power [kvar] of loads at their power factor (lagging, > 0); 0 at unity."""
+        pf = np.clip(self.power_factor, 1e-3, 1.0)
+        return np.abs(p_kw) * np.sqrt(1.0 - pf * pf) / pf
+
+    def readings(self, wall_ms: int) -> dict[str, np.ndarray]:
+        """Advance to ``wall_ms`` and read every device: ``p``, ``q``, ``e``, ``soc``, ``qf`` arrays."""
+        p, soc = self.step(wall_ms)
+        qf = np.zeros(self.n, np.int16)
+        if self.bad > 0:
+            qf[self.rng.random(self.n) < self.bad] = 2
+        failed = qf == 2
+        return {"p": np.where(failed, 0.0, p), "q": np.where(failed, 0.0, self.reactive(p)), "e": self.energy_kwh.copy(),
+                "soc": soc, "qf": qf}
+
     def messages(self, wall_ms: int, root: str = TOPIC_ROOT) -> list[tuple[str, bytes]]:
         """One telemetry batch per gateway (site) for the devices that are not dropped."""
-        p, soc = self.step(wall_ms)
+        r = self.readings(wall_ms)
         out = []
         for gw in self.gateways:
             rows = gw.rows[self.alive[gw.rows]]
             if not len(rows):
                 continue
-            s = soc[rows]
+            s = r["soc"][rows]
             payload = encode_columns(gw.gateway_id, self.resource_id[rows].tolist(), np.full(len(rows), wall_ms),
-                                     p[rows], soc=s if not np.isnan(s).all() else None)
+                                     r["p"][rows], soc=s if not np.isnan(s).all() else None, q_kvar=r["q"][rows],
+                                     qf=r["qf"][rows], e_kwh=r["e"][rows])
             out.append((f"{root}/tele/{gw.operator_id}/{gw.gateway_id}", payload))
         return out
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Connection, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from openvpp.api.deps import current_actor, read_conn
 from openvpp.api.routing import JSONRoute
@@ -31,13 +32,21 @@ MAX_BODY = 16 << 20
 
 
 class Runtime:
-    """Per-app telemetry objects: the bus, the ingest service, the live service (started lazily)."""
+    """Per-app telemetry objects: the bus, the ingest service, the live service (started lazily),
+    and the rollup timer.
+
+    The timer (``telemetry.upkeep`` every ``OPENVPP_TELEMETRY_ROLLUP_REFRESH_S``, 5 s; 0 = off) rolls
+    up what HTTP pushes (and any other writer) left dirty, so a deployment without an MQTT worker
+    needs no other process for its rollups. It starts with the runtime, at the first telemetry or
+    live request. Several API processes may run it: each minute is taken by one refresh.
+    """
 
     def __init__(self, settings):
         self.settings = settings
         self.bus: Bus | None = None
         self.service: telemetry.TelemetryService | None = None
         self.live = None
+        self.upkeep: asyncio.Task | None = None
         self._lock = asyncio.Lock()
 
     async def start(self) -> Runtime:
@@ -46,8 +55,12 @@ class Runtime:
         async with self._lock:
             if self.service is None:
                 self.bus = await make_bus(self.settings.bus_url).start()
-                self.service = telemetry.TelemetryService(get_engine(self.settings.database_url),
-                                                          publish=self.bus.publish_threadsafe)
+                service = telemetry.TelemetryService(get_engine(self.settings.database_url),
+                                                     publish=self.bus.publish_threadsafe)
+                every = service.config.rollup_refresh_s
+                if every > 0:
+                    self.upkeep = asyncio.create_task(telemetry.upkeep(service, refresh_every_s=every, who="api"))
+                self.service = service
         return self
 
     async def live_service(self):
@@ -82,8 +95,17 @@ async def push(request: Request, actor: Actor = Depends(current_actor)) -> dict:
     rt = await runtime(request)
 
     def work() -> dict:
-        _gw, points = telemetry.decode(body)
-        return rt.service.ingest(points, "http", actor.name[:64], operator_id=operator_id).as_dict()
+        try:
+            _gw, points = telemetry.decode(body)
+        except InvalidInput as exc:   # refused whole: counted and logged like an MQTT message
+            telemetry.log.warning("telemetry http: refused message from %s: %s", actor.name, exc)
+            try:
+                rt.service.refuse("http")
+            except SQLAlchemyError as db_exc:   # the sender still gets its 422
+                telemetry.log.warning("telemetry http: the refusal was not counted: %s", db_exc)
+            raise
+        return rt.service.ingest(points, "http", telemetry.source_label(actor.name, "http"),
+                                 operator_id=operator_id).as_dict()
 
     return await run_in_threadpool(work)
 
