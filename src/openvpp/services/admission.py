@@ -135,21 +135,23 @@ def _units_by_operator(conn: Connection, operator_ids: list[str], adm: dict) -> 
 
 
 def _units_from_arrays(reg: RegistryArrays, operator_id: str, adm: dict) -> list[dict]:
-    m = reg.matching(operator_id=operator_id, state="active")
-    v = {k: reg.values[k][m] for k in ("adjustable_down_kw", "adjustable_duration_h", "verified_latency_s",
-                                       "verified_down_kw")}
-    long_enough = v["adjustable_duration_h"] >= float(adm["trading_unit_min_duration_h"])
+    """``trading_units`` on the registry arrays: one bincount per figure over the substation codes of
+    the operator's active resources (no sort; a code of -1, no substation, is the group None)."""
+    idx = np.flatnonzero(reg.matching(operator_id=operator_id, state="active"))
+    down, hours, latency, verified = (reg.values[k].take(idx) for k in (
+        "adjustable_down_kw", "adjustable_duration_h", "verified_latency_s", "verified_down_kw"))
+    long_enough = hours >= float(adm["trading_unit_min_duration_h"])
     with np.errstate(invalid="ignore"):          # NaN latency: not verified, not minute-level
-        minute = long_enough & (v["verified_latency_s"] <= float(adm["minute_level_max_latency_s"]))
-    codes, group = np.unique(reg.codes["substation_id"][m], return_inverse=True)
-    k = len(codes)
+        minute = long_enough & (latency <= float(adm["minute_level_max_latency_s"]))
+    labels = [None] + list(reg.categories["substation_id"])
+    group = reg.codes["substation_id"].take(idx) + 1
+    k = len(labels)
     count = np.bincount(group, minlength=k)
-    declared = np.bincount(group, v["adjustable_down_kw"], k)
-    long_kw = np.bincount(group, np.where(long_enough, v["adjustable_down_kw"], 0.0), k)
-    minute_kw = np.bincount(group, np.where(minute, np.nan_to_num(v["verified_down_kw"]), 0.0), k)
-    labels = reg.categories["substation_id"]
-    units = [_unit(adm, labels[c] if c >= 0 else None, count[i], declared[i], long_kw[i], minute_kw[i])
-             for i, c in enumerate(codes.tolist())]
+    declared = np.bincount(group, down, k)
+    long_kw = np.bincount(group, np.where(long_enough, down, 0.0), k)
+    minute_kw = np.bincount(group, np.where(minute, np.nan_to_num(verified), 0.0), k)
+    units = [_unit(adm, labels[g], count[g], declared[g], long_kw[g], minute_kw[g])
+             for g in np.flatnonzero(count).tolist()]
     return sorted(units, key=lambda u: (u["clearing_node"] is None, u["clearing_node"] or ""))
 
 
