@@ -3,8 +3,9 @@ instruction, split it to devices, send the device instructions over a command ch
 production), record the devices' acknowledgements and re-dispatch what a device fails to take.
 
 One ``step()`` is one pass; ``run()`` repeats it. A capability-verification test in the feed
-(topic ``verification``) is sent to its devices as limits over the test window, on the same transport. The business rules live in ``services.events``
-and ``services.dispatch``; this adapter only moves messages between them and the transport.
+(topic ``verification``) is sent to its devices as limits over the test window, on the same
+transport. The business rules live in ``services.events`` and ``services.dispatch``; this adapter
+only moves messages between them and the transport.
 
 The city side is reached through a ``CityLink``: ``InProcessCity`` calls the services (the
 platform and the operator's system in one deployment), ``HttpCity`` speaks the documented operator
