@@ -31,15 +31,12 @@ from sqlalchemy import insert, select
 from openvpp.api.app import create_app
 from openvpp.core.settings import Settings
 from openvpp.services import accounts
-from openvpp.services import evaluation as eva
 from openvpp.services import settlement as stl
 from openvpp.sim.demo import prepare_demo
-from openvpp.sim.demo_day import DAY, HISTORY, Fleet, run_day
+from openvpp.sim.demo_day import DAY, replay_source, run_day
 from openvpp.store import audit, db
 from openvpp.store.schema import resources
 from openvpp.store.schema_ev import PERIODS, ev_charge_points, ev_sessions
-from openvpp.store.schema_events import events as events_t
-from openvpp.store.schema_settlement import evaluation_rows, evaluations
 from openvpp.web import BUILD_COMMAND, missing_vendor_files
 from tests import test_browser_dashboard as dashboard
 from tests._server import serve
@@ -63,21 +60,6 @@ class SettledCity(City):
     owner_a: str = ""
     database_url: str = ""
     fixture_s: float = 0.0
-
-
-def replay_source(conn) -> eva.ArrayMeterSource:
-    """The demo day's meter data: the materialised profiles, with the metered power its evaluations stored
-    for the event windows (what the simulated devices did)."""
-    fleet = Fleet(conn, DAY, HISTORY)
-    power = fleet.materialise().copy()
-    q = (select(evaluation_rows.c.key_id, evaluation_rows.c.slot, evaluation_rows.c.metered_kw)
-         .select_from(evaluation_rows.join(evaluations, evaluations.c.evaluation_id == evaluation_rows.c.evaluation_id)
-                      .join(events_t, events_t.c.event_id == evaluations.c.event_id))
-         .where(evaluations.c.status == "current", evaluation_rows.c.level == "resource", events_t.c.day == DAY))
-    for rid, slot, kw in conn.execute(q):
-        if kw is not None and rid in fleet.pos:
-            power[fleet.pos[rid], -1, slot] = kw
-    return eva.ArrayMeterSource(fleet.ids, fleet.first_day, power, name="demo-day replay")
 
 
 @pytest.fixture(scope="module")
@@ -332,8 +314,12 @@ def test_operator_disputes_a_line_the_center_reevaluates_and_approves_and_the_le
     with city.client("settle-op-a") as c:
         d = c.get(f"/api/v1/disputes/{dispute_id}").json()
     assert d["line_id"] == line["line_id"] and d["state"] == "open"
-    (rid, values), = d["evidence"]["meter"].items()
-    assert values == pytest.approx(corrected, abs=1e-9)
+    (rid, days), = d["evidence"]["meter"].items()   # stored as {resource: {day: {slot: kW}}}
+    (day, slots), = days.items()
+    assert [slots[k] for k in sorted(slots, key=int)] == pytest.approx(corrected, abs=1e-9)
+    rows = op_page.locator("#settle-dispute-evidence tbody tr")
+    expect(rows).to_have_count(len(corrected))
+    assert rows.first.get_attribute("data-day") == day and rows.first.get_attribute("data-id") == rid
     expect(op_page.locator("#settle-dispute-difference")).to_contain_text("Not re-evaluated yet")
     expect(op_page.locator("#settle-dispute-actions")).to_have_count(0)
     _shot(op_page, "settle_09_dispute_raised")

@@ -594,8 +594,14 @@ def demo(resources: int = typer.Option(2000, "--resources", "-n", min=50),
     from openvpp.cli.telemetry import start_embedded_telemetry
 
     telemetry_feed = start_embedded_telemetry(settings, Path(summary["city_dir"]))
+    from openvpp.sim.demo_day import replay_source
+    from openvpp.store import db
+
+    app_ = create_app(settings)
+    with db.get_engine(settings.database_url).connect() as conn:
+        app_.state.meter_source = replay_source(conn)   # disputes re-evaluate over the day's own data
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        uvicorn.run(app_, host=host, port=port, log_level="warning")
     finally:
         telemetry_feed.stop()
 

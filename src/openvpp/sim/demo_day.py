@@ -39,12 +39,19 @@ from openvpp.sim.ev import ARCHETYPE_KIND, generate_sessions
 from openvpp.store import db
 from openvpp.store.audit import Actor
 from openvpp.store.schema import grid_nodes, operators, profile_archetypes, resources
+from openvpp.store.schema_events import events as events_table
+from openvpp.store.schema_settlement import evaluation_rows, evaluations
 
 DAY = date(2025, 7, 15)            # a hot Tuesday, inside the generated profile year
 PEAK = (56, 64)                    # 14:00-16:00 local: the afternoon peak
 CENTER = Actor("demo-center", "city_admin")
 DISPATCH = Actor("demo-dispatcher", "dispatcher")
 HISTORY = evaluation.HISTORY_DAYS
+
+
+#: the name of the demo day's meter data, recorded with its evaluations (a dispute re-evaluates
+#: over the same source, see services/disputes)
+METER_SOURCE = "demo-day simulation"
 
 
 class Fleet:
@@ -283,7 +290,7 @@ def run_day(settings: Settings, progress: Callable[[str, float], None] | None = 
                 break
             events.transition(conn, DISPATCH, ev["event_id"], "cancel", reason="no flexible resources under it")
         progress("day: evaluation", 0.65)
-        source = evaluation.ArrayMeterSource(fleet.ids, fleet.first_day, fleet.materialise())
+        source = evaluation.ArrayMeterSource(fleet.ids, fleet.first_day, fleet.materialise(), name=METER_SOURCE)
         after = local_midnight_utc(day) + timedelta(days=1, hours=1)
         for key in ("peak_shaving", "congestion"):
             if key in out:
@@ -303,3 +310,20 @@ def run_day(settings: Settings, progress: Callable[[str, float], None] | None = 
                           "evaluated_v2g_kwh": out["peak_shaving"]["evaluation"].get("v2g_kwh")}
     progress("day: done", 1.0)
     return out
+
+
+def replay_source(conn, day: date = DAY, history_days: int = HISTORY) -> evaluation.ArrayMeterSource:
+    """The demo day's meter data after the fact, for the API's re-evaluations (disputes): the
+    profiles the day materialised, with the metered power its current evaluations stored for the
+    event windows (what the simulated devices did). Named as the day's own source, so a dispute's
+    check of the evaluated data (source and SHA-256) tells whether it really is the same data."""
+    fleet = Fleet(conn, day, history_days)
+    power = fleet.materialise().copy()
+    q = (select(evaluation_rows.c.key_id, evaluation_rows.c.slot, evaluation_rows.c.metered_kw)
+         .select_from(evaluation_rows.join(evaluations, evaluations.c.evaluation_id == evaluation_rows.c.evaluation_id)
+                      .join(events_table, events_table.c.event_id == evaluations.c.event_id))
+         .where(evaluations.c.status == "current", evaluation_rows.c.level == "resource", events_table.c.day == day))
+    for rid, slot, kw in conn.execute(q):
+        if kw is not None and rid in fleet.pos:
+            power[fleet.pos[rid], -1, slot] = kw
+    return evaluation.ArrayMeterSource(fleet.ids, fleet.first_day, power, name=METER_SOURCE)

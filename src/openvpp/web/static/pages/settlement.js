@@ -128,6 +128,9 @@ addMessages({
     "settle.dispute.submit": "Raise the dispute",
     "settle.dispute.cancel": "Cancel",
     "settle.dispute.resource": "Resource",
+    "settle.dispute.day": "Day",
+    "settle.dispute.slot": "Slot",
+    "settle.dispute.corrected": "Corrected reading",
     "settle.dispute.loading": "Loading the metered values…",
     "settle.dispute.none": "No resource of yours in this line's evaluation.",
     "settle.ledger.title": "Ledger of settlement {id} ({n} entries)",
@@ -309,6 +312,9 @@ addMessages({
     "settle.dispute.submit": "提交争议",
     "settle.dispute.cancel": "取消",
     "settle.dispute.resource": "资源",
+    "settle.dispute.day": "日期",
+    "settle.dispute.slot": "时段",
+    "settle.dispute.corrected": "更正读数",
     "settle.dispute.loading": "正在加载计量值…",
     "settle.dispute.none": "此明细的评估中没有本方资源。",
     "settle.ledger.title": "结算 {id} 台账（{n} 条）",
@@ -1090,12 +1096,17 @@ function renderDispute() {
         h("div", { class: "muted", text: t("settle.dispute.meta", { op: d.operator_id, line: d.line_id, event: d.event_id, by: d.created_by, at: fmtTime(d.created_at) }) }),
         h("p", { class: "dispute-reason", text: d.reason })),
       h("div", { class: "detail-badges" }, disputeBadge(d.state)))];
-  const meter = d.evidence?.meter || {};
+  // stored evidence: {resource: {"YYYY-MM-DD": {slot: kW}}}, one row per corrected reading
+  const readings = Object.entries(d.evidence?.meter || {}).flatMap(([rid, days]) =>
+    Object.entries(days).flatMap(([day, slots]) =>
+      Object.entries(slots).map(([slot, kw]) => ({ rid, day, slot: Number(slot), kw })).sort((a, b) => a.slot - b.slot)));
   out.push(h("article", { class: "panel", id: "settle-dispute-evidence" }, tl("h2", "settle.dispute.evidence"),
     h("div", { class: "table-wrap" }, table(
-      [{ key: "resource", label: "settle.dispute.resource", render: (r) => h("span", { class: "mono", text: r[0] }) },
-        ...(Object.values(meter)[0] || []).map((_, i) => ({ key: `v${i}`, label: `#${i + 1}`, num: true, render: (r) => fmt(r[1][i], 3) }))],
-      Object.entries(meter), { rowProps: (r) => ({ dataset: { id: r[0] } }) }))));
+      [{ key: "resource", label: "settle.dispute.resource", render: (r) => h("span", { class: "mono", text: r.rid }) },
+        { key: "day", label: "settle.dispute.day", render: (r) => r.day },
+        { key: "slot", label: "settle.dispute.slot", render: (r) => slotLabel(r.slot) },
+        { key: "kw", label: "settle.dispute.corrected", num: true, render: (r) => fmt(r.kw, 3) }],
+      readings, { rowProps: (r) => ({ dataset: { id: r.rid, day: r.day, slot: r.slot } }) }))));
   const center = ["city_admin", "dispatcher"].includes(role());
   if (center || can("sign_settlements")) out.push(disputeActions(d, center));
   const diff = d.difference;
