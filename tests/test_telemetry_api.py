@@ -2,6 +2,7 @@
 
 import json
 import time
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -29,12 +30,14 @@ def make_app(settings):
 @pytest.fixture
 def api(loaded, monkeypatch):
     monkeypatch.setenv("OPENVPP_TELEMETRY_LIVE_REFRESH_S", "0.2")
+    monkeypatch.setenv("OPENVPP_TELEMETRY_ROLLUP_REFRESH_S", "0.2")
     with db.get_engine(loaded.database_url).begin() as conn:
         for name, (role, op, own) in USERS.items():
             accounts.create_user(conn, audit.SYSTEM, name, PASSWORD, role, op, own, rounds=4)
         keys = {"dev1": accounts.create_api_key(conn, audit.SYSTEM, "gw-op01", "device", operator_id="OP01")["key"],
                 "eng2": accounts.create_api_key(conn, audit.SYSTEM, "tss-op02", "operator_engineer",
-                                                operator_id="OP02")["key"]}
+                                                operator_id="OP02")["key"],
+                "dev0": accounts.create_api_key(conn, audit.SYSTEM, "gw-none", "device")["key"]}
     with TestClient(make_app(loaded)) as c:
         c.keys = keys
         yield c
@@ -83,7 +86,7 @@ def test_series_respect_the_tenant_scope(api):
     t = now_ms() - 60_000
     api.post("/api/v1/telemetry", headers={"X-API-Key": api.keys["dev1"]},
              content=json.dumps({"points": [{"d": "R1", "t": t, "p": 100.0}, {"d": "R1", "t": t + 1000, "p": 300.0}]}))
-    api.app.state.telemetry.service.refresh_rollups(include_open=True)   # the ingest worker's periodic job
+    api.app.state.telemetry.service.refresh_rollups(include_open=True)   # the minute is still open: force it
     op1 = login(api, "op1")
     raw = api.get("/api/v1/telemetry/devices/R1", headers=op1).json()
     assert [p["power_kw"] for p in raw["points"]] == [100.0, 300.0]
@@ -93,3 +96,79 @@ def test_series_respect_the_tenant_scope(api):
     assert api.get("/api/v1/telemetry/stats", headers=op1).status_code == 403
     assert api.get("/api/v1/telemetry/groups/district/GZ-TH", headers=op1).status_code == 403
     assert api.get("/api/v1/telemetry/groups/operator/OP01", headers=op1).status_code == 200
+
+
+@pytest.mark.parametrize("body, field", [
+    (b'{"gw": "S1", "points": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "payload"),
+    (b'{"cols": {"d": "R1", "t": [1], "p": [1]}}', "d"),
+    (b'{"cols": {"d": ["R1"], "t": [1], "p": [1, 2]}}', "p"),
+    (b'{"cols": {"d": ["R1"], "t": 5, "p": [1]}}', "t"),
+    (b'\xff\xfe\x00', "payload"),
+])
+def test_a_body_that_is_no_batch_is_422_naming_the_field_and_counted(api, body, field):
+    r = api.post("/api/v1/telemetry", content=body, headers={"X-API-Key": api.keys["dev1"]})
+    assert r.status_code == 422, r.text
+    assert r.json()["violations"][0]["field"] == field
+    stats = api.get("/api/v1/telemetry/stats", headers=login(api, "admin")).json()
+    assert stats["totals"]["refused_message"] == 1
+
+
+def test_values_beyond_any_range_are_rejected_per_point_over_http(api):
+    t = now_ms() - 5000
+    big = "1" + "0" * 400
+    body = (f'{{"points": [{{"d": "R1", "t": {t}, "p": 1}}, {{"d": "R1", "t": {10**20}, "p": 1}},'
+            f' {{"d": "R1", "t": {t + 1}, "p": {big}}}, {{"d": ["R1"], "t": {t + 2}, "p": 1}}]}}')
+    r = api.post("/api/v1/telemetry", content=body, headers={"X-API-Key": api.keys["dev1"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["inserted"] == 1
+    assert r.json()["rejected"] == {"bad_timestamp": 1, "non_numeric": 1, "unknown_device": 1}
+
+
+def test_a_device_key_without_an_operator_reports_only_devices_without_one(api):
+    t = now_ms() - 5000
+    body = {"points": [{"d": "R1", "t": t, "p": 1.0}, {"d": "R4", "t": t, "p": 1.0}, {"d": "R7", "t": t, "p": 5.0}]}
+    r = api.post("/api/v1/telemetry", content=json.dumps(body), headers={"X-API-Key": api.keys["dev0"]}).json()
+    assert (r["inserted"], r["rejected"]) == (1, {"foreign_device": 2})    # R7 has no operator
+
+
+def test_bad_quality_points_are_stored_but_never_become_live_power(api):
+    h = login(api, "admin")
+    assert api.get("/api/v1/live/summary", headers=h).status_code == 200   # the live view is running
+    t = now_ms() - 3000
+    body = {"points": [{"d": "R1", "t": t, "p": 100.0}, {"d": "R1", "t": t + 1000, "p": 900.0, "qf": 2},
+                       {"d": "R6", "t": t + 1000, "p": 700.0, "qf": 2}]}
+    r = api.post("/api/v1/telemetry", content=json.dumps(body), headers={"X-API-Key": api.keys["dev1"]}).json()
+    assert r["inserted"] == 3
+    deadline = time.time() + 15
+    live = {}
+    while time.time() < deadline and live.get("power_kw") != 100.0:
+        live = api.get("/api/v1/live/devices/R1", headers=h).json()
+        time.sleep(0.1)
+    assert live["power_kw"] == 100.0 and live["online"]
+    city = {}
+    while time.time() < deadline and city.get("online") != 1:
+        city = api.get("/api/v1/live/summary", headers=h).json()["city"]
+        time.sleep(0.1)
+    assert (city["online"], city["power_kw"]) == (1, 100.0)   # R1's good point; no bad point counts
+    assert api.get("/api/v1/live/devices/R1", headers=h).json()["power_kw"] == 100.0
+    assert api.get("/api/v1/live/devices/R6", headers=h).json()["online"] is False   # only a bad point: no sign of life
+
+
+def test_http_pushes_are_rolled_up_by_the_api_process_without_any_call(api):
+    """No MQTT worker and no manual refresh: the API runtime's timer rolls up the closed minute."""
+    minute = (now_ms() // 60_000 - 2) * 60_000
+    body = {"points": [{"d": "R1", "t": minute + 1000, "p": 100.0}, {"d": "R4", "t": minute + 2000, "p": 40.0}]}
+    h = login(api, "admin")
+    assert api.post("/api/v1/telemetry", content=json.dumps(body), headers={"X-API-Key": api.keys["dev1"]}).json()[
+        "inserted"] == 1   # R4 is OP02's
+    body = {"points": [{"d": "R4", "t": minute + 2000, "p": 40.0}]}
+    assert api.post("/api/v1/telemetry", content=json.dumps(body), headers={"X-API-Key": api.keys["eng2"]}).json()[
+        "inserted"] == 1
+    start = datetime.fromtimestamp(minute / 1000, UTC).isoformat()
+    deadline = time.time() + 20
+    buckets = []
+    while time.time() < deadline and not buckets:
+        buckets = api.get("/api/v1/telemetry/groups/city/GZ", params={"step": 60, "start": start},
+                          headers=h).json()["buckets"]
+        time.sleep(0.1)
+    assert [(b["power_kw"], b["n_devices"], b["n_points"]) for b in buckets] == [(140.0, 2, 2)]
