@@ -1,4 +1,5 @@
-"""Faults mid-stream: the broker restarts, then the database refuses connections for a while.
+"""Faults mid-stream: the broker restarts, then the database refuses connections for a while, just
+as the ingest's registry snapshot is due for a reload.
 
 A private Mosquitto (persistence on, free port) is started for this test so it can be stopped
 and started again; the database is this test's own PostgreSQL database. With QoS 1, PUBACK after
@@ -16,6 +17,7 @@ import time
 import uuid
 
 import aiomqtt
+import numpy as np
 import psycopg
 import pytest
 from sqlalchemy import func, select
@@ -112,6 +114,7 @@ def test_broker_restart_and_database_outage_lose_and_double_nothing(loaded, tmp_
     async def database_outage():
         events.append("database down")
         await asyncio.to_thread(set_connections, False)
+        svc.expire_index()   # the registry snapshot falls due (every 300 s in production) while the database is away
         await asyncio.sleep(1.5)
         await asyncio.to_thread(set_connections, True)
         events.append("database up")
@@ -160,3 +163,36 @@ def test_broker_restart_and_database_outage_lose_and_double_nothing(loaded, tmp_
     assert {g["kind"] for g in gaps} == {"broker", "database"}
     assert all(g["seconds"] > 0 for g in gaps)
     assert stats.inserted == expected and stats.rejected == 0
+    assert svc.index_failures >= 1                                         # the due reload did fail, and was survived
+    assert stats.restarts == 0
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_registry_reload_during_an_outage_keeps_the_snapshot_unless_devices_are_unknown(loaded):
+    """A reload that falls due while the database is away keeps the snapshot (the stream goes on);
+    a reload asked for because a batch names unknown devices raises, so that batch waits for the
+    database instead of being refused by a stale snapshot."""
+    from sqlalchemy.exc import OperationalError
+
+    dbname = db.get_engine(loaded.database_url).url.database
+    svc = TelemetryService(db.get_engine(loaded.database_url), TelemetryConfig())
+    first = svc.index()
+
+    def allow(ok: bool):
+        with psycopg.connect(PG_ADMIN, autocommit=True) as a:
+            a.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS {"true" if ok else "false"}')
+            if not ok:
+                a.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,))
+
+    allow(False)
+    try:
+        svc.expire_index()
+        assert svc.index() is first and svc.index_failures == 1
+        assert svc.index() is first and svc.index_failures == 1     # not retried at once: the next try is 5 s on
+        with pytest.raises(OperationalError):
+            svc.index(refresh=True)
+    finally:
+        allow(True)
+    svc.expire_index()
+    fresh = svc.index()
+    assert fresh is not first and fresh.lookup(np.array(["R1", "nope"], dtype=object)).tolist()[1] == -1
