@@ -1,10 +1,12 @@
 """CLI: ``sim devices`` against Mosquitto, and the embedded default (amqtt + ingest + simulator)
 feeding the API's live view with nothing installed."""
 
+import asyncio
 import json
 import time
 import uuid
 
+import aiomqtt
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -54,3 +56,44 @@ def test_embedded_default_needs_no_broker_and_feeds_the_live_view(loaded, mini_c
     assert online == 7
     with db.get_engine(loaded.database_url).connect() as conn:
         assert timeseries.count_raw(conn) >= 7
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_ingest_command_exits_non_zero_when_the_worker_gives_up(loaded, monkeypatch, tmp_path):
+    """An unforeseen error that keeps coming (here injected in the pump) makes the worker give up after
+    --max-restarts, and the command exits 1 so a supervisor restarts it."""
+    from openvpp.adapters.mqtt.ingest import MqttIngest
+
+    async def always_fails(self, client, stop):
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(MqttIngest, "_pump", always_fails)
+    monkeypatch.setenv("OPENVPP_HOME", str(tmp_path))
+    monkeypatch.setenv("OPENVPP_DATABASE_URL", loaded.database_url)
+    client_id = f"cli-{uuid.uuid4().hex[:8]}"
+    root = f"openvpp-test-{uuid.uuid4().hex[:10]}/v1"
+    r = CliRunner().invoke(telemetry_app, ["ingest", "--mqtt", f"mqtt://127.0.0.1:1883/{root}", "--client-id",
+                                           client_id, "--max-restarts", "1"])
+    assert r.exit_code == 1, r.output
+    assert "gave up" in r.output and "injected fault" in r.output
+
+    async def clean():
+        async with aiomqtt.Client("127.0.0.1", 1883, identifier=client_id, clean_session=True):
+            pass
+
+    asyncio.run(clean())
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_maintain_command_rolls_up_what_http_pushes_left(loaded, monkeypatch, tmp_path):
+    from openvpp.services.telemetry import Points, TelemetryConfig, TelemetryService
+
+    monkeypatch.setenv("OPENVPP_HOME", str(tmp_path))
+    monkeypatch.setenv("OPENVPP_DATABASE_URL", loaded.database_url)
+    t = (int(time.time() * 1000) // 60_000 - 2) * 60_000
+    svc = TelemetryService(db.get_engine(loaded.database_url), TelemetryConfig())
+    assert svc.ingest(Points.from_columns({"d": ["R1", "R1"], "t": [t, t + 60_000], "p": [1.0, 2.0]}),
+                      "http", "k").inserted == 2
+    r = CliRunner().invoke(telemetry_app, ["maintain"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["rollup_buckets"] == 2

@@ -164,3 +164,77 @@ def test_a_gateway_takes_its_devices_instructions_in_one_message_over_mosquitto(
     # R1's limit waits in its schedule for its start
     i = fleet.pos["R1"]
     assert any(e[2] == i and e[0] == start for e in fleet.scheduled)
+
+
+def test_noise_scatters_power_around_the_profile_by_sigma(mini_city):
+    clean = DeviceFleet.from_city(mini_city, wall_start_ms=T, sim_start_ms=0, speed=60.0)
+    noisy = DeviceFleet.from_city(mini_city, wall_start_ms=T, sim_start_ms=0, speed=60.0, noise=0.1, seed=3)
+    times = [T + k * 37_000 for k in range(150)]
+    base = np.concatenate([clean.power(t) for t in times])
+    scattered = np.concatenate([noisy.power(t) for t in times])
+    cap = np.tile(clean.capacity_kw, len(times))
+    inside = (np.abs(base) > 1.0) & (np.abs(scattered) < cap)        # not clipped at capacity
+    rel = scattered[inside] / base[inside] - 1.0
+    assert len(rel) > 900
+    assert abs(rel.mean()) < 0.02 and 0.09 < rel.std() < 0.11        # N(0, 0.1): the sample std within ~3 sigma
+
+
+def test_readings_carry_reactive_power_energy_counter_and_quality(mini_city):
+    f = DeviceFleet.from_city(mini_city, wall_start_ms=T, sim_start_ms=0, speed=60.0, bad=0.5, seed=1)
+    r0 = f.readings(T)
+    r1 = f.readings(T + 60_000)               # one profile hour later
+    ok = r1["qf"] == 0
+    pf = {"R1": 0.85, "R2": 1.0, "R3": 1.0, "R4": 0.98}
+    for rid, cos_phi in pf.items():
+        i = f.pos[rid]
+        if ok[i]:
+            assert r1["q"][i] == pytest.approx(abs(r1["p"][i]) * np.sqrt(1 - cos_phi**2) / cos_phi)
+    assert (r1["p"][~ok] == 0).all() and (r1["qf"][~ok] == 2).all() and 0 < (~ok).sum() < f.n
+    # the counter integrates the import of the hour, whatever the reading's quality
+    assert (r0["e"] == 0).all() and (r1["e"] >= 0).all() and r1["e"][f.pos["R1"]] > 0
+    msgs = f.messages(T + 120_000, root="r/v1")
+    cols = json.loads(dict(msgs)["r/v1/tele/OP01/S1"])["cols"]
+    assert {"d", "t", "p", "q", "e", "soc", "qf"} <= set(cols)
+
+
+def test_energy_counters_reach_the_rollups_end_to_end_over_mosquitto(loaded, mini_city):
+    root = f"openvpp-test-{uuid.uuid4().hex[:10]}/v1"
+    url = f"mqtt://127.0.0.1:1883/{root}"
+    svc = TelemetryService(db.get_engine(loaded.database_url), TelemetryConfig())
+    fleet = DeviceFleet.from_city(mini_city, speed=600.0, interval_s=60.0, drop=0.0)   # a report every 0.1 s
+    client_id = f"ingest-{uuid.uuid4().hex[:8]}"
+
+    async def main():
+        ingest = MqttIngest(svc, url, client_id=client_id, max_wait_s=0.02)
+        stop = asyncio.Event()
+        task = asyncio.create_task(ingest.run(stop))
+        t0 = time.monotonic()
+        while not ingest.subscribed.is_set():
+            assert time.monotonic() - t0 < 10, "Mosquitto is required at 127.0.0.1:1883"
+            await asyncio.sleep(0.05)
+        counts = await run_devices(fleet, url, reports=12)
+        t0 = time.monotonic()
+        while ingest.stats.points < counts["points"] and time.monotonic() - t0 < 20:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task
+        async with aiomqtt.Client("127.0.0.1", 1883, identifier=client_id, clean_session=True):
+            pass
+        return counts, ingest.stats
+
+    counts, stats = asyncio.run(main())
+    assert counts["points"] == 12 * 7 and stats.inserted == 12 * 7 and stats.rejected == 0
+    svc.refresh_rollups(include_open=True)
+    with db.get_engine(loaded.database_url).connect() as conn:
+        raw = timeseries.read_raw(conn, list(fleet.resource_id), datetime(2000, 1, 1, tzinfo=UTC),
+                                  datetime(2100, 1, 1, tzinfo=UTC))
+        roll = timeseries.read_rollup(conn, 60, list(fleet.resource_id), datetime(2000, 1, 1, tzinfo=UTC),
+                                      datetime(2100, 1, 1, tzinfo=UTC))
+    for rid in fleet.resource_id:
+        e = [r["energy_kwh"] for r in raw if r["device_id"] == rid]
+        assert len(e) == 12 and e == sorted(e)                            # a counter never runs back
+        assert e[-1] == pytest.approx(round(fleet.energy_kwh[fleet.pos[rid]], 3))
+        assert max(r["energy_max_kwh"] for r in roll if r["device_id"] == rid) == pytest.approx(e[-1])
+        q = [r["reactive_kvar"] for r in raw if r["device_id"] == rid]
+        assert all(v is not None and v >= 0 for v in q)
+    assert max(r["energy_max_kwh"] for r in roll if r["device_id"] == "R1") > 0
