@@ -10,6 +10,9 @@ A pool is stored as a rule (``model.pools.PoolRules``) and evaluated on the regi
 - Evaluation: ``evaluate`` (totals per pool) and ``members`` (a page of member ids).
 - ``PoolEngine`` holds the registry arrays and every pool's mask and totals in memory and applies
   resource changes incrementally, O(changes x pools); the live state and dispatch use it.
+- ``PoolCache`` is a process's shared engine (the API's): it reads the changes the audit log
+  announces (the changed resources' rows, pools, admitted operators) and applies them to the
+  engine, reloading the registry only for city loads, bulk imports and operators' hand-overs.
 
 Members are active resources of admitted operators with capability > 0 in the pool's direction;
 a pool that requires a verification grade excludes flagged and unverified resources.

@@ -46,8 +46,8 @@ class RegistryArrays:
     codes: dict[str, np.ndarray] = field(default_factory=dict)
     categories: dict[str, list] = field(default_factory=dict)
     values: dict[str, np.ndarray] = field(default_factory=dict)   # float64, NaN = unknown
-    #: column → (number of categories, rank of each code in label order): see ``label_ranks``
-    _ranks: dict[str, tuple[int, np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
+    #: column → (number of categories, ``label_arrays``)
+    _ranks: dict[str, tuple[int, tuple]] = field(default_factory=dict, repr=False, compare=False)
     #: column → {label: code}, kept by ``encode``
     _lookup: dict[str, dict] = field(default_factory=dict, repr=False, compare=False)
 
@@ -117,21 +117,22 @@ class RegistryArrays:
                              categories=self.categories,
                              values={c: insert_at(a, pos, np.nan if c.startswith("verified_") else 0.0)
                                      for c, a in self.values.items()})
-        out._lookup = self._lookup
+        out._lookup, out._ranks = self._lookup, self._ranks    # both keyed to the shared categories
         return out, pos
 
-    def label_ranks(self, column: str) -> np.ndarray:
-        """int (categories + 1,): the rank of each code's label in sorted order, the "none" slot (code
-        -1, or the last index) ranked last. Kept until the column gains a category (labels are only
-        ever appended), so sorting groups by label costs one lookup per group."""
+    def label_arrays(self, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(labels, ranks, in_order)`` of a categorical column, each with a last slot for "none"
+        (code -1): the labels by code (object), the rank of each code's label in sorted order (int,
+        "none" last) and the labels in that order. Kept until the column gains a category (labels are
+        only ever appended), so grouping in label order costs one gather per call."""
         cats = self.categories[column]
         hit = self._ranks.get(column)
         if hit is None or hit[0] != len(cats):
-            order = sorted(range(len(cats)), key=cats.__getitem__)
+            labels = np.array(cats + [None], dtype=object)
+            order = sorted(range(len(cats)), key=cats.__getitem__) + [len(cats)]
             ranks = np.empty(len(cats) + 1, np.int64)
-            ranks[order] = np.arange(len(cats))
-            ranks[-1] = len(cats)
-            hit = self._ranks[column] = (len(cats), ranks)
+            ranks[order] = np.arange(len(cats) + 1)
+            hit = self._ranks[column] = (len(cats), (labels, ranks, labels[order]))
         return hit[1]
 
     @classmethod
@@ -229,20 +230,20 @@ def aggregate_columns(reg: RegistryArrays, by: list[str], active_only: bool = Tr
     verified = ~np.isnan(v["verified_down_kw"])
     quantities = (v["capacity_kw"], v["adjustable_down_kw"], v["adjustable_up_kw"],
                   np.where(verified, v["verified_down_kw"], 0.0), verified.astype(np.float64))
-    cols = [LEVELS[b] for b in by]
-    cats = [np.array(reg.categories[c] + [None], dtype=object) for c in cols]
-    codes = [np.where(reg.codes[c] < 0, len(k) - 1, reg.codes[c]) for c, k in zip(cols, cats, strict=True)]
+    cats, codes = [], []
+    for b in by:
+        labels, ranks, in_order = reg.label_arrays(LEVELS[b])
+        code = reg.codes[LEVELS[b]]
+        # sorted: group by each label's rank instead of its code, so the groups come out in label order
+        # (code -1, none, indexes the last rank); else by code, none moved to the last slot
+        cats.append(in_order if sort else labels)
+        codes.append(ranks[code] if sort else np.where(code < 0, len(labels) - 1, code))
     if len(by) == 1:
         sums = group_sum(codes[0], len(cats[0]), *quantities, mask=m)
         g = np.flatnonzero(sums[-1])
-        if sort:
-            g = g[np.argsort(reg.label_ranks(cols[0])[g], kind="stable")]
         return [cats[0][g]], sums[:, g]
     sums = group_sum_2d(codes[0], len(cats[0]), codes[1], len(cats[1]), *quantities, mask=m)
     a, b = np.nonzero(sums[-1])
-    if sort:
-        order = np.lexsort((reg.label_ranks(cols[1])[b], reg.label_ranks(cols[0])[a]))
-        a, b = a[order], b[order]
     return [cats[0][a], cats[1][b]], sums[:, a, b]
 
 
