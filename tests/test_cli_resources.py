@@ -71,7 +71,7 @@ def test_summary_by_level_and_type_under_a_parent_with_filters(cli):
     assert "GZ-HZ" in r.stdout and "groups 1-2 of 6" in r.stderr
     # bad input names the field and the rule
     r = cli("resources", "summary", "--by", "feeder,colour", code=2)
-    assert "by" in r.stderr and "must be among" in r.stderr
+    assert "by" in r.stderr and "must be one of" in r.stderr
     r = cli("resources", "summary", "--by", "feeder", "--parent", "GZ-NOPE", code=2)
     assert "parent" in r.stderr and "grid node does not exist" in r.stderr
 

@@ -523,7 +523,7 @@ def summary_keys(by: str | list[str]) -> list[str]:
                                      "(e.g. transformer_area,type)", by))
     for b in parts:
         if b not in SUMMARY_KEYS:
-            raise InvalidInput(Violation("by", f"must be among {', '.join(SUMMARY_KEYS)} "
+            raise InvalidInput(Violation("by", f"must be one of {', '.join(SUMMARY_KEYS)} "
                                          "(or resource_type for type)", b))
     if len(parts) == 2 and parts[0] == parts[1]:
         raise InvalidInput(Violation("by", "the two groupings must differ", by))
