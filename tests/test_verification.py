@@ -136,6 +136,20 @@ def test_grade_and_latency_are_kept_per_direction(loaded):
     assert got["flagged"] == f"verification {down_c['test_id']} (down): grade C, 20% of declared"
 
 
+def test_a_member_without_capability_in_the_direction_is_left_out_of_the_test(loaded):
+    """Site S3 raises load only through R6 (200 kW up set here); R7 declares 0 kW up: it is not tested
+    (no ratio of 0 kW to grade, which PostgreSQL could not store as JSON) and keeps its grade."""
+    with db.get_engine(loaded.database_url).begin() as conn:
+        conn.execute(resources.update().where(resources.c.resource_id == "R6").values(adjustable_up_kw=200.0))
+        t = ver.schedule(conn, ADMIN, "site", "S3", START, direction="up")
+        assert (t["result"]["members"], t["result"]["not_declared"], t["declared_kw"]) == (["R6"], ["R7"], 200.0)
+        done = ver.complete(conn, ADMIN, t["test_id"], flat_source({"R6": (190.0, 0)}, direction="up"))
+        r7 = _verified(conn, "R7")
+    assert list(done["result"]["resources"]) == ["R6"] and done["grade"] == "A"
+    assert done["ratio"] == pytest.approx(190 / 200)
+    assert r7["verified_up_grade"] is None
+
+
 def test_site_test_covers_every_active_resource_of_the_site(loaded):
     """Site S3 (Mall B): R6 of OP01 (300 kW down, 2 h) and R7 without an operator (60 kW, 1 h). The
     test takes the shorter duration, belongs to no single operator, and re-runs OP01's checks only."""

@@ -76,8 +76,10 @@ def schedule(conn: Connection, actor: Actor, target_kind: str, target_id: str, w
         raise InvalidInput(Violation("direction", "must be down (reduce load) or up (raise load)", direction))
     if window_start.tzinfo is None:
         raise InvalidInput(Violation("window_start", "must carry a time zone", window_start.isoformat()))
-    rows = members(conn, target_kind, target_id)
+    everyone = members(conn, target_kind, target_id)
     key = "adjustable_down_kw" if direction == "down" else "adjustable_up_kw"
+    # a member that declares nothing in this direction has nothing to verify in it (and no ratio)
+    rows = [r for r in everyone if (r[key] or 0) > 0]
     declared = float(sum(r[key] for r in rows))
     if declared <= 0:
         raise InvalidInput(Violation(key, f"nothing declared to verify in direction {direction}", declared))
@@ -91,7 +93,8 @@ def schedule(conn: Connection, actor: Actor, target_kind: str, target_id: str, w
            "window_end": window_start + timedelta(hours=dur) + RAMP_ALLOWANCE, "state": "scheduled",
            "baseline_method": BASELINE_METHOD,
            "result": {"members": [r["resource_id"] for r in rows],
-                      "declared_kw": {r["resource_id"]: r[key] for r in rows}},
+                      "declared_kw": {r["resource_id"]: r[key] for r in rows},
+                      "not_declared": [r["resource_id"] for r in everyone if (r[key] or 0) <= 0]},
            "created_by": actor.name, "created_at": datetime.now(UTC)}
     by_operator: dict[str, list[str]] = {}
     for r in rows:
