@@ -3,17 +3,19 @@ array, corrected and store sources agreeing — on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pytest
+from sqlalchemy import update
 
-from openvpp.core.errors import InvalidInput
+from openvpp.core.errors import Conflict, InvalidInput
 from openvpp.core.timeslots import local_midnight_utc, slot_start_utc
 from openvpp.kernels.baseline import BaselineSpec
-from openvpp.services import access
+from openvpp.services import access, meter_files, weather
 from openvpp.services import evaluation as eva
-from openvpp.store import db, timeseries
+from openvpp.store import db, evaluation_files, timeseries
+from openvpp.store.schema import resources
 from tests.test_settlement import ADMIN, AFTER, DAY, DISP, END, START, run_event, setup_city
 
 UNIT_B = {"OP02@GZ-HZ-S01": ("OP02", 1000.0)}
@@ -110,12 +112,6 @@ def test_members_follow_transfers_at_the_event_time(loaded, tmp_path):
         assert "GB2" not in [m["resource_id"] for m in eva.members_at(conn, ev, "OP02@GZ-HZ-S01", later)]
 
 
-def test_temperature_regression_needs_a_weather_source(loaded, tmp_path):
-    setup_city(loaded, tmp_path)
-    eid = run_event(loaded, UNIT_B)
-    with db.get_engine(loaded.database_url).begin() as conn, pytest.raises(InvalidInput):
-        eva.evaluate(conn, DISP, eid, eva.ArrayMeterSource([], DAY, np.zeros((0, 1, 96))),
-                     spec=BaselineSpec("temperature-regression"), now=AFTER)
 
 
 def test_same_day_adjustment_is_recorded(loaded, tmp_path):
@@ -133,3 +129,174 @@ def test_same_day_adjustment_is_recorded(loaded, tmp_path):
     factors = out["inputs"]["adjustment_values"]
     assert factors["GB1"] == pytest.approx(1.1) and factors["GB2"] == 1.0
     assert out["units"][0]["slots"][0]["baseline_kw"] == pytest.approx(660 + 400 + 80 + 40)
+
+
+# ---------------------------------------------------------------- the columnar path, weather, calendar, members
+
+B_IDS = ["GB1", "GB2", "R4", "R5"]          # OP02@GZ-HZ-S01 (district GZ-HZ)
+
+
+def _cooling(t: np.ndarray) -> np.ndarray:
+    return np.maximum(t - 22.0, 0.0)
+
+
+def weather_case(history: int = 30) -> tuple[np.ndarray, eva.ArrayMeterSource]:
+    """Day temperatures (history days + the event day) and loads that follow them exactly:
+    GB1 = 300 + 40 x cooling degrees, GB2 = 200 + 10 x cooling degrees, every slot; R4, R5 unmetered.
+    On the event day GB1 and GB2 run at 0 kW in the window."""
+    rng = np.random.default_rng(3)
+    temp = rng.uniform(24.0, 34.0, history + 1)
+    power = np.full((4, history + 1, 96), np.nan)
+    power[0] = (300.0 + 40.0 * _cooling(temp))[:, None]
+    power[1] = (200.0 + 10.0 * _cooling(temp))[:, None]
+    power[:2, -1, START:END] = 0.0
+    return temp, eva.ArrayMeterSource(B_IDS, DAY - timedelta(days=history), power)
+
+
+def test_temperature_regression_reads_the_district_weather_and_records_it(loaded, tmp_path):
+    """The stored temperatures of GZ-HZ drive the baseline: the fit is exact on loads linear in cooling
+    degrees, so the unit's baseline is 500 + 50 x the event day's cooling degrees; the source, the area
+    used and a SHA-256 of the temperatures are recorded, and change when the temperatures do."""
+    setup_city(loaded, tmp_path)
+    eid = run_event(loaded, UNIT_B)
+    temp, src = weather_case()
+    first = DAY - timedelta(days=30)
+    spec = BaselineSpec("temperature-regression")
+    with db.get_engine(loaded.database_url).begin() as conn:
+        with pytest.raises(InvalidInput) as err:             # no temperature stored yet: refused, naming the area
+            eva.evaluate(conn, DISP, eid, src, spec=spec, now=AFTER)
+        assert err.value.violations[0].field == "weather.GZ-HZ"
+        assert weather.write(conn, "GZ-HZ", first, temp, "test station 59287") == 31 * 96
+        out = eva.evaluate(conn, DISP, eid, src, spec=spec, now=AFTER)
+        expect = 500.0 + 50.0 * _cooling(temp[-1])
+        assert [s["baseline_kw"] for s in out["units"][0]["slots"]] == pytest.approx([expect] * (END - START))
+        rec = out["inputs"]["weather"]
+        assert rec["source"] == "weather_temperature" and rec["areas"] == {"GZ-HZ": "GZ-HZ"}
+        assert out["baseline_id"] == "temp-reg-20/2-cooling22" and out["inputs"]["days_used_min"] == 20
+        again = eva.evaluate(conn, DISP, eid, src, spec=spec, now=AFTER)
+        assert again["inputs"]["weather"]["sha256"] == rec["sha256"]
+        weather.write(conn, "GZ-HZ", DAY, temp[-1:] + 1.0, "test station 59287")
+        warmer = eva.evaluate(conn, DISP, eid, src, spec=spec, now=AFTER)
+        assert warmer["inputs"]["weather"]["sha256"] != rec["sha256"]
+        assert warmer["units"][0]["slots"][0]["baseline_kw"] == pytest.approx(500.0 + 50.0 * _cooling(temp[-1] + 1))
+
+
+def test_a_district_without_temperatures_takes_the_citys_and_arrays_serve_too(loaded, tmp_path):
+    setup_city(loaded, tmp_path)
+    eid = run_event(loaded, UNIT_B)
+    temp, src = weather_case()
+    first = DAY - timedelta(days=30)
+    with db.get_engine(loaded.database_url).begin() as conn:
+        weather.write(conn, "GZ", first, temp, "city station")
+        out = eva.evaluate(conn, DISP, eid, src, spec=BaselineSpec("temperature-regression"), now=AFTER)
+        assert out["inputs"]["weather"]["areas"] == {"GZ-HZ": "GZ"}
+        arrays = weather.ArrayWeatherSource(first, temp, name="sim city")
+        same = eva.evaluate(conn, DISP, eid, src, spec=BaselineSpec("temperature-regression"), now=AFTER,
+                            weather=arrays)
+        assert same["inputs"]["weather"]["source"] == "sim city"
+        assert same["totals"]["credited"] == out["totals"]["credited"]
+        with pytest.raises(InvalidInput) as err:
+            weather.write(conn, "GZ", first, temp + 100.0, "a faulty feed")
+        assert err.value.violations[0].field == "temp_c"
+
+
+def test_days_past_the_holiday_calendar_are_recorded(loaded, tmp_path):
+    """An event on Tuesday 5 January 2027, beyond the packaged calendar (2018-2026): its history's 2027
+    days are classified Monday-Friday (New Year's Day 2027 as a working day) and listed as such."""
+    setup_city(loaded, tmp_path)
+    day = date(2027, 1, 5)
+    eid = run_event(loaded, UNIT_B, day=day)
+    power = np.full((4, 9, 96), 100.0)
+    with db.get_engine(loaded.database_url).begin() as conn:
+        out = eva.evaluate(conn, DISP, eid, eva.ArrayMeterSource(B_IDS, day - timedelta(days=8), power),
+                           history_days=8, now=slot_start_utc(day, END) + timedelta(hours=1))
+    cal = out["inputs"]["calendar"]
+    assert cal["covered"] == [2018, 2026]
+    assert cal["fallback_days"] == ["2027-01-01", "2027-01-02", "2027-01-03", "2027-01-04", "2027-01-05"]
+    assert out["totals"]["calendar_fallback_days"] == 5
+    in_2026 = eva.default_spec(date(2026, 12, 30))
+    assert in_2026.method == "gbt-workday"
+
+
+def test_a_later_evaluation_pays_the_members_of_the_first(loaded, tmp_path):
+    """Members are those of the event's first evaluation: after R4 is suspended (the registry no longer
+    counts it in the unit), a re-evaluation still pays the same four resources, names the evaluation
+    it took them from, and reproduces the hash and the numbers."""
+    setup_city(loaded, tmp_path)
+    write_unit_b(loaded)
+    eid = run_event(loaded, UNIT_B)
+    with db.get_engine(loaded.database_url).begin() as conn:
+        src = eva.StoreMeterSource(conn)
+        v1 = eva.evaluate(conn, DISP, eid, src, history_days=8, now=AFTER)
+        assert v1["inputs"]["members"] == {"OP02@GZ-HZ-S01": B_IDS} and v1["inputs"]["members_from"] is None
+        conn.execute(update(resources).where(resources.c.resource_id == "R4").values(state="suspended"))
+        ev = eva.events.get(conn, eid)
+        now_members = eva.members_of(conn, ev, ["OP02@GZ-HZ-S01"], slot_start_utc(DAY, START))
+        assert now_members.column("resource_id").to_pylist() == ["GB1", "GB2", "R5"]
+        v2 = eva.evaluate(conn, DISP, eid, src, history_days=8, now=AFTER)
+        assert v2["inputs"]["members"] == v1["inputs"]["members"]
+        assert v2["inputs"]["members_from"] == v1["evaluation_id"]
+        assert v2["telemetry_sha256"] == v1["telemetry_sha256"] and v2["totals"] == v1["totals"]
+        assert [r["key_id"] for r in eva.rows(conn, v2["evaluation_id"], "resource") if r["slot"] == START] == B_IDS
+
+
+def test_rollup_files_serve_the_evaluation_as_the_store_does(loaded, tmp_path):
+    """Each day of the store's rollups exported to a file: the file source reads the same values and
+    minutes (only the days and slots asked), the evaluation from it gives the store's numbers, and the
+    manifest's hashes catch a changed file."""
+    setup_city(loaded, tmp_path)
+    write_unit_b(loaded)
+    eid = run_event(loaded, UNIT_B)
+    root = tmp_path / "rollups"
+    first = DAY - timedelta(days=8)
+    with db.get_engine(loaded.database_url).begin() as conn:
+        for d in range(9):
+            meter_files.export_day(conn, root, first + timedelta(days=d))
+        store = eva.StoreMeterSource(conn)
+        exported = meter_files.FileMeterSource(root)
+        ids = ["GB2", "GB1", "NOPE"]
+        for days, slots in (([0, 3, 8], slice(50, 62)), (list(range(9)), slice(0, 96))):
+            a = store.read_part(ids, first, days, slots, minutes=True)
+            b = exported.read_part(ids, first, days, slots, minutes=True)
+            np.testing.assert_array_equal(a.values, b.values)
+            np.testing.assert_array_equal(a.minutes, b.minutes)
+        np.testing.assert_array_equal(store.read(ids, first, 9).values[:, [0, 3, 8], 50:62],
+                                      store.read_part(ids, first, [0, 3, 8], slice(50, 62)).values)
+        by_store = eva.evaluate(conn, DISP, eid, store, history_days=8, now=AFTER)
+        by_file = eva.evaluate(conn, DISP, eid, exported, history_days=8, now=AFTER)
+        assert by_file["totals"]["credited"] == by_store["totals"]["credited"] == 750.0
+        assert by_file["units"] == by_store["units"]
+        assert by_file["meter_source"] == "rollup-files:rollups"
+    assert all(meter_files.verify(root).values())
+    (root / f"{DAY.isoformat()}.arrow").write_bytes(b"not the export")
+    assert meter_files.verify(root)[DAY.isoformat()] is False
+
+
+def test_resource_results_are_a_file_checked_against_its_hash(loaded, tmp_path):
+    """The resource × slot results are one Arrow file beside the database, recorded with its SHA-256;
+    the readers give the stored rows' answers from it, and an altered file is refused."""
+    setup_city(loaded, tmp_path)
+    write_unit_b(loaded)
+    eid = run_event(loaded, UNIT_B)
+    with db.get_engine(loaded.database_url).begin() as conn:
+        out = eva.evaluate(conn, DISP, eid, eva.StoreMeterSource(conn), history_days=8, now=AFTER)
+        rec = evaluation_files.record(conn, out["evaluation_id"], "resources")
+        assert rec["rows"] == 4 and rec["format"] == "arrow-ipc" and len(rec["sha256"]) == 64
+        rows = eva.rows(conn, out["evaluation_id"], "resource")
+        gb2 = {r["slot"]: r for r in rows if r["key_id"] == "GB2"}
+        assert gb2[58]["metered_kw"] == 400.0 and gb2[58]["response_kw"] == 0.0 and gb2[58]["credited"] == 0.0
+        # GB2's share of the unit's 1000 kW by capability: 400 of the members' 1180 kW
+        assert gb2[56]["baseline_kw"] == 400.0 and gb2[56]["ratio"] == pytest.approx(400.0 / (1000 * 400 / 1180))
+        r4 = [r for r in rows if r["key_id"] == "R4"]
+        assert len(r4) == 4 and all(r["metered_kw"] is None and r["response_kw"] is None for r in r4)
+        assert [r["key_id"] for r in eva.rows(conn, out["evaluation_id"], "resource", owner_id="OW2")] == \
+            [r["key_id"] for r in rows]                  # OW2 owns all four
+        assert eva.rows(conn, out["evaluation_id"], "resource", owner_id="OW1") == []
+        assert sum(r["credited"] for r in rows) == pytest.approx(out["totals"]["credited"])
+        assert evaluation_files.orphans(conn) == []
+        path = evaluation_files.files_root(conn) / rec["path"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with db.get_engine(loaded.database_url).connect() as conn, pytest.raises(Conflict, match="not the one written"):
+        eva.rows(conn, out["evaluation_id"], "resource")

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, func, select
 
 from openvpp.core import rules
 from openvpp.core.errors import Conflict
+from openvpp.services import evaluation as eva
 from openvpp.services.scope import Scope
 from openvpp.store.schema_events import events
 from openvpp.store.schema_settlement import evaluation_rows, evaluations
@@ -88,7 +89,10 @@ def report(conn: Connection, year: int | None = None, event_id: str | None = Non
         q = q.where(r.c.owner_id == scope.owner_id)
     rows = []
     used: dict[str, dict] = {}
-    for ev_id, day, product, op, ruleset, ruleset_file, credited, curtailed in conn.execute(q):
+    # an owner's resources: their results are in each evaluation's resource file (evaluation_rows before 0012)
+    found = eva.owner_rows(conn, scope.owner_id, year, event_id, operator_id) if level == "resource" \
+        else conn.execute(q)
+    for ev_id, day, product, op, ruleset, ruleset_file, credited, curtailed in found:
         if ruleset not in used:
             used[ruleset] = _factors_of(ruleset_file, ruleset)
         f = used[ruleset]

@@ -290,7 +290,7 @@ def reevaluate(conn: Connection, actor: Actor, dispute_id: str, source: eva.Mete
     key = (ids, first_day, n_days, "reactive_kvar" if kind == "reactive" else "power_kw", kind == "reserve")
     data = source.read(*key)
     now_read = _apply(data, ids, first_day, earlier)
-    sha = eva.fingerprint(ids, first_day, now_read.values, now_read.minutes)
+    sha = eva.fingerprint(ids, first_day, now_read.values, now_read.minutes, read=inputs.get("read"))
     if sha != before["telemetry_sha256"]:
         raise Conflict(f"the meter data of event {d['event_id']} ({first_day} to {ev['day']}, "
                        f"{len(ids)} resources, source '{source.name}') changed since evaluation v{before['version']} "

@@ -1,40 +1,59 @@
 """Effect evaluation of an event (效果评估): baseline, metered, response, cleared, ratio, credited.
 
     awards (unit × slot: cleared kW, price) ─┐
-    members of each unit at the event time ──┼──▶ kernels.baseline ──▶ kernels.evaluation ──▶ stored rows
-    meter data (MeterSource) ────────────────┘        (named method)      (band per unit)
+    members of each unit at the event time ──┼──▶ kernels.baseline ──▶ kernels.evaluation ──▶ stored results
+    meter data (MeterSource), weather ───────┘        (named method)      (band per unit)
 
 An evaluation is reproducible from stored data and records its inputs' versions: the rule set
-id, the baseline method with every parameter, the meter source and a SHA-256 of the meter
-arrays it read, the history window and the days it excluded. Re-running it on unchanged data
-gives the same hash and the same numbers; a new run is a new version, the previous one is
-superseded (never overwritten). A dispute's re-evaluation is stored as a *candidate* version that
-becomes current only when the center approves the dispute (``services.disputes``).
+id, the baseline method with every parameter, the meter source, the days and slots it read and a
+SHA-256 of the meter arrays it read, the history window and the days it excluded, the holiday
+calendar's coverage and the days that fell back to the Monday-Friday rule, the weather source and
+a SHA-256 of its temperatures. The members of each trading unit are those of the event's *first*
+evaluation (stored with it): a later run — a re-evaluation, a dispute — pays the same resources
+whatever pools, operators or states changed since. Re-running on unchanged data gives the same
+hash and the same numbers; a new run is a new version, the previous one is superseded (never
+overwritten). A dispute's re-evaluation is stored as a *candidate* version that becomes current only
+when the center approves the dispute (``services.disputes``).
 
-Meter data comes through a :class:`MeterSource`: the telemetry store's 15-minute rollups in
-production (:class:`StoreMeterSource`), arrays in tests and notebooks (:class:`ArrayMeterSource`),
-or either with an operator's corrected values laid over it (:class:`CorrectedMeterSource`).
+Columnar from end to end, so that an event over a million resources is one pass over arrays:
+members of every unit in one query (or the first evaluation's file), the meter data of only the
+days the baseline method may choose and the slots it needs (the window, the same-day adjustment's
+hours and the rebound hours around it), the baseline and evaluation kernels, and the results:
+per unit and slot in ``evaluation_rows``, per resource and slot in one Arrow IPC file recorded with
+its SHA-256 (``store.evaluation_files``). :func:`rows` reads either storage (evaluations stored
+before migration 0012 keep their resource rows in ``evaluation_rows``) with the same answers.
+
+Meter data comes through a :class:`MeterSource`: the telemetry store's 15-minute rollups
+(:class:`StoreMeterSource`), the daily rollup exports (``services.meter_files.FileMeterSource``,
+the source at a million meters), arrays in tests and notebooks (:class:`ArrayMeterSource`), or
+either with an operator's corrected values laid over it (:class:`CorrectedMeterSource`). A source
+with ``read_part`` reads only the days and slots asked for; another is read whole and cut.
 
 Assumptions (docs/settlement.md): members of a unit are the resources of the operator under the
 unit's clearing node at the start of the window (transfers respected, ``services.access``),
-within the event's grid scope and pool; a resource with no meter data (or no baseline) delivers
-nothing; a V2G charger's exported energy is paid by the V2G subsidy, the rest of its response by
-the active one; carbon credits only curtailed energy (``services.carbon``).
+within the event's grid scope and pool, as the first evaluation found them; a resource with no
+meter data (or no baseline) delivers nothing; a V2G charger's exported energy is paid by the V2G
+subsidy, the rest of its response by the active one; carbon credits only curtailed energy
+(``services.carbon``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import Connection, and_, exists, func, or_, select
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Connection, and_, func, or_, select, union_all
 
 from openvpp.core import rules
-from openvpp.core.calendar import day_kinds
+from openvpp.core.calendar import calendar_record, day_kinds
 from openvpp.core.errors import Forbidden, InvalidInput, NotFound, TransitionRefused, Violation
 from openvpp.core.ids import new_id
 from openvpp.core.timeslots import SLOT_MINUTES, SLOTS_PER_DAY, local_midnight_utc, slot_start_utc
@@ -42,8 +61,11 @@ from openvpp.kernels import evaluation as kev
 from openvpp.kernels.baseline import BaselineSpec, pre_event_slots, same_day_adjustment
 from openvpp.services import events
 from openvpp.services import pools as pool_svc
-from openvpp.store import audit
+from openvpp.services import weather as wx
+from openvpp.store import audit, bulk
+from openvpp.store import evaluation_files as files
 from openvpp.store.audit import Actor
+from openvpp.store.columnar import epoch_s, quarter_index, select_arrow
 from openvpp.store.schema import grid_nodes, resource_links, resources
 from openvpp.store.schema_events import events as events_t
 from openvpp.store.schema_events import instructions
@@ -58,6 +80,17 @@ ASSUMED_CARBON = {
     "rebound_window_slots": 8,
     "shifting_types": ["user_storage", "v2g_charger", "ev_charging", "ev_swapping", "base_station", "shore_power"],
 }
+#: slots before the window the same-day adjustment may compare (``pre_event_slots``' default lead, 2 h)
+ADJUSTMENT_LEAD = 8
+RESOURCES_FILE = "resources"
+#: per resource and slot, in the resource file and in ``evaluation_rows`` (shortfall: units only)
+SLOT_COLUMNS = ("baseline_kw", "metered_kw", "response_kw", "cleared_kw", "ratio", "credited", "v2g_kwh",
+                "curtailed_kwh", "price_yuan")
+NULLABLE = ("baseline_kw", "metered_kw", "response_kw", "ratio")   # NULL (None) = not measured / no ratio
+MEMBER_TYPES = {"resource_id": pa.string(), "unit_id": pa.string(), "operator_id": pa.string(),
+                "owner_id": pa.string(), "resource_type": pa.string(), "capability_kw": pa.float64(),
+                "district_id": pa.string()}
+_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluation-hash")
 
 
 def kind_of(product: str) -> str:
@@ -74,10 +107,12 @@ def quantity_unit(product: str) -> str:
 
 @dataclass
 class MeterData:
-    """Meter arrays of resources × days × 96 slots (local days).
+    """Meter arrays of resources × days × slots (local days).
 
-    values : (n, n_days, 96) float — mean kW (or kvar) per slot, NaN = not measured
-    minutes : (n, n_days, 96) float or None — minutes of each slot covered by telemetry (0..15)
+    values : (n, n_days, n_slots) float — mean kW (or kvar) per slot, NaN = not measured
+    minutes : same shape, float, or None — minutes of each slot covered by telemetry (0..15)
+
+    ``read`` gives every day of the window and 96 slots; ``read_part`` the days and slots asked.
     """
 
     values: np.ndarray
@@ -85,12 +120,21 @@ class MeterData:
 
 
 class MeterSource(Protocol):
-    """Where metered data comes from. ``quantity`` is ``"power_kw"`` or ``"reactive_kvar"``."""
+    """Where metered data comes from. ``quantity`` is ``"power_kw"`` or ``"reactive_kvar"``.
+
+    A source may also offer ``read_part(resource_ids, first_day, days, slots, quantity, minutes)``:
+    only the days ``first_day + d`` for ``d`` in ``days`` and the slots ``slots`` (a slice) of each,
+    as (n, len(days), slots width) arrays. The evaluation uses it when it is there.
+    """
 
     name: str
 
     def read(self, resource_ids: Sequence[str], first_day: date, n_days: int, quantity: str = "power_kw",
              minutes: bool = False) -> MeterData: ...
+
+
+def _whole(first_day: date, n_days: int) -> tuple[list[int], slice]:
+    return list(range(n_days)), slice(0, SLOTS_PER_DAY)
 
 
 class ArrayMeterSource:
@@ -112,31 +156,58 @@ class ArrayMeterSource:
         self._minutes = None if minutes is None else np.asarray(minutes, dtype=np.float64)
         self.name = name
 
-    def _take(self, arr: np.ndarray, resource_ids: Sequence[str], first_day: date, n_days: int) -> np.ndarray:
-        out = np.full((len(resource_ids), n_days, SLOTS_PER_DAY), np.nan)
-        offset = (first_day - self.first_day).days
-        lo, hi = max(0, -offset), min(n_days, arr.shape[1] - offset)
-        rows = np.array([self.pos.get(r, -1) for r in resource_ids], dtype=np.int64)
-        have = rows >= 0
-        if hi > lo and have.any():
-            out[np.flatnonzero(have), lo:hi] = arr[rows[have], lo + offset:hi + offset]
+    def _take(self, arr: np.ndarray, rows: np.ndarray, first_day: date, days: Sequence[int], slots: slice
+              ) -> np.ndarray:
+        lo, hi = slots.start or 0, slots.stop
+        src = np.asarray(days, dtype=np.int64) + (first_day - self.first_day).days
+        out = np.full((len(rows), len(src), hi - lo), np.nan)
+        have = np.flatnonzero(rows >= 0)
+        inside = np.flatnonzero((src >= 0) & (src < arr.shape[1]))
+        if have.size and inside.size:
+            out[have[:, None], inside[None, :]] = arr[rows[have][:, None], src[inside][None, :], lo:hi]
         return out
+
+    def read_part(self, resource_ids: Sequence[str], first_day: date, days: Sequence[int], slots: slice,
+                  quantity: str = "power_kw", minutes: bool = False) -> MeterData:
+        if quantity not in self.data:
+            raise InvalidInput(Violation("quantity", f"this source holds {', '.join(self.data)}", quantity))
+        rows = np.array([self.pos.get(r, -1) for r in resource_ids], dtype=np.int64)
+        values = self._take(self.data[quantity], rows, first_day, days, slots)
+        mins = None
+        if minutes:
+            mins = (self._take(self._minutes, rows, first_day, days, slots) if self._minutes is not None
+                    else np.where(np.isnan(values), 0.0, float(SLOT_MINUTES)))
+        return MeterData(values, mins)
 
     def read(self, resource_ids: Sequence[str], first_day: date, n_days: int, quantity: str = "power_kw",
              minutes: bool = False) -> MeterData:
-        if quantity not in self.data:
-            raise InvalidInput(Violation("quantity", f"this source holds {', '.join(self.data)}", quantity))
-        values = self._take(self.data[quantity], resource_ids, first_day, n_days)
-        mins = None
-        if minutes:
-            mins = (self._take(self._minutes, resource_ids, first_day, n_days) if self._minutes is not None
-                    else np.where(np.isnan(values), 0.0, float(SLOT_MINUTES)))
-        return MeterData(values, mins)
+        return self.read_part(resource_ids, first_day, *_whole(first_day, n_days), quantity, minutes)
+
+
+def _unique(ids: Sequence[str]) -> tuple[pa.Array, np.ndarray]:
+    """Distinct ids and, for each id asked, its position among them."""
+    arr = pa.array(list(ids), pa.string())
+    uniq = pc.unique(arr)
+    return uniq, pc.index_in(arr, value_set=uniq).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _day_ranges(first_day: date, days: Sequence[int], lo: int, hi: int) -> list[tuple[datetime, datetime]]:
+    """UTC [start, end) of the slots lo..hi-1 on each day, consecutive whole days merged."""
+    out: list[tuple[datetime, datetime]] = []
+    for d in days:
+        t0 = local_midnight_utc(first_day + timedelta(days=int(d)))
+        a, b = t0 + timedelta(minutes=SLOT_MINUTES * lo), t0 + timedelta(minutes=SLOT_MINUTES * hi)
+        if out and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
 
 
 class StoreMeterSource:
     """The telemetry store: 15-minute rollups (mean power / reactive power per device) and the
-    1-minute rollups for coverage. Device ids are resource ids."""
+    1-minute rollups for coverage. Device ids are resource ids. Columnar: one query per chunk of
+    devices (a COPY on PostgreSQL) over only the days and slots asked, placed into arrays at once."""
 
     CHUNK = 2000
 
@@ -144,37 +215,50 @@ class StoreMeterSource:
         self.conn = conn
         self.name = name
 
-    def _buckets(self, step_s: int, ids: Sequence[str], start: datetime, end: datetime):
-        r = telemetry_rollup
-        for lo in range(0, len(ids), self.CHUNK):
-            q = select(r.c.device_id, r.c.bucket, r.c.n, r.c.power_sum_kw, r.c.reactive_sum_kvar,
-                       r.c.n_reactive).where(r.c.step_s == step_s, r.c.device_id.in_(list(ids[lo:lo + self.CHUNK])),
-                                             r.c.bucket >= start, r.c.bucket < end)
-            yield from self.conn.execute(q)
-
     def read(self, resource_ids: Sequence[str], first_day: date, n_days: int, quantity: str = "power_kw",
              minutes: bool = False) -> MeterData:
+        return self.read_part(resource_ids, first_day, *_whole(first_day, n_days), quantity, minutes)
+
+    def read_part(self, resource_ids: Sequence[str], first_day: date, days: Sequence[int], slots: slice,
+                  quantity: str = "power_kw", minutes: bool = False) -> MeterData:
         if quantity not in ("power_kw", "reactive_kvar"):
             raise InvalidInput(Violation("quantity", "must be power_kw or reactive_kvar", quantity))
-        ids = list(resource_ids)
-        pos = {r: i for i, r in enumerate(ids)}
-        start = local_midnight_utc(first_day)
-        end = start + timedelta(days=n_days)
-        flat = np.full((len(ids), n_days * SLOTS_PER_DAY), np.nan)
-        t0 = start.timestamp()
-        for dev, bucket, n, p_sum, q_sum, n_q in self._buckets(900, ids, start, end):
-            k = int((_utc(bucket).timestamp() - t0) // 900)
-            if quantity == "power_kw" and n:
-                flat[pos[dev], k] = p_sum / n
-            elif quantity == "reactive_kvar" and n_q:
-                flat[pos[dev], k] = q_sum / n_q
-        mins = None
-        if minutes:
-            m = np.zeros((len(ids), n_days * SLOTS_PER_DAY))
-            for dev, bucket, *_ in self._buckets(60, ids, start, end):
-                m[pos[dev], int((_utc(bucket).timestamp() - t0) // 900)] += 1
-            mins = m.reshape(len(ids), n_days, SLOTS_PER_DAY)
-        return MeterData(flat.reshape(len(ids), n_days, SLOTS_PER_DAY), mins)
+        lo, hi = slots.start or 0, slots.stop
+        width = hi - lo
+        uniq, inverse = _unique(resource_ids)
+        n_u = len(uniq)
+        day_pos = np.full(max(days, default=-1) + 1, -1, dtype=np.int64)
+        day_pos[np.asarray(days, dtype=np.int64)] = np.arange(len(days))
+        values = np.full((n_u, len(days), width), np.nan)
+        mins = np.zeros((n_u, len(days), width)) if minutes else None
+        r = telemetry_rollup
+        t0 = local_midnight_utc(first_day).timestamp()
+        ts = epoch_s(r.c.bucket, self.conn.dialect.name)
+        ranges = or_(*(and_(r.c.bucket >= a, r.c.bucket < b) for a, b in _day_ranges(first_day, days, lo, hi)))
+        types = {"device_id": pa.string(), "ts": pa.float64(), "n": pa.int64(), "p": pa.float64(),
+                 "q": pa.float64(), "nq": pa.int64()}
+        for start in range(0, n_u, self.CHUNK) if days else ():
+            part = uniq.slice(start, self.CHUNK)
+            for step in (900, 60) if minutes else (900,):
+                t = select_arrow(self.conn, select(r.c.device_id, ts, r.c.n, r.c.power_sum_kw, r.c.reactive_sum_kvar,
+                                                   r.c.n_reactive).where(r.c.step_s == step,
+                                                                         r.c.device_id.in_(part.to_pylist()), ranges),
+                                 types)
+                row = start + pc.index_in(t.column("device_id"), value_set=part).to_numpy(zero_copy_only=False)
+                k = quarter_index(t.column("ts").to_numpy(), t0)
+                d, c = k // SLOTS_PER_DAY, k % SLOTS_PER_DAY - lo
+                ok = (d < day_pos.size) & (c >= 0) & (c < width)
+                j = np.where(ok, day_pos[np.minimum(d, day_pos.size - 1)], -1)
+                ok &= j >= 0
+                row, j, c = row[ok], j[ok], c[ok]
+                if step == 900:
+                    num, den = (("p", "n") if quantity == "power_kw" else ("q", "nq"))
+                    den_v = t.column(den).to_numpy()[ok]
+                    got = den_v > 0
+                    values[row[got], j[got], c[got]] = t.column(num).to_numpy()[ok][got] / den_v[got]
+                else:
+                    np.add.at(mins, (row, j, c), 1.0)
+        return MeterData(values[inverse], None if mins is None else mins[inverse])
 
 
 class CorrectedMeterSource:
@@ -186,15 +270,36 @@ class CorrectedMeterSource:
 
     def read(self, resource_ids: Sequence[str], first_day: date, n_days: int, quantity: str = "power_kw",
              minutes: bool = False) -> MeterData:
-        data = self.base.read(resource_ids, first_day, n_days, quantity, minutes)
-        d = (self.day - first_day).days
-        if 0 <= d < n_days:
+        return self.read_part(resource_ids, first_day, *_whole(first_day, n_days), quantity, minutes)
+
+    def read_part(self, resource_ids: Sequence[str], first_day: date, days: Sequence[int], slots: slice,
+                  quantity: str = "power_kw", minutes: bool = False) -> MeterData:
+        data = _read_part(self.base, resource_ids, first_day, days, slots, quantity, minutes)
+        lo, hi = slots.start or 0, slots.stop
+        offset = (self.day - first_day).days
+        if offset in days:
+            d = list(days).index(offset)
             for i, rid in enumerate(resource_ids):
                 for slot, value in self.corrections.get(rid, {}).items():
-                    data.values[i, d, int(slot)] = float(value)
-                    if data.minutes is not None:
-                        data.minutes[i, d, int(slot)] = float(SLOT_MINUTES)
+                    if lo <= int(slot) < hi:
+                        data.values[i, d, int(slot) - lo] = float(value)
+                        if data.minutes is not None:
+                            data.minutes[i, d, int(slot) - lo] = float(SLOT_MINUTES)
         return data
+
+
+def _read_part(source: MeterSource, resource_ids: Sequence[str], first_day: date, days: Sequence[int],
+               slots: slice, quantity: str, minutes: bool) -> MeterData:
+    """``source.read_part`` when the source has it, else its whole window cut to ``days`` × ``slots``."""
+    if hasattr(source, "read_part"):
+        return source.read_part(resource_ids, first_day, days, slots, quantity, minutes)
+    n_days = max(days, default=-1) + 1
+    full = source.read(resource_ids, first_day, n_days, quantity, minutes)
+    expect = (len(resource_ids), n_days, SLOTS_PER_DAY)
+    if full.values.shape != expect:
+        raise InvalidInput(Violation("meter data", f"must be {expect}", full.values.shape))
+    idx = np.asarray(days, dtype=np.int64)
+    return MeterData(full.values[:, idx, slots], None if full.minutes is None else full.minutes[:, idx, slots])
 
 
 def _utc(ts: datetime | str) -> datetime:
@@ -203,40 +308,105 @@ def _utc(ts: datetime | str) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-# ---------------------------------------------------------------- members of a unit at the event time
+# ---------------------------------------------------------------- members of the units at the event time
+
+
+def _scope_filter(conn: Connection, ev: dict):
+    scope = conn.execute(select(grid_nodes).where(grid_nodes.c.node_id == ev["scope_node_id"])).mappings().one()
+    col = {"district": grid_nodes.c.district_id, "substation": grid_nodes.c.substation_id,
+           "feeder": grid_nodes.c.feeder_id, "transformer_area": grid_nodes.c.node_id}.get(scope["level"])
+    return None if col is None else col == scope["node_id"]
+
+
+def members_of(conn: Connection, ev: dict, unit_ids: Sequence[str], at: datetime) -> pa.Table:
+    """Resources of the trading units ``OPERATOR@SUBSTATION`` at instant ``at``, in one query: the
+    operator's then (open link or a closed one covering ``at``), under the clearing node, inside the
+    event's scope and pool. Columns :data:`MEMBER_TYPES`, sorted by unit then resource; capability
+    is the verified kW in the event's direction, else the declared adjustable kW."""
+    units = sorted(set(unit_ids))
+    if not units:
+        return pa.table({k: pa.array([], t) for k, t in MEMBER_TYPES.items()})
+    ops = sorted({u.split("@", 1)[0] for u in units})
+    subs = sorted({u.split("@", 1)[1] for u in units if "@" in u})
+    key = "down" if ev["direction"] == "down" else "up"
+    r, g, lk = resources, grid_nodes, resource_links
+    cap = func.coalesce(r.c[f"verified_{key}_kw"], r.c[f"adjustable_{key}_kw"]).label("capability_kw")
+    cols = [r.c.resource_id, r.c.owner_id, r.c.resource_type, cap, g.c.substation_id, g.c.district_id]
+    in_scope = _scope_filter(conn, ev)
+    open_q = (select(*cols, r.c.operator_id.label("op")).select_from(r.join(g, g.c.node_id == r.c.ta_id))
+              .where(g.c.substation_id.in_(subs), r.c.state == "active", r.c.operator_id.in_(ops),
+                     or_(r.c.operator_since.is_(None), r.c.operator_since <= at)))
+    closed_q = (select(*cols, lk.c.operator_id.label("op"))
+                .select_from(lk.join(r, r.c.resource_id == lk.c.resource_id).join(g, g.c.node_id == r.c.ta_id))
+                .where(g.c.substation_id.in_(subs), lk.c.operator_id.in_(ops),
+                       or_(lk.c.valid_from.is_(None), lk.c.valid_from <= at), lk.c.valid_to > at))
+    if in_scope is not None:
+        open_q, closed_q = open_q.where(in_scope), closed_q.where(in_scope)
+    types = {"resource_id": pa.string(), "owner_id": pa.string(), "resource_type": pa.string(),
+             "capability_kw": pa.float64(), "substation_id": pa.string(), "district_id": pa.string(),
+             "operator_id": pa.string()}
+    t = select_arrow(conn, union_all(open_q, closed_q), types)
+    unit = pc.binary_join_element_wise(t.column("operator_id"), t.column("substation_id"), "@")
+    t = t.append_column("unit_id", unit).filter(pc.is_in(unit, value_set=pa.array(units)))
+    if ev.get("pool_id"):
+        engine = pool_svc.PoolEngine.from_db(conn, [ev["pool_id"]])
+        inside = engine.reg.resource_id[engine.mask(ev["pool_id"])].tolist()
+        t = t.filter(pc.is_in(t.column("resource_id"), value_set=pa.array(inside, pa.string())))
+    t = t.select(list(MEMBER_TYPES)).cast(pa.schema(MEMBER_TYPES.items()))
+    t = t.take(pc.sort_indices(t, sort_keys=[("unit_id", "ascending"), ("resource_id", "ascending")]))
+    # a resource counted twice in a unit (an open and a closed link to the same operator) counts once
+    rid, uid = t.column("resource_id"), t.column("unit_id")
+    if t.num_rows > 1:
+        same = pc.and_(pc.equal(rid.slice(1), rid.slice(0, t.num_rows - 1)),
+                       pc.equal(uid.slice(1), uid.slice(0, t.num_rows - 1)))
+        if pc.any(same).as_py():
+            t = t.filter(pa.concat_arrays([pa.array([True]), pc.invert(same).combine_chunks()]))
+    return t
 
 
 def members_at(conn: Connection, ev: dict, unit_id: str, at: datetime) -> list[dict]:
-    """Resources of a trading unit ``OPERATOR@SUBSTATION`` at instant ``at``: the operator's then
-    (open link or a closed one covering ``at``), under the clearing node, inside the event's scope
-    and pool."""
-    op, sub = unit_id.split("@", 1)
-    open_link = and_(resources.c.state == "active", resources.c.operator_id == op,
-                     or_(resources.c.operator_since.is_(None), resources.c.operator_since <= at))
-    closed_link = exists(select(resource_links.c.link_id).where(
-        resource_links.c.resource_id == resources.c.resource_id, resource_links.c.operator_id == op,
-        or_(resource_links.c.valid_from.is_(None), resource_links.c.valid_from <= at),
-        resource_links.c.valid_to > at))
-    q = (select(resources.c.resource_id, resources.c.owner_id, resources.c.resource_type,
-                resources.c.adjustable_down_kw, resources.c.adjustable_up_kw, resources.c.verified_down_kw,
-                resources.c.verified_up_kw)
-         .select_from(resources.join(grid_nodes, grid_nodes.c.node_id == resources.c.ta_id))
-         .where(grid_nodes.c.substation_id == sub, or_(open_link, closed_link)))
-    scope = conn.execute(select(grid_nodes).where(grid_nodes.c.node_id == ev["scope_node_id"])).mappings().one()
-    level_col = {"district": grid_nodes.c.district_id, "substation": grid_nodes.c.substation_id,
-                 "feeder": grid_nodes.c.feeder_id, "transformer_area": grid_nodes.c.node_id}.get(scope["level"])
-    if level_col is not None:
-        q = q.where(level_col == scope["node_id"])
-    rows = [dict(r) for r in conn.execute(q.order_by(resources.c.resource_id)).mappings()]
-    if ev.get("pool_id"):
-        engine = pool_svc.PoolEngine.from_db(conn, [ev["pool_id"]])
-        inside = set(engine.reg.resource_id[engine.mask(ev["pool_id"])].tolist())
-        rows = [r for r in rows if r["resource_id"] in inside]
-    key = "down" if ev["direction"] == "down" else "up"
-    for r in rows:
-        v = r[f"verified_{key}_kw"]
-        r["capability_kw"] = float(v if v is not None else r[f"adjustable_{key}_kw"])
-    return rows
+    """Resources of one trading unit at instant ``at`` (:func:`members_of`), as dicts."""
+    return members_of(conn, ev, [unit_id], at).to_pylist()
+
+
+def _stored_members(conn: Connection, event_id: str) -> tuple[pa.Table, str] | None:
+    """The members the event's first evaluation stored (its resource file; the ids of an evaluation
+    stored before migration 0012, with their attributes from the registry) and that evaluation's id."""
+    first = conn.execute(select(evaluations.c.evaluation_id, evaluations.c.inputs).where(
+        evaluations.c.event_id == event_id).order_by(evaluations.c.version).limit(1)).first()
+    if first is None:
+        return None
+    t = files.read(conn, first[0], RESOURCES_FILE, ["key_id", *list(MEMBER_TYPES)[1:]])
+    if t is not None:
+        t = t.rename_columns(list(MEMBER_TYPES)).cast(pa.schema(MEMBER_TYPES.items()))
+        return t, first[0]
+    listed = (first[1] or {}).get("members")
+    if listed is None:
+        return None
+    rid = [x for u in sorted(listed) for x in listed[u]]
+    unit = [u for u in sorted(listed) for _ in listed[u]]
+    attrs = _registry_attributes(conn, rid, events.get(conn, event_id)["direction"])
+    t = pa.table({"resource_id": pa.array(rid, pa.string()), "unit_id": pa.array(unit, pa.string()),
+                  "operator_id": pa.array([u.split("@", 1)[0] for u in unit], pa.string()),
+                  **{k: attrs.column(k) for k in ("owner_id", "resource_type", "capability_kw", "district_id")}})
+    return t.select(list(MEMBER_TYPES)).cast(pa.schema(MEMBER_TYPES.items())), first[0]
+
+
+def _registry_attributes(conn: Connection, ids: list[str], direction: str) -> pa.Table:
+    """owner, type, capability and district of ``ids`` from the registry today, in the order asked."""
+    key = "down" if direction == "down" else "up"
+    r, g = resources, grid_nodes
+    cap = func.coalesce(r.c[f"verified_{key}_kw"], r.c[f"adjustable_{key}_kw"])
+    types = {"resource_id": pa.string(), "owner_id": pa.string(), "resource_type": pa.string(),
+             "capability_kw": pa.float64(), "district_id": pa.string()}
+    uniq = sorted(set(ids))
+    parts = [select_arrow(conn, select(r.c.resource_id, r.c.owner_id, r.c.resource_type, cap, g.c.district_id)
+                          .select_from(r.join(g, g.c.node_id == r.c.ta_id))
+                          .where(r.c.resource_id.in_(uniq[lo:lo + 2000])), types)
+             for lo in range(0, len(uniq), 2000)]
+    t = pa.concat_tables(parts) if parts else pa.table({k: pa.array([], v) for k, v in types.items()})
+    pos = pc.index_in(pa.array(ids, pa.string()), value_set=t.column("resource_id"))
+    return t.take(pos)
 
 
 # ---------------------------------------------------------------- evaluate
@@ -256,14 +426,33 @@ def default_spec(day: date) -> BaselineSpec:
     return BaselineSpec("gbt-workday" if working else "gbt-similar")
 
 
-def fingerprint(ids: Sequence[str], first_day: date, *arrays: np.ndarray | None) -> str:
-    """SHA-256 of the meter data an evaluation read: ids, first day and the arrays' bytes."""
+def fingerprint(ids: Sequence[str], first_day: date, *arrays: np.ndarray | None,
+                read: Mapping[str, Any] | None = None) -> str:
+    """SHA-256 of the meter data an evaluation read: ids, first day and the arrays' bytes.
+
+    ``read`` is the evaluation's ``inputs["read"]`` (the days and slots it read; evaluations stored
+    before it hashed the whole window as float64): arrays of the whole window ((n, n_days, 96)) are
+    cut to those days and slots first, then hashed in their own dtype with the plan.
+    """
     h = hashlib.sha256()
     h.update("\x1f".join(ids).encode())
     h.update(first_day.isoformat().encode())
+    if read is None:
+        for a in arrays:
+            if a is not None:
+                h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+        return h.hexdigest()
+    days = np.asarray(read["days"], dtype=np.int64)
+    lo, hi = (int(x) for x in read["slots"])
+    h.update(json.dumps({"days": days.tolist(), "slots": [lo, hi]}).encode())
     for a in arrays:
-        if a is not None:
-            h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+        if a is None:
+            continue
+        if a.shape[1:] != (days.size, hi - lo):
+            a = a[:, days, lo:hi]
+        a = np.ascontiguousarray(a)
+        h.update(a.dtype.str.encode())
+        h.update(memoryview(a).cast("B"))
     return h.hexdigest()
 
 
@@ -277,14 +466,61 @@ def _carbon_rules(rs: rules.RuleSet) -> dict:
         "from_ruleset": sorted(k for k in ASSUMED_CARBON if k in sec)}
 
 
+def _device_cleared(conn: Connection, event_id: str, ids: pa.Array, start: int, end: int) -> np.ndarray | None:
+    """Resources' own cleared kW per window slot from the operator's device instructions, if it sent any."""
+    i = instructions
+    t = select_arrow(conn, select(i.c.resource_id, i.c.slot, i.c.kw).where(
+        i.c.event_id == event_id, i.c.level == "device", i.c.state.in_(("sent", "acked"))),
+        {"resource_id": pa.string(), "slot": pa.int64(), "kw": pa.float64()})
+    if t.num_rows == 0:
+        return None
+    out = np.zeros((len(ids), end - start))
+    pos = pc.fill_null(pc.index_in(t.column("resource_id"), value_set=ids), -1).to_numpy().astype(np.int64)
+    slot = t.column("slot").to_numpy()
+    ok = (pos >= 0) & (slot >= start) & (slot < end)
+    np.add.at(out, (pos[ok], slot[ok] - start), t.column("kw").to_numpy()[ok])
+    return out
+
+
+def _weather_baseline(spec: BaselineSpec, call: dict, members: pa.Table, weather: wx.WeatherSource,
+                      first_day: date, n_days: int, held: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Temperature regression with each resource's district temperature (one call per district)."""
+    district = pc.fill_null(members.column("district_id"), "").to_numpy(zero_copy_only=False)
+    areas = sorted(set(district.tolist()))
+    data = weather.read([a for a in areas if a], first_day, n_days) if any(areas) else wx.WeatherData({}, {})
+    if "" in areas:                                  # a resource without a district: the city's
+        city = weather.read(["*"], first_day, n_days)
+        data.temp_c[""], data.used[""] = city.temp_c["*"], city.used["*"]
+    lacking = {a or "(none)": [str(first_day + timedelta(days=int(d))) for d in held
+                               if np.isnan(data.temp_c[a][d]).all()] for a in areas}
+    lacking = {a: d for a, d in lacking.items() if d}
+    if lacking:
+        raise InvalidInput([Violation(f"weather.{a}", f"the temperature regression needs the temperature of the "
+                                                      f"days it reads; weather source '{weather.name}' has none",
+                                      days[:5]) for a, days in sorted(lacking.items())])
+    n, width = call["load"].shape[0], call["load"].shape[2]
+    base = np.full((n, width), np.nan, dtype=np.result_type(call["load"].dtype, np.float32))
+    used = np.zeros(n, dtype=np.int32)
+    for a in areas:
+        rows = np.flatnonzero(district == a)
+        temp = data.temp_c[a]
+        res = spec.compute(**{**call, "load": call["load"][rows]}, temp_c=temp, event_temp_c=temp[n_days - 1])
+        base[rows], used[rows] = res.power_kw, res.days_used
+    record = {"source": weather.name, "sha256": wx.fingerprint(data, first_day),
+              "areas": {a or "(none)": data.used[a] for a in areas}}
+    return base, used, record
+
+
 def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource, spec: BaselineSpec | None = None,
              history_days: int = HISTORY_DAYS, reason: str | None = None, now: datetime | None = None,
-             candidate_for: str | None = None) -> dict:
+             candidate_for: str | None = None, weather: wx.WeatherSource | None = None) -> dict:
     """Evaluate an event from its awards and meter data; store it as the event's new version.
 
     ``candidate_for`` (a dispute id) stores the result as a candidate that does not replace the
     current evaluation until the dispute is approved. Moves an ``executing`` event whose window
-    has ended to ``evaluating``. Returns :func:`summary` of the stored evaluation.
+    has ended to ``evaluating``. ``weather`` feeds a temperature-regression baseline (default: the
+    stored temperatures, ``services.weather.StoreWeatherSource``). Returns :func:`summary` of the
+    stored evaluation.
     """
     if actor.role not in CENTER_ROLES:
         raise Forbidden("evaluations are run by the center (city admin or dispatcher)")
@@ -307,12 +543,10 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
     band = rs.section("evaluation")
     low, high = float(band["valid_band_low"]), float(band["valid_band_high"])
     spec = spec or default_spec(ev["day"])
-    if spec.method == "temperature-regression":
-        raise InvalidInput(Violation("baseline", "temperature regression needs a weather source, which the "
-                                                 "platform does not have yet", spec.method))
     start, end = ev["start_slot"], ev["end_slot"]
     s = end - start
     product, kind = ev["product"], kind_of(ev["product"])
+    carbon = _carbon_rules(rs)
 
     # awards → units × slots
     awarded = events.awarded(conn, event_id)
@@ -325,57 +559,69 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
         cleared_u[upos[a["unit_id"]], a["slot"] - start] = a["cleared_kw"]
         price_u[upos[a["unit_id"]], a["slot"] - start] = a["price_yuan_per_kwh"]
 
-    at = slot_start_utc(ev["day"], start)
-    members: list[dict] = []
-    for u in units:
-        for m in members_at(conn, ev, u, at):
-            members.append({**m, "unit": upos[u], "unit_id": u, "operator_id": unit_operator[u]})
-    ids = [m["resource_id"] for m in members]
-    codes = np.array([m["unit"] for m in members], dtype=np.int64)
+    # members at the event time: those of the event's first evaluation, else from the registry now
+    stored = _stored_members(conn, event_id)
+    members = stored[0] if stored else members_of(conn, ev, units, slot_start_utc(ev["day"], start))
+    members = members.filter(pc.is_in(members.column("unit_id"), value_set=pa.array(units, pa.string())))
+    ids: list[str] = members.column("resource_id").to_pylist()
+    codes = pc.index_in(members.column("unit_id"), value_set=pa.array(units, pa.string())).to_numpy(
+        zero_copy_only=False).astype(np.int64)
+    n = len(ids)
+    cleared_r = _device_cleared(conn, event_id, members.column("resource_id").combine_chunks()
+                                if n else pa.array([], pa.string()), start, end)
 
-    # device instructions (operator's dispatch), when there are any, give resources' own cleared kW
-    rpos = {r: i for i, r in enumerate(ids)}
-    cleared_r = None
-    dev = conn.execute(select(instructions.c.resource_id, instructions.c.slot, instructions.c.kw).where(
-        instructions.c.event_id == event_id, instructions.c.level == "device",
-        instructions.c.state.in_(("sent", "acked")))).all()
-    if dev:
-        cleared_r = np.zeros((len(ids), s))
-        for rid, slot, kw in dev:
-            if rid in rpos and start <= slot < end:
-                cleared_r[rpos[rid], slot - start] += kw
-
-    # meter data and baseline
+    # what to read: the days the method may choose and the event day; the window and the hours around it
     first_day = ev["day"] - timedelta(days=history_days)
     n_days = history_days + 1
-    quantity = "reactive_kvar" if kind == "reactive" else "power_kw"
-    data = source.read(ids, first_day, n_days, quantity, minutes=(kind == "reserve"))
-    if data.values.shape != (len(ids), n_days, SLOTS_PER_DAY):
-        raise InvalidInput(Violation("meter data", f"must be {(len(ids), n_days, SLOTS_PER_DAY)}",
-                                     data.values.shape))
     dates = np.arange(np.datetime64(first_day), np.datetime64(first_day) + n_days)
+    kinds = day_kinds(dates, strict=False)
     excluded_days = _excluded_days(conn, event_id, first_day, ev["day"])
     excluded = np.isin(dates, np.array(excluded_days, dtype="datetime64[D]"))
-    call: dict[str, Any] = {"load": data.values, "day_kinds": day_kinds(dates, strict=False),
-                            "excluded": excluded, "event_day_idx": n_days - 1}
+    need = spec.days_needed(kinds, excluded, n_days - 1)
+    need[n_days - 1] = True
+    held = np.flatnonzero(need)
+    rebound_w = int(carbon["rebound_window_slots"])
+    lo, hi = max(0, start - max(rebound_w, ADJUSTMENT_LEAD)), min(SLOTS_PER_DAY, end + rebound_w)
+    plan = {"days": held.tolist(), "slots": [lo, hi]}
+    quantity = "reactive_kvar" if kind == "reactive" else "power_kw"
+    data = _read_part(source, ids, first_day, held.tolist(), slice(lo, hi), quantity, kind == "reserve")
+    if data.values.shape != (n, held.size, hi - lo) or (kind == "reserve" and (
+            data.minutes is None or data.minutes.shape != data.values.shape)):
+        raise InvalidInput(Violation("meter data", f"must be {(n, held.size, hi - lo)} (values and, for reserve, "
+                                                   f"minutes)", data.values.shape))
+    hashed = _HASHER.submit(fingerprint, ids, first_day, data.values, data.minutes, read=plan)
+
+    # baseline on what was read
+    call: dict[str, Any] = {"load": data.values, "day_kinds": kinds, "excluded": excluded,
+                            "event_day_idx": n_days - 1, "held_days": held, "held_slots": slice(lo, hi)}
     if spec.method == "high-x-of-y":
         call["window_slots"] = slice(start, end)
-    base = spec.compute(**call) if ids else None
-    base_day = base.power_kw if base is not None else np.zeros((0, SLOTS_PER_DAY))
+    weather_record = None
+    if not n:
+        base_day, days_used = np.zeros((0, hi - lo)), np.zeros(0, dtype=np.int32)
+    elif spec.method == "temperature-regression":
+        base_day, days_used, weather_record = _weather_baseline(spec, call, members, weather or
+                                                                wx.StoreWeatherSource(conn), first_day, n_days, held)
+    else:
+        res = spec.compute(**call)
+        base_day, days_used = res.power_kw, res.days_used
     met_day = data.values[:, -1]
+    window = slice(start - lo, end - lo)
     adjust_value = None
-    if spec.adjustment is not None and ids:
+    if spec.adjustment is not None and n:
         adj = {"kind": "multiplicative", "cap": 0.2, **spec.adjustment}
-        out = same_day_adjustment(base_day, met_day, slice(start, end), pre_event_slots(start), **adj)
+        out = same_day_adjustment(base_day, met_day, slice(start, end), pre_event_slots(start),
+                                  held_slots=slice(lo, hi), **adj)
         base_day, adjust_value = out.power_kw, out.value
-    base_w, met_w = base_day[:, start:end], met_day[:, start:end]
-    types = np.array([m["resource_type"] for m in members], dtype=object)
-    capability = np.array([m["capability_kw"] for m in members], dtype=np.float64)
+    base_w, met_w = base_day[:, window], met_day[:, window]
+    types = members.column("resource_type")
+    capability = pc.fill_null(members.column("capability_kw"), np.nan).to_numpy(zero_copy_only=False)
 
     # evaluation on arrays
+    minutes_w = data.minutes[:, -1, window] if kind == "reserve" else None
     if kind == "reserve":
         share = cleared_r if cleared_r is not None else kev.split_cleared(cleared_u, codes, capability)
-        avail_kw = kev.reserve_available(share, data.minutes[:, -1, start:end]) / kev.energy(1.0)
+        avail_kw = kev.reserve_available(share, minutes_w) / kev.energy(1.0)
         unit_avail = kev.group_slots(codes, len(units), avail_kw)
         unit_perf = kev.performance(unit_avail, cleared_u, low, high)
         credited_kw = kev.allocate(unit_perf.credited_kw, codes, avail_kw)
@@ -394,40 +640,46 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
     credited = kev.energy(credited_kw)
     v2g = np.zeros_like(credited)
     curtailed = np.zeros_like(credited)
-    carbon = _carbon_rules(rs)
     if kind == "active" and ev["direction"] == "down":
-        v2g = kev.v2g_discharge(credited, met_w, types == "v2g_charger")
-        reb = kev.rebound_kwh(base_day, met_day, _rebound_slots(start, end, int(carbon["rebound_window_slots"])))
-        curtailed = kev.curtailed(credited, reb, np.isin(types, list(carbon["shifting_types"])))
-    price_r = price_u[codes] if len(ids) else np.zeros((0, s))
+        is_v2g = pc.equal(types, "v2g_charger").to_numpy(zero_copy_only=False) if n else np.zeros(0, bool)
+        shifting = pc.is_in(types, value_set=pa.array(list(carbon["shifting_types"]), pa.string())).to_numpy(
+            zero_copy_only=False) if n else np.zeros(0, bool)
+        v2g = kev.v2g_discharge(credited, met_w, is_v2g)
+        reb = kev.rebound_kwh(base_day, met_day, _rebound_slots(start, end, rebound_w) - lo)
+        curtailed = kev.curtailed(credited, reb, shifting)
+    price_r = price_u[codes] if n else np.zeros((0, s))
 
     # store
     version = (conn.execute(select(func.max(evaluations.c.version)).where(evaluations.c.event_id == event_id))
                .scalar() or 0) + 1
     evaluation_id = new_id("EVA")
-    telemetry_hash = fingerprint(ids, first_day, data.values, data.minutes)
+    telemetry_hash = hashed.result()
     unit_credited = kev.energy(unit_perf.credited_kw)
+    cal = calendar_record(dates)
     totals = {
         "credited": float(credited.sum()), "quantity_unit": quantity_unit(product),
         "cleared_kwh": float(kev.energy(cleared_u).sum()), "v2g_kwh": float(v2g.sum()),
         "curtailed_kwh": float(curtailed.sum()), "shortfall": float(kev.energy(unit_perf.shortfall_kw).sum()),
-        "units": len(units), "resources": len(ids),
-        "not_measured": int(np.isnan(resp).sum()) if kind != "reserve" else int((data.minutes[:, -1, start:end] == 0)
-                                                                                  .sum()),
+        "units": len(units), "resources": n,
+        "not_measured": int(np.isnan(resp).sum()) if kind != "reserve" else int((minutes_w == 0).sum()),
         "slots_valid": int(unit_perf.valid.sum()), "slots_cleared": int((cleared_u > 0).sum()),
+        "calendar_fallback_days": len(cal["fallback_days"]),
         "by_operator": {},
     }
     for u, uid in enumerate(units):
         op = totals["by_operator"].setdefault(unit_operator[uid], {"credited": 0.0, "cleared_kwh": 0.0})
         op["credited"] += float(unit_credited[u].sum())
         op["cleared_kwh"] += float(kev.energy(cleared_u[u]).sum())
-    inputs = {"history_days": history_days, "first_day": first_day, "event_day_idx": n_days - 1,
-              "excluded_days": excluded_days, "band": {"low": low, "high": high},
-              "days_used_min": int(np.min(base.days_used)) if base is not None and len(ids) else None,
-              "adjustment_values": None if adjust_value is None else {r: _num(x) for r, x in zip(ids, adjust_value,
-                                                                                           strict=True)},
-              "device_instructions": bool(dev), "carbon": carbon,
-              "members": {u: [m["resource_id"] for m in members if m["unit_id"] == u] for u in units}}
+    inputs = audit._plain({
+        "history_days": history_days, "first_day": first_day, "event_day_idx": n_days - 1,
+        "excluded_days": excluded_days, "band": {"low": low, "high": high},
+        "days_used_min": int(np.min(days_used)) if n else None, "device_instructions": cleared_r is not None,
+        "carbon": carbon, "read": plan, "calendar": cal, "weather": weather_record,
+        "members_from": stored[1] if stored else None})
+    bounds = np.searchsorted(codes, np.arange(len(units) + 1))
+    inputs["members"] = {u: ids[bounds[k]:bounds[k + 1]] for k, u in enumerate(units)}
+    inputs["adjustment_values"] = None if adjust_value is None else {
+        r: _num(x) for r, x in zip(ids, adjust_value.tolist(), strict=True)}
     status = "candidate" if candidate_for else "current"
     if status == "current":
         conn.execute(evaluations.update().where(evaluations.c.event_id == event_id,
@@ -437,31 +689,25 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
               "ruleset": rs.id, "baseline_id": spec.id,
               "baseline": {"method": spec.method, "params": _jsonable(spec.resolved),
                            "adjustment": dict(spec.adjustment) if spec.adjustment else None},
-              "meter_source": source.name, "telemetry_sha256": telemetry_hash, "inputs": audit._plain(inputs),
+              "meter_source": source.name, "telemetry_sha256": telemetry_hash, "inputs": inputs,
               "totals": totals, "dispute_id": candidate_for, "reason": reason, "created_by": actor.name,
               "created_at": now}
     conn.execute(evaluations.insert().values(**header))
-    rows = []
-    for i, m in enumerate(members):
-        for j in range(s):
-            rows.append(_row(evaluation_id, "resource", m["resource_id"], start + j, m["unit_id"], m["operator_id"],
-                             m["owner_id"], m["resource_type"], base_w[i, j], met_w[i, j], resp[i, j],
-                             cleared_rs[i, j], ratio_r[i, j], credited[i, j], v2g[i, j], 0.0, curtailed[i, j],
-                             price_r[i, j]))
     unit_v2g = kev.group_slots(codes, len(units), v2g)
     unit_curt = kev.group_slots(codes, len(units), curtailed)
-    unit_short = kev.energy(unit_perf.shortfall_kw)
-    for u, uid in enumerate(units):
-        for j in range(s):
-            rows.append(_row(evaluation_id, "unit", uid, start + j, uid, unit_operator[uid], None, None,
-                             unit_base[u, j], unit_met[u, j], unit_resp[u, j], cleared_u[u, j],
-                             unit_perf.ratio[u, j], unit_credited[u, j], unit_v2g[u, j], unit_short[u, j],
-                             unit_curt[u, j], price_u[u, j]))
-    for lo in range(0, len(rows), 5000):
-        conn.execute(evaluation_rows.insert(), rows[lo:lo + 5000])
+    bulk.insert_arrow(conn, evaluation_rows, _unit_rows(
+        evaluation_id, units, [unit_operator[u] for u in units], start,
+        {"baseline_kw": unit_base, "metered_kw": unit_met, "response_kw": unit_resp, "cleared_kw": cleared_u,
+         "ratio": unit_perf.ratio, "credited": unit_credited, "v2g_kwh": unit_v2g,
+         "shortfall": kev.energy(unit_perf.shortfall_kw), "curtailed_kwh": unit_curt, "price_yuan": price_u}))
+    files.write(conn, evaluation_id, event_id, RESOURCES_FILE, _resource_table(
+        members, start, {"baseline_kw": base_w, "metered_kw": met_w, "response_kw": resp, "cleared_kw": cleared_rs,
+                         "ratio": ratio_r, "credited": credited, "v2g_kwh": v2g, "curtailed_kwh": curtailed,
+                         "price_yuan": price_r}))
     audit.record(conn, actor, "evaluation.run", "evaluation", evaluation_id,
                  after={"event_id": event_id, "version": version, "status": status, "baseline": spec.id,
-                        "telemetry_sha256": telemetry_hash, "ruleset": rs.id, "credited": totals["credited"]},
+                        "telemetry_sha256": telemetry_hash, "ruleset": rs.id, "credited": totals["credited"],
+                        "members_from": stored[1] if stored else None},
                  reason=reason)
     return summary(conn, evaluation_id)
 
@@ -471,13 +717,43 @@ def _num(x: float) -> float | None:
     return None if np.isnan(x) or np.isinf(x) else x
 
 
-def _row(evaluation_id, level, key, slot, unit_id, operator_id, owner_id, rtype, base, met, resp, cleared, ratio,
-         credited, v2g, shortfall, curtailed, price) -> dict:
-    return {"evaluation_id": evaluation_id, "level": level, "key_id": key, "slot": int(slot), "unit_id": unit_id,
-            "operator_id": operator_id, "owner_id": owner_id, "resource_type": rtype, "baseline_kw": _num(base),
-            "metered_kw": _num(met), "response_kw": _num(resp), "cleared_kw": float(cleared), "ratio": _num(ratio),
-            "credited": float(credited), "v2g_kwh": float(v2g), "shortfall": float(shortfall),
-            "curtailed_kwh": float(curtailed), "price_yuan": float(price)}
+def _nullable(a: np.ndarray) -> pa.Array:
+    a = np.asarray(a, dtype=np.float64).ravel()
+    return pa.array(a, mask=~np.isfinite(a))
+
+
+def _unit_rows(evaluation_id: str, units: list[str], operators: list[str], start: int,
+               values: dict[str, np.ndarray]) -> pa.Table:
+    """``evaluation_rows`` of level 'unit': one per unit and slot (NULL where not measured)."""
+    u, s = len(units), next(iter(values.values())).shape[1] if units else 0
+    cols: dict[str, pa.Array] = {
+        "evaluation_id": pa.array([evaluation_id] * (u * s), pa.string()),
+        "level": pa.array(["unit"] * (u * s), pa.string()),
+        "key_id": pa.array(np.repeat(np.array(units, dtype=object), s).tolist(), pa.string()),
+        "slot": pa.array(np.tile(np.arange(start, start + s, dtype=np.int64), u)),
+        "unit_id": pa.array(np.repeat(np.array(units, dtype=object), s).tolist(), pa.string()),
+        "operator_id": pa.array(np.repeat(np.array(operators, dtype=object), s).tolist(), pa.string()),
+        "owner_id": pa.nulls(u * s, pa.string()), "resource_type": pa.nulls(u * s, pa.string())}
+    for k, v in values.items():
+        cols[k] = _nullable(v) if k in NULLABLE else pa.array(np.asarray(v, dtype=np.float64).ravel())
+    return pa.table(cols)
+
+
+def _resource_table(members: pa.Table, start: int, values: dict[str, np.ndarray]) -> pa.Table:
+    """The resource file: one row per resource (its unit, operator, owner, type, capability and
+    district) and one fixed-size list per quantity over the window's slots (NaN = not measured)."""
+    members = members.combine_chunks()
+    n = members.num_rows
+    s = next(iter(values.values())).shape[1]
+    cols: dict[str, pa.Array] = {"key_id": members.column("resource_id").combine_chunks()}
+    for k in ("unit_id", "operator_id", "resource_type", "district_id"):
+        cols[k] = pc.dictionary_encode(members.column(k)).combine_chunks()
+    cols["owner_id"] = members.column("owner_id").combine_chunks()
+    cols["capability_kw"] = members.column("capability_kw").combine_chunks()
+    for k, v in values.items():
+        flat = np.ascontiguousarray(v).reshape(n * s)
+        cols[k] = pa.FixedSizeListArray.from_arrays(pa.array(flat), s)
+    return pa.table(cols).replace_schema_metadata({"first_slot": str(start), "slots": str(s)})
 
 
 def _jsonable(params: Mapping[str, Any]) -> dict:
@@ -508,9 +784,20 @@ def versions(conn: Connection, event_id: str) -> list[dict]:
     return [dict(r) for r in conn.execute(q).mappings()]
 
 
+def resource_table(conn: Connection, evaluation_id: str, columns: list[str] | None = None) -> pa.Table | None:
+    """The evaluation's resource × slot results as Arrow (one row per resource, a list per quantity over
+    the window; ``first_slot`` in the schema's metadata), or None for an evaluation stored before
+    migration 0012 (its rows are in ``evaluation_rows``). For columnar readers (settlement, reports)."""
+    return files.read(conn, evaluation_id, RESOURCES_FILE, columns)
+
+
 def rows(conn: Connection, evaluation_id: str, level: str = "unit", operator_id: str | None = None,
          owner_id: str | None = None) -> list[dict]:
     """Stored rows of an evaluation at ``level`` (resource or unit), optionally one tenant's."""
+    if level == "resource":
+        t = resource_table(conn, evaluation_id)
+        if t is not None:
+            return _resource_rows(evaluation_id, t, operator_id, owner_id)
     q = select(evaluation_rows).where(evaluation_rows.c.evaluation_id == evaluation_id,
                                       evaluation_rows.c.level == level)
     if operator_id:
@@ -518,6 +805,90 @@ def rows(conn: Connection, evaluation_id: str, level: str = "unit", operator_id:
     if owner_id:
         q = q.where(evaluation_rows.c.owner_id == owner_id)
     return [dict(r) for r in conn.execute(q.order_by(evaluation_rows.c.key_id, evaluation_rows.c.slot)).mappings()]
+
+
+def _resource_rows(evaluation_id: str, t: pa.Table, operator_id: str | None, owner_id: str | None) -> list[dict]:
+    """The resource file as ``evaluation_rows`` dicts (sorted by resource and slot, NaN as None)."""
+    if operator_id:
+        t = t.filter(pc.equal(t.column("operator_id").cast(pa.string()), operator_id))
+    if owner_id:
+        t = t.filter(pc.equal(t.column("owner_id"), owner_id))
+    t = t.take(pc.sort_indices(t.column("key_id")))
+    first, s = int(t.schema.metadata[b"first_slot"]), int(t.schema.metadata[b"slots"])
+    n = t.num_rows
+    text = {k: t.column(k).cast(pa.string()).to_pylist() for k in ("key_id", "unit_id", "operator_id", "owner_id",
+                                                                   "resource_type")}
+    num = {k: _per_resource(t, k) for k in SLOT_COLUMNS} if n else {}
+    lists = {k: (np.where(np.isfinite(v), v, np.nan).tolist()) for k, v in num.items()}
+    out = []
+    for i in range(n):
+        head = {"evaluation_id": evaluation_id, "level": "resource", "key_id": text["key_id"][i],
+                "unit_id": text["unit_id"][i], "operator_id": text["operator_id"][i], "owner_id": text["owner_id"][i],
+                "resource_type": text["resource_type"][i]}
+        for j in range(s):
+            row = {**head, "slot": first + j}
+            for k in SLOT_COLUMNS:
+                x = lists[k][i][j]
+                row[k] = None if (k in NULLABLE and x != x) else x
+            row["shortfall"] = 0.0
+            out.append(row)
+    return out
+
+
+def _per_resource(t: pa.Table, column: str) -> np.ndarray:
+    """A list column of the resource file as a (rows, slots) float64 array."""
+    s = int(t.schema.metadata[b"slots"])
+    flat = t.column(column).combine_chunks().flatten() if t.num_rows else pa.array([], pa.float64())
+    return flat.to_numpy(zero_copy_only=False).astype(np.float64).reshape(t.num_rows, s)
+
+
+def owner_sums(conn: Connection, owner_id: str, evaluation_ids: Sequence[str]) -> dict[str, dict[str, tuple]]:
+    """Per evaluation and operator, the credited and curtailed sums of one owner's resources:
+    ``{evaluation_id: {operator_id: (credited, curtailed_kwh)}}`` (carbon's owner scope)."""
+    out: dict[str, dict[str, tuple]] = {}
+    for eid in evaluation_ids:
+        t = resource_table(conn, eid, ["operator_id", "owner_id", "credited", "curtailed_kwh"])
+        sums: dict[str, list[float]] = {}
+        if t is None:
+            r = evaluation_rows
+            for op, cr, cu in conn.execute(select(r.c.operator_id, func.sum(r.c.credited), func.sum(r.c.curtailed_kwh))
+                                           .where(r.c.evaluation_id == eid, r.c.level == "resource",
+                                                  r.c.owner_id == owner_id).group_by(r.c.operator_id)):
+                sums[op] = [float(cr or 0.0), float(cu or 0.0)]
+        else:
+            t = t.filter(pc.equal(t.column("owner_id"), owner_id))
+            ops = t.column("operator_id").cast(pa.string()).to_pylist()
+            cr, cu = (_per_resource(t, k) for k in ("credited", "curtailed_kwh"))
+            for i, op in enumerate(ops):
+                acc = sums.setdefault(op, [0.0, 0.0])
+                acc[0] += float(cr[i].sum())
+                acc[1] += float(cu[i].sum())
+        if sums:
+            out[eid] = {op: (v[0], v[1]) for op, v in sorted(sums.items())}
+    return out
+
+
+def owner_rows(conn: Connection, owner_id: str, year: int | None = None, event_id: str | None = None,
+               operator_id: str | None = None) -> list[tuple]:
+    """One owner's resources in the events' current evaluations, per event and operator:
+    ``(event_id, day, product, operator_id, ruleset, event ruleset, credited, curtailed_kwh)`` ordered by
+    day, event and operator (carbon's owner scope), whichever storage each evaluation used."""
+    q = (select(events_t.c.event_id, events_t.c.day, events_t.c.product, evaluations.c.ruleset,
+                events_t.c.ruleset, evaluations.c.evaluation_id)
+         .select_from(evaluations.join(events_t, events_t.c.event_id == evaluations.c.event_id))
+         .where(evaluations.c.status == "current").order_by(events_t.c.day, events_t.c.event_id))
+    if year is not None:
+        q = q.where(events_t.c.day >= date(year, 1, 1), events_t.c.day <= date(year, 12, 31))
+    if event_id:
+        q = q.where(events_t.c.event_id == event_id)
+    heads = conn.execute(q).all()
+    sums = owner_sums(conn, owner_id, [h[5] for h in heads])
+    out = []
+    for ev_id, day, product, ruleset, ruleset_file, eid in heads:
+        for op, (credited, curtailed) in sums.get(eid, {}).items():
+            if not operator_id or op == operator_id:
+                out.append((ev_id, day, product, op, ruleset, ruleset_file, credited, curtailed))
+    return out
 
 
 def summary(conn: Connection, evaluation_id: str, operator_id: str | None = None, owner_id: str | None = None,

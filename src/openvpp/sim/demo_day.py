@@ -40,7 +40,7 @@ from openvpp.store import db
 from openvpp.store.audit import Actor
 from openvpp.store.schema import grid_nodes, operators, profile_archetypes, resources
 from openvpp.store.schema_events import events as events_table
-from openvpp.store.schema_settlement import evaluation_rows, evaluations
+from openvpp.store.schema_settlement import evaluations
 
 DAY = date(2025, 7, 15)            # a hot Tuesday, inside the generated profile year
 PEAK = (56, 64)                    # 14:00-16:00 local: the afternoon peak
@@ -319,11 +319,12 @@ def replay_source(conn, day: date = DAY, history_days: int = HISTORY) -> evaluat
     check of the evaluated data (source and SHA-256) tells whether it really is the same data."""
     fleet = Fleet(conn, day, history_days)
     power = fleet.materialise().copy()
-    q = (select(evaluation_rows.c.key_id, evaluation_rows.c.slot, evaluation_rows.c.metered_kw)
-         .select_from(evaluation_rows.join(evaluations, evaluations.c.evaluation_id == evaluation_rows.c.evaluation_id)
-                      .join(events_table, events_table.c.event_id == evaluations.c.event_id))
-         .where(evaluations.c.status == "current", evaluation_rows.c.level == "resource", events_table.c.day == day))
-    for rid, slot, kw in conn.execute(q):
-        if kw is not None and rid in fleet.pos:
-            power[fleet.pos[rid], -1, slot] = kw
+    q = (select(evaluations.c.evaluation_id)
+         .select_from(evaluations.join(events_table, events_table.c.event_id == evaluations.c.event_id))
+         .where(evaluations.c.status == "current", events_table.c.day == day))
+    for (evaluation_id,) in conn.execute(q):
+        for r in evaluation.rows(conn, evaluation_id, "resource"):   # the resource file (evaluation_rows before 0012)
+            rid, slot, kw = r["key_id"], r["slot"], r["metered_kw"]
+            if kw is not None and rid in fleet.pos:
+                power[fleet.pos[rid], -1, slot] = kw
     return evaluation.ArrayMeterSource(fleet.ids, fleet.first_day, power, name=METER_SOURCE)

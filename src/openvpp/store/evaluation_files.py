@@ -1,0 +1,134 @@
+"""Result files of an evaluation: its resource × slot results as one Arrow IPC file, with its SHA-256.
+
+A million resources × an 8-slot window is 8 M results: one row each in the database is a bulk-load
+job of minutes, one Arrow IPC (Feather v2) file is written in a fraction of a second and read back
+without a parse (memory-mapped), by this module, pyarrow, pandas or DuckDB. The file is written
+beside the database — ``<directory of the SQLite file>/evaluations`` or, with PostgreSQL,
+``$OPENVPP_HOME/evaluations/<database name>`` (a volume every API and worker process mounts) — under a temporary
+name, hashed while it is written and renamed into place; ``evaluation_files`` records its path
+(relative to that root), SHA-256, size and row count on the caller's transaction. Reading checks
+size and SHA-256 (once per file and process while it is unchanged): a file that was altered or
+truncated is refused, never read.
+
+If the caller's transaction rolls back, the file stays behind unreferenced (named by the
+evaluation id, so it never collides): :func:`orphans` lists such files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+from sqlalchemy import Connection, select
+
+from openvpp.core.errors import Conflict
+from openvpp.core.settings import Settings
+from openvpp.store.schema_evaluation import evaluation_files
+
+FORMAT = "arrow-ipc"
+_VERIFIED: dict[tuple[str, int, int], str] = {}   # (path, size, mtime_ns) -> sha256 checked in this process
+
+
+def files_root(conn: Connection) -> Path:
+    """Where result files live: beside a SQLite file, else ``$OPENVPP_HOME/evaluations/<database name>``."""
+    url = conn.engine.url
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return Path(url.database).resolve().parent / "evaluations"
+    return Settings.from_env().home / "evaluations" / (url.database or "default")
+
+
+class HashingFile:
+    """A binary file that hashes what is written to it (pyarrow writes through ``pa.PythonFile``)."""
+
+    def __init__(self, path: Path):
+        self.f = open(path, "wb")  # noqa: SIM115 - closed by close(), called by pyarrow and by write()
+        self.h = hashlib.sha256()
+        self.n = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        self.h.update(view)
+        self.n += view.nbytes
+        return self.f.write(view)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.f.close()
+            self.closed = True
+
+
+def write(conn: Connection, evaluation_id: str, event_id: str, name: str, table: pa.Table) -> dict:
+    """Write ``table`` as the evaluation's ``name`` file and record it; returns the record."""
+    root = files_root(conn)
+    rel = Path(event_id) / f"{evaluation_id}.{name}.arrow"
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    sink = HashingFile(tmp)
+    try:
+        with ipc.new_file(pa.PythonFile(sink, mode="w"), table.schema) as w:
+            w.write_table(table)
+    finally:
+        sink.close()
+    os.replace(tmp, path)
+    record = {"evaluation_id": evaluation_id, "name": name, "path": rel.as_posix(), "format": FORMAT,
+              "sha256": sink.h.hexdigest(), "bytes": sink.n, "rows": table.num_rows,
+              "created_at": datetime.now(UTC)}
+    st = path.stat()
+    _VERIFIED[(str(path), st.st_size, st.st_mtime_ns)] = record["sha256"]
+    conn.execute(evaluation_files.insert().values(**record))
+    return record
+
+
+def record(conn: Connection, evaluation_id: str, name: str) -> dict | None:
+    row = conn.execute(select(evaluation_files).where(evaluation_files.c.evaluation_id == evaluation_id,
+                                                      evaluation_files.c.name == name)).mappings().first()
+    return dict(row) if row else None
+
+
+def read(conn: Connection, evaluation_id: str, name: str, columns: list[str] | None = None) -> pa.Table | None:
+    """The evaluation's ``name`` file (memory-mapped), checked against its record; None if it has none."""
+    rec = record(conn, evaluation_id, name)
+    if rec is None:
+        return None
+    path = files_root(conn) / rec["path"]
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise Conflict(f"evaluation {evaluation_id}: its {name} file {path} is missing (recorded sha256 "
+                       f"{rec['sha256'][:12]}, {rec['bytes']} bytes)") from None
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if _VERIFIED.get(key) != rec["sha256"]:
+        sha = _sha256(path) if st.st_size == rec["bytes"] else None
+        if sha != rec["sha256"]:
+            raise Conflict(f"evaluation {evaluation_id}: its {name} file {path} is not the one written "
+                           f"({st.st_size} bytes, sha256 {(sha or '?')[:12]}; recorded {rec['bytes']} bytes, "
+                           f"{rec['sha256'][:12]}): refused")
+        _VERIFIED[key] = sha
+    table = ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+    return table.select(columns) if columns is not None else table
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(16 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def orphans(conn: Connection) -> list[Path]:
+    """Files under the root that no ``evaluation_files`` row records (a rolled-back evaluation's)."""
+    root = files_root(conn)
+    if not root.exists():
+        return []
+    known = {r[0] for r in conn.execute(select(evaluation_files.c.path))}
+    return sorted(p for p in root.rglob("*.arrow") if p.relative_to(root).as_posix() not in known)
