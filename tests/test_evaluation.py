@@ -14,6 +14,7 @@ from openvpp.core.timeslots import local_midnight_utc, slot_start_utc
 from openvpp.kernels.baseline import BaselineSpec
 from openvpp.services import access, meter_files, weather
 from openvpp.services import evaluation as eva
+from openvpp.sim import weather as sim_weather
 from openvpp.store import db, evaluation_files, timeseries
 from openvpp.store.schema import resources
 from tests.test_settlement import ADMIN, AFTER, DAY, DISP, END, START, run_event, setup_city
@@ -300,3 +301,28 @@ def test_resource_results_are_a_file_checked_against_its_hash(loaded, tmp_path):
     path.write_bytes(bytes(data))
     with db.get_engine(loaded.database_url).connect() as conn, pytest.raises(Conflict, match="not the one written"):
         eva.rows(conn, out["evaluation_id"], "resource")
+
+
+def test_the_simulated_citys_weather_serves_the_regression(loaded, tmp_path):
+    """sim.weather gives the temperatures the generated city's loads followed (a Guangzhou July: warm,
+    with a daily cycle); stored as the city's, they serve every district. Loads linear in each slot's
+    cooling degrees are fitted exactly: the unit's baseline is 500 + 50 x the event slot's cooling degrees."""
+    first, temp = sim_weather.city_temperatures(2025, 1)
+    july = temp[(DAY - first).days - 30:(DAY - first).days + 1]
+    assert 26.0 < july.mean() < 34.0 and (july.max(axis=1) - july.min(axis=1)).min() > 2.0
+    setup_city(loaded, tmp_path)
+    eid = run_event(loaded, UNIT_B)
+    power = np.full((4, 31, 96), np.nan)
+    power[0], power[1] = 300.0 + 40.0 * _cooling(july), 200.0 + 10.0 * _cooling(july)
+    power[:2, -1, START:END] = 0.0
+    src = eva.ArrayMeterSource(B_IDS, DAY - timedelta(days=30), power)
+    with db.get_engine(loaded.database_url).begin() as conn:
+        assert sim_weather.store_city_weather(conn, 2025, 1) == temp.size
+        out = eva.evaluate(conn, DISP, eid, src, spec=BaselineSpec("temperature-regression"), now=AFTER)
+        arrays = eva.evaluate(conn, DISP, eid, src, spec=BaselineSpec("temperature-regression"), now=AFTER,
+                              weather=sim_weather.city_weather(2025, 1))
+    expect = 500.0 + 50.0 * _cooling(july[-1, START:END])
+    assert [s["baseline_kw"] for s in out["units"][0]["slots"]] == pytest.approx(expect.tolist())
+    assert out["inputs"]["weather"]["areas"] == {"GZ-HZ": "GZ"}
+    assert arrays["units"][0]["slots"] == out["units"][0]["slots"]
+    assert arrays["inputs"]["weather"]["source"] == "sim city weather 2025 seed 1"
