@@ -13,7 +13,7 @@ from openvpp.api.routing import JSONRoute
 from openvpp.core.errors import InvalidInput, Violation
 from openvpp.model.columns import RESOURCE_COLUMNS
 from openvpp.model.roles import Perm
-from openvpp.services import registry
+from openvpp.services import registry, search
 from openvpp.services import resources as svc
 from openvpp.services.scope import require, scope_of
 from openvpp.store.audit import Actor
@@ -34,7 +34,9 @@ def list_resources(
     filters = {"resource_type": resource_type, "operator_id": operator_id, "owner_id": owner_id,
                "district_id": district_id, "substation_id": substation_id, "feeder_id": feeder_id,
                "ta_id": ta_id, "state": state, "verified_grade": verified_grade, "response_mode": response_mode}
-    return svc.list_page(conn, actor, filters, q, limit, offset, reg=request.app.state.pool_engine.registry(conn))
+    engine = request.app.state.pool_engine.get(conn)
+    text = search.index_for(engine, conn) if q else None
+    return svc.list_page(conn, actor, filters, q, limit, offset, reg=engine.reg, text=text)
 
 
 @router.get("/summary")
