@@ -128,12 +128,16 @@ def prepare(n: int, seed: int) -> tuple[Settings, dict]:
 
 def start_server(settings: Settings, log: Path, workers: int = 1, bus_url: str = "") -> tuple[subprocess.Popen, str]:
     """The API in its own process(es): ``workers`` uvicorn workers; with more than one, the live
-    view of each is fed through the bus at ``bus_url`` (a NATS server), as in production."""
+    view of each is fed through the bus at ``bus_url`` (a NATS server), as in production. The
+    rollup timer is off in them (``OPENVPP_TELEMETRY_ROLLUP_REFRESH_S=0`` unless set)."""
     port = free_port()
     env = {**os.environ, "OPENVPP_HOME": str(settings.home), "OPENVPP_DATABASE_URL": settings.database_url,
            "OPENVPP_JWT_SECRET": SECRET, "OPENVPP_BCRYPT_ROUNDS": "4"}
     if bus_url:
         env["OPENVPP_BUS_URL"] = bus_url
+    # the API process serves reads: the telemetry rollups run in the ingest worker, as a scaled-out
+    # deployment runs them (the seeded live points would otherwise be rolled up during the run)
+    env.setdefault("OPENVPP_TELEMETRY_ROLLUP_REFRESH_S", "0")
     out = log.open("w")
     extra = ["--workers", str(workers)] if workers > 1 else []
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "openvpp.api.asgi:app", "--host", "127.0.0.1",
