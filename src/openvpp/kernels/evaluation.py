@@ -177,14 +177,16 @@ def rebound_kwh(baseline_kw: np.ndarray, metered_kw: np.ndarray, slots: np.ndarr
     """Energy that came back in ``slots`` (the hours around an event window), per resource (n,) kWh.
 
     Load above baseline after (or before, pre-cooling) a load reduction is the curtailed energy
-    shifted rather than saved. ``baseline_kw``/``metered_kw`` are (n, 96) of the event day; NaN
-    counts as no rebound. For ``direction="up"`` nothing is curtailed, so the rebound is 0.
+    shifted rather than saved. ``baseline_kw``/``metered_kw`` are (n, k) slots of the event day (all 96,
+    or the part an evaluation read: ``slots`` index that axis); NaN counts as no rebound. For
+    ``direction="up"`` nothing is curtailed, so the rebound is 0.
     """
     n = np.shape(baseline_kw)[0]
     if direction == "up" or len(slots) == 0:
         return np.zeros(n)
-    over = np.asarray(metered_kw, dtype=np.float64)[:, slots] - np.asarray(baseline_kw, dtype=np.float64)[:, slots]
-    return np.nansum(np.maximum(over, 0.0), axis=1) * SLOT_H
+    idx = np.asarray(slots, dtype=np.int64)
+    over = np.subtract(np.asarray(metered_kw)[:, idx], np.asarray(baseline_kw)[:, idx], dtype=np.float64)
+    return np.fmax(over, 0.0, out=over).sum(axis=1) * SLOT_H          # fmax: NaN (no data) → 0
 
 
 def curtailed(credited_kwh: np.ndarray, rebound: np.ndarray, shifting: np.ndarray) -> np.ndarray:
@@ -206,9 +208,13 @@ def v2g_discharge(credited_kwh: np.ndarray, metered_kw: np.ndarray, is_v2g: np.n
     A V2G response is partly charging it did not do and partly energy it exported (metered < 0);
     the exported part, up to the credited energy, is the discharge the V2G subsidy pays.
     """
-    exported = np.maximum(-np.nan_to_num(np.asarray(metered_kw, dtype=np.float64), nan=0.0), 0.0) * SLOT_H
     e = np.asarray(credited_kwh, dtype=np.float64)
-    return np.where(np.asarray(is_v2g, dtype=bool)[:, None], np.minimum(np.maximum(e, 0.0), exported), 0.0)
+    out = np.zeros_like(e)
+    rows = np.flatnonzero(np.asarray(is_v2g, dtype=bool))          # only the chargers: a few of a city
+    if rows.size:
+        exported = np.maximum(-np.nan_to_num(np.asarray(metered_kw, dtype=np.float64)[rows], nan=0.0), 0.0) * SLOT_H
+        out[rows] = np.minimum(np.maximum(e[rows], 0.0), exported)
+    return out
 
 
 class EventEvaluation(NamedTuple):

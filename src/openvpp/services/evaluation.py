@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -67,8 +68,8 @@ from openvpp.store import evaluation_files as files
 from openvpp.store.audit import Actor
 from openvpp.store.columnar import epoch_s, quarter_index, select_arrow
 from openvpp.store.schema import grid_nodes, resource_links, resources
+from openvpp.store.schema_events import awards, instructions
 from openvpp.store.schema_events import events as events_t
-from openvpp.store.schema_events import instructions
 from openvpp.store.schema_settlement import evaluation_rows, evaluations
 from openvpp.store.schema_telemetry import telemetry_rollup
 
@@ -84,6 +85,8 @@ ASSUMED_CARBON = {
 ADJUSTMENT_LEAD = 8
 RESOURCES_FILE = "resources"
 #: per resource and slot, in the resource file and in ``evaluation_rows`` (shortfall: units only)
+#: of them in the resource file (the ratio is response / cleared and the price the unit's: derived on reading)
+FILE_COLUMNS = ("baseline_kw", "metered_kw", "response_kw", "cleared_kw", "credited", "v2g_kwh", "curtailed_kwh")
 SLOT_COLUMNS = ("baseline_kw", "metered_kw", "response_kw", "cleared_kw", "ratio", "credited", "v2g_kwh",
                 "curtailed_kwh", "price_yuan")
 NULLABLE = ("baseline_kw", "metered_kw", "response_kw", "ratio")   # NULL (None) = not measured / no ratio
@@ -513,15 +516,18 @@ def _weather_baseline(spec: BaselineSpec, call: dict, members: pa.Table, weather
 
 def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource, spec: BaselineSpec | None = None,
              history_days: int = HISTORY_DAYS, reason: str | None = None, now: datetime | None = None,
-             candidate_for: str | None = None, weather: wx.WeatherSource | None = None) -> dict:
+             candidate_for: str | None = None, weather: wx.WeatherSource | None = None,
+             profile: dict[str, float] | None = None) -> dict:
     """Evaluate an event from its awards and meter data; store it as the event's new version.
 
     ``candidate_for`` (a dispute id) stores the result as a candidate that does not replace the
     current evaluation until the dispute is approved. Moves an ``executing`` event whose window
     has ended to ``evaluating``. ``weather`` feeds a temperature-regression baseline (default: the
-    stored temperatures, ``services.weather.StoreWeatherSource``). Returns :func:`summary` of the
+    stored temperatures, ``services.weather.StoreWeatherSource``). ``profile``, if given, receives the
+    seconds of each step (benchmarks/evaluate_settle.py --service). Returns :func:`summary` of the
     stored evaluation.
     """
+    lap = _Laps(profile)
     if actor.role not in CENTER_ROLES:
         raise Forbidden("evaluations are run by the center (city admin or dispatcher)")
     ev = events.get(conn, event_id)
@@ -549,16 +555,23 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
     carbon = _carbon_rules(rs)
 
     # awards → units × slots
-    awarded = events.awarded(conn, event_id)
-    units = sorted({a["unit_id"] for a in awarded})
-    upos = {u: i for i, u in enumerate(units)}
-    unit_operator = {a["unit_id"]: a["operator_id"] for a in awarded}
+    aw = select_arrow(conn, select(awards.c.unit_id, awards.c.operator_id, awards.c.slot, awards.c.cleared_kw,
+                                   awards.c.price_yuan_per_kwh).where(awards.c.event_id == event_id),
+                      {"unit_id": pa.string(), "operator_id": pa.string(), "slot": pa.int64(), "cleared": pa.float64(),
+                       "price": pa.float64()})
+    units = sorted(pc.unique(aw.column("unit_id")).to_pylist())
+    unit_operator = dict(zip(aw.column("unit_id").to_pylist(), aw.column("operator_id").to_pylist(), strict=True))
     cleared_u = np.zeros((len(units), s))
     price_u = np.zeros((len(units), s))
-    for a in awarded:
-        cleared_u[upos[a["unit_id"]], a["slot"] - start] = a["cleared_kw"]
-        price_u[upos[a["unit_id"]], a["slot"] - start] = a["price_yuan_per_kwh"]
+    if aw.num_rows:
+        row = pc.index_in(aw.column("unit_id"), value_set=pa.array(units, pa.string())).to_numpy(
+            zero_copy_only=False).astype(np.int64)
+        col = aw.column("slot").to_numpy() - start
+        ok = (col >= 0) & (col < s)
+        cleared_u[row[ok], col[ok]] = aw.column("cleared").to_numpy()[ok]
+        price_u[row[ok], col[ok]] = aw.column("price").to_numpy()[ok]
 
+    lap("event and awards")
     # members at the event time: those of the event's first evaluation, else from the registry now
     stored = _stored_members(conn, event_id)
     members = stored[0] if stored else members_of(conn, ev, units, slot_start_utc(ev["day"], start))
@@ -569,6 +582,7 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
     n = len(ids)
     cleared_r = _device_cleared(conn, event_id, members.column("resource_id").combine_chunks()
                                 if n else pa.array([], pa.string()), start, end)
+    lap("members (stored)" if stored else "members (registry)")
 
     # what to read: the days the method may choose and the event day; the window and the hours around it
     first_day = ev["day"] - timedelta(days=history_days)
@@ -589,6 +603,7 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
             data.minutes is None or data.minutes.shape != data.values.shape)):
         raise InvalidInput(Violation("meter data", f"must be {(n, held.size, hi - lo)} (values and, for reserve, "
                                                    f"minutes)", data.values.shape))
+    lap("meter read")
     hashed = _HASHER.submit(fingerprint, ids, first_day, data.values, data.minutes, read=plan)
 
     # baseline on what was read
@@ -605,6 +620,7 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
     else:
         res = spec.compute(**call)
         base_day, days_used = res.power_kw, res.days_used
+    lap("baseline")
     met_day = data.values[:, -1]
     window = slice(start - lo, end - lo)
     adjust_value = None
@@ -635,8 +651,6 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
         resp, cleared_rs, credited_kw = out.response_kw, out.cleared_kw, out.credited_kw
         unit_perf, unit_base, unit_met, unit_resp = out.unit, out.unit_baseline_kw, out.unit_metered_kw, \
             out.unit_response_kw
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio_r = np.where(cleared_rs > 0, resp / np.where(cleared_rs > 0, cleared_rs, 1.0), np.nan)
     credited = kev.energy(credited_kw)
     v2g = np.zeros_like(credited)
     curtailed = np.zeros_like(credited)
@@ -647,13 +661,14 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
         v2g = kev.v2g_discharge(credited, met_w, is_v2g)
         reb = kev.rebound_kwh(base_day, met_day, _rebound_slots(start, end, rebound_w) - lo)
         curtailed = kev.curtailed(credited, reb, shifting)
-    price_r = price_u[codes] if n else np.zeros((0, s))
 
+    lap("evaluation kernels")
     # store
     version = (conn.execute(select(func.max(evaluations.c.version)).where(evaluations.c.event_id == event_id))
                .scalar() or 0) + 1
     evaluation_id = new_id("EVA")
     telemetry_hash = hashed.result()
+    lap("meter hash (beside the kernels)")
     unit_credited = kev.energy(unit_perf.credited_kw)
     cal = calendar_record(dates)
     totals = {
@@ -693,6 +708,7 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
               "totals": totals, "dispute_id": candidate_for, "reason": reason, "created_by": actor.name,
               "created_at": now}
     conn.execute(evaluations.insert().values(**header))
+    lap("header (inputs with members)")
     unit_v2g = kev.group_slots(codes, len(units), v2g)
     unit_curt = kev.group_slots(codes, len(units), curtailed)
     bulk.insert_arrow(conn, evaluation_rows, _unit_rows(
@@ -700,16 +716,33 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
         {"baseline_kw": unit_base, "metered_kw": unit_met, "response_kw": unit_resp, "cleared_kw": cleared_u,
          "ratio": unit_perf.ratio, "credited": unit_credited, "v2g_kwh": unit_v2g,
          "shortfall": kev.energy(unit_perf.shortfall_kw), "curtailed_kwh": unit_curt, "price_yuan": price_u}))
+    lap("unit rows")
     files.write(conn, evaluation_id, event_id, RESOURCES_FILE, _resource_table(
         members, start, {"baseline_kw": base_w, "metered_kw": met_w, "response_kw": resp, "cleared_kw": cleared_rs,
-                         "ratio": ratio_r, "credited": credited, "v2g_kwh": v2g, "curtailed_kwh": curtailed,
-                         "price_yuan": price_r}))
+                         "credited": credited, "v2g_kwh": v2g, "curtailed_kwh": curtailed}))
+    lap("resource file")
     audit.record(conn, actor, "evaluation.run", "evaluation", evaluation_id,
                  after={"event_id": event_id, "version": version, "status": status, "baseline": spec.id,
                         "telemetry_sha256": telemetry_hash, "ruleset": rs.id, "credited": totals["credited"],
                         "members_from": stored[1] if stored else None},
                  reason=reason)
-    return summary(conn, evaluation_id)
+    out = summary(conn, evaluation_id)
+    lap("audit and summary")
+    return out
+
+
+class _Laps:
+    """Seconds between successive calls, by name, into ``profile`` (nothing when it is None)."""
+
+    def __init__(self, profile: dict[str, float] | None):
+        self.profile = profile
+        self.t = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.profile is not None:
+            now = time.perf_counter()
+            self.profile[name] = self.profile.get(name, 0.0) + now - self.t
+            self.t = now
 
 
 def _num(x: float) -> float | None:
@@ -785,9 +818,10 @@ def versions(conn: Connection, event_id: str) -> list[dict]:
 
 
 def resource_table(conn: Connection, evaluation_id: str, columns: list[str] | None = None) -> pa.Table | None:
-    """The evaluation's resource × slot results as Arrow (one row per resource, a list per quantity over
-    the window; ``first_slot`` in the schema's metadata), or None for an evaluation stored before
-    migration 0012 (its rows are in ``evaluation_rows``). For columnar readers (settlement, reports)."""
+    """The evaluation's resource × slot results as Arrow (one row per resource, a list per quantity of
+    :data:`FILE_COLUMNS` over the window; ``first_slot`` in the schema's metadata; the ratio is
+    response / cleared and the price the unit's), or None for an evaluation stored before migration
+    0012 (its rows are in ``evaluation_rows``). For columnar readers (settlement, reports)."""
     return files.read(conn, evaluation_id, RESOURCES_FILE, columns)
 
 
@@ -797,7 +831,7 @@ def rows(conn: Connection, evaluation_id: str, level: str = "unit", operator_id:
     if level == "resource":
         t = resource_table(conn, evaluation_id)
         if t is not None:
-            return _resource_rows(evaluation_id, t, operator_id, owner_id)
+            return _resource_rows(conn, evaluation_id, t, operator_id, owner_id)
     q = select(evaluation_rows).where(evaluation_rows.c.evaluation_id == evaluation_id,
                                       evaluation_rows.c.level == level)
     if operator_id:
@@ -807,8 +841,10 @@ def rows(conn: Connection, evaluation_id: str, level: str = "unit", operator_id:
     return [dict(r) for r in conn.execute(q.order_by(evaluation_rows.c.key_id, evaluation_rows.c.slot)).mappings()]
 
 
-def _resource_rows(evaluation_id: str, t: pa.Table, operator_id: str | None, owner_id: str | None) -> list[dict]:
-    """The resource file as ``evaluation_rows`` dicts (sorted by resource and slot, NaN as None)."""
+def _resource_rows(conn: Connection, evaluation_id: str, t: pa.Table, operator_id: str | None,
+                   owner_id: str | None) -> list[dict]:
+    """The resource file as ``evaluation_rows`` dicts (sorted by resource and slot, NaN as None), with
+    the ratio (response / cleared, as the evaluation computed it) and the unit's price."""
     if operator_id:
         t = t.filter(pc.equal(t.column("operator_id").cast(pa.string()), operator_id))
     if owner_id:
@@ -818,7 +854,17 @@ def _resource_rows(evaluation_id: str, t: pa.Table, operator_id: str | None, own
     n = t.num_rows
     text = {k: t.column(k).cast(pa.string()).to_pylist() for k in ("key_id", "unit_id", "operator_id", "owner_id",
                                                                    "resource_type")}
-    num = {k: _per_resource(t, k) for k in SLOT_COLUMNS} if n else {}
+    num = {k: _per_resource(t, k) for k in FILE_COLUMNS}
+    cleared = num["cleared_kw"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        num["ratio"] = np.where(cleared > 0, num["response_kw"] / np.where(cleared > 0, cleared, 1.0), np.nan)
+    price: dict[str, dict[int, float]] = {}
+    for unit, slot, p in conn.execute(select(evaluation_rows.c.key_id, evaluation_rows.c.slot,
+                                             evaluation_rows.c.price_yuan).where(
+            evaluation_rows.c.evaluation_id == evaluation_id, evaluation_rows.c.level == "unit")):
+        price.setdefault(unit, {})[slot] = p
+    num["price_yuan"] = np.array([[price.get(u, {}).get(first + j, 0.0) for j in range(s)] for u in text["unit_id"]],
+                                 dtype=np.float64).reshape(n, s)
     lists = {k: (np.where(np.isfinite(v), v, np.nan).tolist()) for k, v in num.items()}
     out = []
     for i in range(n):

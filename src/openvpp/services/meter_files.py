@@ -10,9 +10,12 @@ column             type        meaning
 =================  ==========  ==================================================================
 device_id          string      the resource id
 kw_00 .. kw_95     float32     mean active power of the slot, kW (NaN: no telemetry)
-kvar_00 .. kvar_95 float32     mean reactive power, kvar (NaN: none)
-min_00 .. min_95   uint8       minutes of the slot covered by telemetry (the 1-minute rollups)
+kvar_00 .. kvar_95 float32     mean reactive power, kvar (NaN: none) — optional
+min_00 .. min_95   uint8       minutes of the slot covered by telemetry (the 1-minute rollups) — optional
 =================  ==========  ==================================================================
+
+A file without the reactive columns reads as NaN kvar; without the minutes, a slot with a power
+value counts as covered (15 minutes) and one without as not (0).
 
 One column per slot, so a reader takes only the slots it needs (an evaluation: the window and the
 hours around it) without touching the rest. ``manifest.json`` lists every file with its SHA-256
@@ -72,7 +75,8 @@ def write_day(root: Path | str, day: date, ids: Sequence[str], power_kw: np.ndar
     """Write one day's file (devices sorted by id) and its manifest entry; returns the entry.
 
     power_kw / reactive_kvar : (n, 96) mean kW / kvar per slot, NaN = no telemetry
-    minutes : (n, 96) minutes of each slot with telemetry, 0..15 (default 15 where power is known)
+    minutes : (n, 96) minutes of each slot with telemetry, 0..15
+    Groups not given (reactive, minutes) are not written (see the module's table).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -80,10 +84,8 @@ def write_day(root: Path | str, day: date, ids: Sequence[str], power_kw: np.ndar
     p = _slot_block("power_kw", power_kw, n, np.float32)
     q = _slot_block("reactive_kvar", reactive_kvar, n, np.float32)
     m = _slot_block("minutes", minutes, n, np.float64)
-    if m is None:
-        m = np.where(np.isnan(p), 0.0, 15.0)
-    if np.any((m < 0) | (m > 15)):
-        raise InvalidInput(Violation("minutes", "must be 0..15 minutes per slot", float(np.max(np.abs(m)))))
+    if m is not None and not np.all((m >= 0) & (m <= 15)):
+        raise InvalidInput(Violation("minutes", "must be 0..15 minutes per slot (no NaN)", float(np.nanmax(m))))
     id_arr = pa.array(list(ids), pa.string())
     order = pc.sort_indices(id_arr).to_numpy()
     if pc.count_distinct(id_arr).as_py() != n:
@@ -91,7 +93,7 @@ def write_day(root: Path | str, day: date, ids: Sequence[str], power_kw: np.ndar
     cols: dict[str, pa.Array] = {"device_id": id_arr.take(pa.array(order))}
     for prefix, block, dtype in (("kw", p, np.float32), ("kvar", q, np.float32), ("min", m, np.uint8)):
         if block is None:
-            block = np.full((n, SLOTS_PER_DAY), np.nan, dtype=np.float32)
+            continue
         sorted_block = np.ascontiguousarray(block[order].T.astype(dtype))     # slot-major: one row per column
         for k, name in enumerate(_cols(prefix)):
             cols[name] = pa.array(sorted_block[k])
@@ -219,27 +221,50 @@ class FileMeterSource:
         n = len(want)
         manifest = _manifest(self.root)
         kinds = [PREFIX[quantity]] + (["min"] if minutes else [])
-        slot_major = {k: np.full((len(days), width, n), np.nan if k != "min" else 0.0, dtype=np.float32)
-                      for k in kinds}
+        empty = {k: np.nan if k != "min" else 0.0 for k in kinds}     # no file, no column, no row: no data
+        slot_major = {k: np.empty((len(days), width, n), dtype=np.float32) for k in kinds}
         for j, d in enumerate(days):
             day = first_day + timedelta(days=int(d))
             path = self.root / f"{day.isoformat()}.arrow"
             if not path.exists():
+                for k in kinds:
+                    slot_major[k][j].fill(empty[k])
                 continue
             table = ipc.open_file(pa.memory_map(str(path), "r")).read_all()
             pos = self._positions(ids_key, want, table.column("device_id").combine_chunks(),
                                   manifest.get(day.isoformat()))
             for k in kinds:
                 block = slot_major[k][j]
-                for c, name in enumerate(_cols(k, lo, hi)):
+                names = _cols(k, lo, hi)
+                if names[0] not in table.column_names:
+                    if k == "min":                          # no coverage exported: covered where power is known
+                        block[:] = np.where(np.isnan(slot_major[PREFIX[quantity]][j]), 0.0, 15.0)
+                    else:
+                        block.fill(empty[k])
+                    continue
+                take = None if pos is None else _taker(pos, empty[k])
+                for c, name in enumerate(names):
                     col = table.column(name).to_numpy()
-                    if pos is None:
+                    if take is None:
                         block[c] = col
                     else:
-                        got = pos >= 0
-                        block[c, got] = col[pos[got]]
+                        take(col, block[c])
         out = {k: _meters_first(v) for k, v in slot_major.items()}
         return MeterData(out[PREFIX[quantity]], out.get("min"))
+
+
+def _taker(pos: np.ndarray, absent: float):
+    """A function that fills ``out`` (n,) with ``col[pos]``, ``absent`` where the id is not in the file
+    (pos -1): one ``np.take`` when every id is there."""
+    if (pos >= 0).all():
+        return lambda col, out: np.take(col, pos, out=out)
+    got = np.flatnonzero(pos >= 0)
+    src = pos[got]
+
+    def take(col: np.ndarray, out: np.ndarray) -> None:
+        out.fill(absent)
+        out[got] = col[src]
+    return take
 
 
 def _meters_first(slot_major: np.ndarray) -> np.ndarray:
