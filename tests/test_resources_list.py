@@ -40,7 +40,7 @@ def test_text_index_gives_the_pages_of_a_case_insensitive_search(loaded, query):
     q = query.strip().lower()
     with db.get_engine(loaded.database_url).connect() as conn:
         reg = registry_arrays.load(conn)
-        text = search.TextIndex.load(conn)
+        text = search.TextIndex.load(conn, reg)
         for actor, filters in itertools.product(ACTORS, FILTERS):
             got = resources.list_page(conn, actor, filters, query, 50, 0, reg=reg, text=text)
             everything = resources.list_page(conn, actor, filters, None, 1000, 0)["items"]
@@ -54,6 +54,7 @@ def test_text_index_gives_the_pages_of_a_case_insensitive_search(loaded, query):
 def test_text_index_finds_each_resource_once_and_refuses_separators():
     idx = search.TextIndex(["R1", "R2", "R3"], ["Pile pile PILE", None, "tab"], ["M-pile", "M2", None])
     assert sorted(idx.matching_ids("pile")) == ["R1"]            # three hits in one line: one resource
+    assert idx.matching_ids("a.b").tolist() == [] and sorted(idx.matching_ids("2")) == ["R2"]   # literal
     assert sorted(idx.matching_ids("r")) == ["R1", "R2", "R3"]
     assert list(idx.matching_ids("zzz")) == [] and idx.matching_ids("a\tb") is None
     assert search.TextIndex([], [], []).matching_ids("x").tolist() == []

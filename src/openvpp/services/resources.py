@@ -52,8 +52,8 @@ def list_page(conn: Connection, actor: Actor, filters: dict[str, str] | None = N
     the API's shared pool engine's): without a text search, the matches are counted and the page's
     ids picked on its arrays (every filter is one of its columns), and only the page's rows are
     read; a COUNT over the filtered join costs ~0.1 s at 100,000 resources on every page. A text
-    search is answered there too when ``text`` (``services.search.TextIndex`` of the same registry
-    state) is given: a case-insensitive substring of the id, name or meter id."""
+    search is answered there too when ``text`` (``services.search.TextIndex`` loaded with ``reg``)
+    is given: a case-insensitive substring of the id, name or meter id."""
     scope = scope_of(actor)
     if not 1 <= limit <= 1000:
         raise InvalidInput(Violation("limit", "must be between 1 and 1000", limit))
@@ -63,14 +63,13 @@ def list_page(conn: Connection, actor: Actor, filters: dict[str, str] | None = N
         if value not in (None, "") and name not in FILTERS:
             raise InvalidInput(Violation(name, f"unknown filter; use one of {', '.join(FILTERS)}", value))
     search = (search or "").strip() or None   # surrounding spaces are no part of what is looked for
-    found = text.matching_ids(search) if search and text is not None else None
+    found = text.matching_positions(search) if search and text is not None else None
     if reg is not None and (not search or found is not None):
         # the tenant fence is one more condition on the same columns (a filter outside it matches nothing)
         mask = reg.matching(**(filters or {})) & reg.matching(operator_id=scope.operator_id, owner_id=scope.owner_id)
         if found is not None:
-            pos = reg.index_of(list(found)) if len(found) else np.zeros(0, np.int64)
             hit = np.zeros(reg.n, bool)
-            hit[pos[pos >= 0]] = True
+            hit[found] = True
             mask &= hit
         idx = np.flatnonzero(mask)
         page = [str(r) for r in reg.resource_id[idx[offset:offset + limit]]]
