@@ -53,7 +53,6 @@ from openvpp.store.schema_telemetry import telemetry_rollup
 
 MANIFEST = "manifest.json"
 PREFIX = {"power_kw": "kw", "reactive_kvar": "kvar", "minutes": "min"}
-_TRANSPOSE_BLOCK = 8192
 
 
 def _cols(prefix: str, lo: int = 0, hi: int = SLOTS_PER_DAY) -> list[str]:
@@ -222,34 +221,33 @@ class FileMeterSource:
         manifest = _manifest(self.root)
         kinds = [PREFIX[quantity]] + (["min"] if minutes else [])
         empty = {k: np.nan if k != "min" else 0.0 for k in kinds}     # no file, no column, no row: no data
-        slot_major = {k: np.empty((len(days), width, n), dtype=np.float32) for k in kinds}
+        out = {k: np.empty((n, len(days), width), dtype=np.float32) for k in kinds}
+        day_block = np.empty((width, n), dtype=np.float32)          # one day, slot-major, reused
         for j, d in enumerate(days):
             day = first_day + timedelta(days=int(d))
             path = self.root / f"{day.isoformat()}.arrow"
             if not path.exists():
                 for k in kinds:
-                    slot_major[k][j].fill(empty[k])
+                    out[k][:, j, :] = empty[k]
                 continue
             table = ipc.open_file(pa.memory_map(str(path), "r")).read_all()
             pos = self._positions(ids_key, want, table.column("device_id").combine_chunks(),
                                   manifest.get(day.isoformat()))
             for k in kinds:
-                block = slot_major[k][j]
                 names = _cols(k, lo, hi)
                 if names[0] not in table.column_names:
-                    if k == "min":                          # no coverage exported: covered where power is known
-                        block[:] = np.where(np.isnan(slot_major[PREFIX[quantity]][j]), 0.0, 15.0)
-                    else:
-                        block.fill(empty[k])
+                    # no reactive columns: NaN; no coverage exported: covered where power is known
+                    out[k][:, j, :] = (np.where(np.isnan(out[PREFIX[quantity]][:, j, :]), 0.0, 15.0) if k == "min"
+                                       else empty[k])
                     continue
                 take = None if pos is None else _taker(pos, empty[k])
                 for c, name in enumerate(names):
                     col = table.column(name).to_numpy()
                     if take is None:
-                        block[c] = col
+                        day_block[c] = col
                     else:
-                        take(col, block[c])
-        out = {k: _meters_first(v) for k, v in slot_major.items()}
+                        take(col, day_block[c])
+                out[k][:, j, :] = day_block.T                          # meters first: the kernels' layout
         return MeterData(out[PREFIX[quantity]], out.get("min"))
 
 
@@ -265,12 +263,3 @@ def _taker(pos: np.ndarray, absent: float):
         out.fill(absent)
         out[got] = col[src]
     return take
-
-
-def _meters_first(slot_major: np.ndarray) -> np.ndarray:
-    """(days, slots, n) → (n, days, slots), block by block of meters (cache-friendly transpose)."""
-    n_days, width, n = slot_major.shape
-    out = np.empty((n, n_days, width), dtype=slot_major.dtype)
-    for lo in range(0, n, _TRANSPOSE_BLOCK):
-        out[lo:lo + _TRANSPOSE_BLOCK] = slot_major[:, :, lo:lo + _TRANSPOSE_BLOCK].transpose(2, 0, 1)
-    return out
