@@ -84,3 +84,17 @@ def test_request_validation_and_openapi_still_follow_the_signature(client):
     schema = client.get("/openapi.json").json()
     assert schema["paths"]["/api/in/sync"]["get"]["parameters"][0]["name"] == "n"
     assert "201" in schema["paths"]["/api/in/made"]["post"]["responses"]
+
+
+def test_the_started_api_keeps_its_long_lived_objects_out_of_the_collector(loaded):
+    """core/memory.py: once the app has started, a full collection walks only what was made since,
+    not the ~200,000 objects of the imported libraries (a 90 ms pause of every request otherwise)."""
+    import gc
+
+    from openvpp.api.app import create_app
+
+    gc.unfreeze()   # whatever an earlier test froze is put back in view first
+    assert len(gc.get_objects()) > 100_000
+    with TestClient(create_app(loaded)) as c:
+        assert c.get("/api/v1/health").status_code == 200
+        assert gc.get_freeze_count() > 100_000 and len(gc.get_objects()) < 50_000

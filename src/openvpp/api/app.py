@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,6 +13,7 @@ from openvpp import __version__
 from openvpp.api import routes
 from openvpp.api.deps import CallerCache
 from openvpp.core.errors import OpenVPPError
+from openvpp.core.memory import freeze_long_lived
 from openvpp.core.settings import Settings
 from openvpp.services.pools import PoolCache
 from openvpp.web import mount_web
@@ -47,7 +49,14 @@ class ConcurrencyLimit:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = (settings or Settings.from_env()).with_secret()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        freeze_long_lived()   # the libraries and routes, imported and built: out of the collector's view
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="openvpp",
         version=__version__,
         description="City virtual power plant platform: resources, grid, events, dispatch, settlement.",

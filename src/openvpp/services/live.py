@@ -37,6 +37,7 @@ from sqlalchemy import Engine, func, select
 from openvpp.bus import Bus
 from openvpp.core.clock import Clock, speed_of
 from openvpp.core.errors import InvalidInput, NotFound, Violation
+from openvpp.core.memory import freeze_long_lived
 from openvpp.kernels import live as kl
 from openvpp.kernels.aggregate import group_sum
 from openvpp.kernels.live import SOC_EMPTY, SOC_FULL, live_flex  # noqa: F401  (imported from here by others)
@@ -424,6 +425,7 @@ class LiveService:
         self.state = await asyncio.to_thread(self._load)
         now = self._now_ms()
         self._publish(*await asyncio.to_thread(self._take, now - now % self.period_ms))
+        await asyncio.to_thread(freeze_long_lived)   # the live state lives on (core/memory.py)
         self._tasks = [asyncio.create_task(self._consume()), asyncio.create_task(self._refresh())]
         return self
 

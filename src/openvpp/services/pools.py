@@ -32,6 +32,7 @@ from sqlalchemy import Connection, func, select
 
 from openvpp.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Violation
 from openvpp.core.ids import new_id
+from openvpp.core.memory import freeze_long_lived
 from openvpp.kernels import pools as kp
 from openvpp.kernels.aggregate import group_sum
 from openvpp.model.enums import GridLevel, OperatorState, ResourceState, Role
@@ -660,6 +661,7 @@ class PoolCache:
         self._engine, self._base, self._ids = engine, base, ids
         self._built_at = self.clock()
         self.builds += 1
+        freeze_long_lived()   # what the first build imported and built lives on (core/memory.py)
         self.last = {"kind": "build", "seconds": time.perf_counter() - t0}
         return engine
 
