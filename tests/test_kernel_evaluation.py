@@ -121,3 +121,21 @@ def test_allocate_and_split_preserve_unit_totals(weights, data):
     sc = split_cleared(unit, codes, cap)
     present = np.isin(np.arange(3), codes)
     assert np.allclose(group_slots(codes, 3, sc)[present], unit[present], rtol=1e-9, atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.lists(st.integers(0, 23), max_size=30))
+def test_rebound_sums_load_above_baseline_over_any_slots(seed, slots):
+    """rebound_kwh reads runs of consecutive slots as views; it equals the plain formula on any slot list
+    (NaN is no rebound), and a part of the day gives what the whole day gives on the same slots."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0, 100, (7, 24)).astype(np.float32)
+    met = rng.uniform(0, 150, (7, 24)).astype(np.float32)
+    met[rng.random(met.shape) < 0.1] = np.nan
+    idx = np.array(slots, dtype=np.int64)
+    expect = (np.nansum(np.maximum(met[:, idx].astype(np.float64) - base[:, idx], 0.0), axis=1) * 0.25
+              if idx.size else np.zeros(7))
+    np.testing.assert_allclose(rebound_kwh(base, met, idx), expect, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(rebound_kwh(base[:, 4:], met[:, 4:], idx[idx >= 4] - 4),
+                               rebound_kwh(base, met, idx[idx >= 4]), rtol=1e-12, atol=1e-12)
+    assert (rebound_kwh(base, met, idx, direction="up") == 0).all()

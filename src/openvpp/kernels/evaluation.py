@@ -182,11 +182,16 @@ def rebound_kwh(baseline_kw: np.ndarray, metered_kw: np.ndarray, slots: np.ndarr
     ``direction="up"`` nothing is curtailed, so the rebound is 0.
     """
     n = np.shape(baseline_kw)[0]
-    if direction == "up" or len(slots) == 0:
-        return np.zeros(n)
     idx = np.asarray(slots, dtype=np.int64)
-    over = np.subtract(np.asarray(metered_kw)[:, idx], np.asarray(baseline_kw)[:, idx], dtype=np.float64)
-    return np.fmax(over, 0.0, out=over).sum(axis=1) * SLOT_H          # fmax: NaN (no data) → 0
+    if direction == "up" or idx.size == 0:
+        return np.zeros(n)
+    out = np.zeros(n)
+    # each run of consecutive slots (before and after the window) as a view, not a gathered copy
+    for run in np.split(idx, np.flatnonzero(np.diff(idx) != 1) + 1):
+        cut = slice(int(run[0]), int(run[-1]) + 1)
+        over = np.subtract(np.asarray(metered_kw)[:, cut], np.asarray(baseline_kw)[:, cut], dtype=np.float64)
+        out += np.fmax(over, 0.0, out=over).sum(axis=1)               # fmax: NaN (no data) → 0
+    return out * SLOT_H
 
 
 def curtailed(credited_kwh: np.ndarray, rebound: np.ndarray, shifting: np.ndarray) -> np.ndarray:

@@ -651,7 +651,7 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
         resp, cleared_rs, credited_kw = out.response_kw, out.cleared_kw, out.credited_kw
         unit_perf, unit_base, unit_met, unit_resp = out.unit, out.unit_baseline_kw, out.unit_metered_kw, \
             out.unit_response_kw
-    credited = kev.energy(credited_kw)
+    credited = np.multiply(credited_kw, kev.energy(1.0), out=credited_kw)     # kWh, in place (a million rows)
     v2g = np.zeros_like(credited)
     curtailed = np.zeros_like(credited)
     if kind == "active" and ev["direction"] == "down":
