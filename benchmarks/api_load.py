@@ -41,6 +41,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -261,13 +262,16 @@ def main() -> None:
             mix = [u for urls in per_page.values() for u in urls]
             distinct = sorted(set(mix))
             print(f"{len(mix)} API GETs ({len(distinct)} distinct) of {len(per_page)} pages {how}")
-            # warm: every request once per worker, untimed (new connections land on any worker)
-            for _ in range(1 if args.workers == 1 else 4 * args.workers):
-                with httpx.Client(base_url=base, timeout=120, headers=client.headers) as fresh:
+            # warm: every request once per worker, untimed; with several workers, clients at once on
+            # their own connections, so that every worker accepts some (an idle one takes them all)
+            def warm(_: int) -> None:
+                with httpx.Client(base_url=base, timeout=300, headers=client.headers) as fresh:
                     for url in distinct:
                         r = fresh.get(url)
                         if r.status_code != 200:
                             raise SystemExit(f"{url}: HTTP {r.status_code} {r.text[:300]}")
+            with ThreadPoolExecutor(max_workers=4 * args.workers) as pool:
+                list(pool.map(warm, range(1 if args.workers == 1 else 4 * args.workers)))
         load_before = os.getloadavg()[0]
         print(f"open loop: {args.rate:g}/s dashboard requests + {args.health_rate:g}/s health for {duration:g} s "
               f"(load average before {load_before:.1f} on {os.cpu_count()} cores)")
