@@ -222,6 +222,34 @@ def test_pool_cache_sees_changes_past_its_window_of_audit_ids(loaded):
     assert (cache.builds, cache.updates) == (1, 1)
 
 
+def test_an_old_pool_engine_is_rebuilt_behind_the_requests(loaded):
+    """Past ``max_age_s`` the engine is rebuilt in a thread while requests go on with the current one
+    (kept up to date); a change committed meanwhile is in the new engine, read by the rebuild or
+    applied after it, whichever came first."""
+    now = [0.0]
+    cache = pools.PoolCache(max_age_s=60, clock=lambda: now[0])
+    with db.get_engine(loaded.database_url).begin() as conn:
+        pools.default_pools(conn, ADMIN)
+    engine = db.get_engine(loaded.database_url)
+    with engine.connect() as conn:
+        first = cache.get(conn)
+    assert cache.builds == 1 and cache.refreshing is None
+    now[0] = 61.0
+    with engine.connect() as conn:
+        served = cache.get(conn)     # starts the rebuild, answers at once with the current engine
+    assert served is first
+    from openvpp.services import resources as res
+
+    with engine.begin() as conn:
+        res.update(conn, ADMIN, "R1", {"adjustable_down_kw": 60})
+    deadline = time.monotonic() + 60   # waits for the thread (the assertion below is on what it did)
+    while (cache.builds < 2 or cache.refreshing is not None) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cache.builds == 2 and cache.last["kind"] == "refresh" and cache.refreshing is None
+    with engine.connect() as conn:
+        assert cache.get(conn).totals_of("peak_shaving:GZ")["down_kw"] == 1240.0
+
+
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_pool_cache_sees_a_change_committed_after_later_audit_ids(loaded):
     """PostgreSQL hands out audit ids at insert: a resource change may commit after entries with

@@ -21,6 +21,7 @@ a pool that requires a verification grade excludes flagged and unverified resour
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -54,6 +55,8 @@ from openvpp.services.registry_arrays import CATEGORICAL, LEVELS, NUMERIC, Regis
 from openvpp.store import audit
 from openvpp.store.audit import Actor
 from openvpp.store.schema import audit_log, grid_nodes, operators, pools, resources, verification_tests
+
+log = logging.getLogger(__name__)
 
 #: roles that define city pools; an operator admin defines pools of its own operator only
 CITY_POOL_ROLES = (Role.CITY_ADMIN.value, Role.DISPATCHER.value)
@@ -596,7 +599,8 @@ class PoolCache:
     ``window`` ids, so the scan stays short and an entry committed late with a lower id (concurrent
     transactions) is still seen: the cache keeps the ids of the entries it has taken into account
     above the base. ``max_age_s`` bounds how long one engine is used before a rebuild (which also
-    drops the float drift of many incremental updates). Changes made in another process are seen
+    drops the float drift of many incremental updates); that rebuild runs in the background while
+    requests go on with the current engine (``_refresh_behind``). Changes made in another process are seen
     the same way. After any change ``get`` returns a new engine object (a shallow copy sharing the
     arrays), so a caller may keep something derived from the engine for as long as ``get`` returns
     the same object. Updates write into the arrays in place: a request reading them at that moment
@@ -613,6 +617,7 @@ class PoolCache:
         self._base = 0
         self._ids: set[int] = set()     # watched entries above the base already in the engine
         self._built_at = 0.0
+        self.refreshing: threading.Thread | None = None   # a rebuild of an old engine, under way
         self.builds = 0                 # full loads from the database
         self.updates = 0                # incremental updates
         #: what the last change did: {"kind": "build" | "update", "seconds", "read_s" (reading the
@@ -649,7 +654,8 @@ class PoolCache:
         return [r for i in range(0, len(new), registry_arrays.READ_CHUNK) for r in conn.execute(
             select(*cols).where(audit_log.c.audit_id.in_(new[i:i + registry_arrays.READ_CHUNK])))]
 
-    def _build(self, conn: Connection) -> PoolEngine:
+    def _load(self, conn: Connection) -> tuple[PoolEngine, int, set[int], float]:
+        """A fresh engine from the database, with the audit position it reflects."""
         t0 = time.perf_counter()
         end = conn.execute(select(func.max(audit_log.c.audit_id))).scalar() or 0
         base = max(int(end) - self.window, 0)
@@ -658,12 +664,42 @@ class PoolCache:
         engine = PoolEngine.from_db(conn)   # read after the entries: a change in between is applied once more
         for column in CATEGORICAL:          # the label lookups of incremental updates, built once here
             engine.reg.encode(column, ())
+        return engine, base, ids, time.perf_counter() - t0
+
+    def _install(self, engine: PoolEngine, base: int, ids: set[int], seconds: float, kind: str) -> PoolEngine:
         self._engine, self._base, self._ids = engine, base, ids
         self._built_at = self.clock()
         self.builds += 1
-        freeze_long_lived()   # what the first build imported and built lives on (core/memory.py)
-        self.last = {"kind": "build", "seconds": time.perf_counter() - t0}
+        freeze_long_lived()   # what the build imported and made lives on (core/memory.py)
+        self.last = {"kind": kind, "seconds": seconds}
         return engine
+
+    def _build(self, conn: Connection) -> PoolEngine:
+        return self._install(*self._load(conn), kind="build")
+
+    def _refresh_behind(self, db) -> None:
+        """Rebuild an engine that has only grown old in a thread of its own, on its own connection,
+        while requests go on with the current one (kept up to date); installed when done, after
+        which the entries committed meanwhile are applied to it like any others. At 1,000,000
+        resources a build takes 5-12 s, which would otherwise fall on one user's request."""
+        if self.refreshing is not None:
+            return
+
+        def run() -> None:
+            try:
+                with db.connect() as conn:
+                    loaded = self._load(conn)
+                with self._lock:
+                    self._install(*loaded, kind="refresh")
+            except Exception:   # the current engine stays; the next get tries again
+                log.exception("pool engine: the rebuild in the background failed")
+                with self._lock:
+                    self._built_at = self.clock()
+            finally:
+                self.refreshing = None
+
+        self.refreshing = threading.Thread(target=run, name="pool-engine-refresh", daemon=True)
+        self.refreshing.start()
 
     def _update(self, conn: Connection, engine: PoolEngine, entries: list) -> PoolEngine | None:
         """``engine`` brought up to date with ``entries`` (a new object), or None to rebuild."""
@@ -737,8 +773,10 @@ class PoolCache:
         ``pool_ids`` or is older than ``max_age_s``."""
         with self._lock:
             engine = self._engine
-            if engine is None or self.clock() - self._built_at > self.max_age_s:
+            if engine is None:
                 return self._build(conn)
+            if self.clock() - self._built_at > self.max_age_s:
+                self._refresh_behind(conn.engine)
             entries = self._new_entries(conn)
             if entries is None:
                 return self._build(conn)
