@@ -98,3 +98,16 @@ def test_the_started_api_keeps_its_long_lived_objects_out_of_the_collector(loade
     with TestClient(create_app(loaded)) as c:
         assert c.get("/api/v1/health").status_code == 200
         assert gc.get_freeze_count() > 100_000 and len(gc.get_objects()) < 50_000
+
+
+@pytest.mark.parametrize(("name", "value"), [("OPENVPP_TELEMETRY_LIVE_REFRESH_S", "9"),
+                                             ("OPENVPP_TELEMETRY_INTERVALS", "ocpp1.6=soon")])
+def test_a_live_setting_the_view_cannot_honour_stops_the_app_before_it_serves(monkeypatch, tmp_path, name, value):
+    from openvpp.api.app import create_app
+    from openvpp.core.errors import InvalidInput
+    from openvpp.core.settings import Settings
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(InvalidInput) as err:
+        create_app(Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path}/x.db", jwt_secret="s" * 40))
+    assert err.value.violations[0].field == name

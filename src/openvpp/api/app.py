@@ -15,7 +15,9 @@ from openvpp.api.deps import CallerCache
 from openvpp.core.errors import OpenVPPError
 from openvpp.core.memory import freeze_long_lived
 from openvpp.core.settings import Settings
+from openvpp.services.live import check_config, reporting_intervals
 from openvpp.services.pools import PoolCache
+from openvpp.services.telemetry import TelemetryConfig
 from openvpp.web import mount_web
 
 #: API requests served at once; the others wait on the event loop, holding neither a worker thread
@@ -49,6 +51,9 @@ class ConcurrencyLimit:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = (settings or Settings.from_env()).with_secret()
+    # live settings the view cannot honour stop the server here, naming the setting, not at a first request
+    check_config(TelemetryConfig.from_env())
+    reporting_intervals()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
