@@ -45,6 +45,20 @@ def pg_database(name: str) -> str:
     return PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
 
 
+def load_city(url: str, city_dir: Path):
+    """The database at ``url`` migrated and holding the generated city at ``city_dir``, with the
+    indexes and keys a bulk load leaves for after commit built; returns its SQLAlchemy engine."""
+    from openvpp.services import registry
+    from openvpp.store import db
+
+    db.upgrade(url)
+    engine = db.get_engine(url)
+    with engine.begin() as conn:
+        registry.load_city(conn, city_dir)
+    registry.finish_bulk(engine)
+    return engine
+
+
 def drop_pg_database(name: str) -> None:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import city, drop_pg_database, pg_database, result, timed  # noqa: E402
+from _common import city, drop_pg_database, load_city, pg_database, result, timed  # noqa: E402
 from openvpp.api.routing import json_bytes  # noqa: E402
 from openvpp.services import registry, registry_arrays  # noqa: E402
 from openvpp.store import db  # noqa: E402
@@ -64,12 +64,8 @@ def main() -> None:
     name = "openvpp_bench_aggregate"
     url = pg_database(name)
     try:
-        db.upgrade(url)
-        engine = db.get_engine(url)
         t0 = time.perf_counter()
-        with engine.begin() as conn:
-            registry.load_city(conn, city_dir)
-        registry.finish_bulk(engine)   # indexes and foreign keys a bulk load leaves for after commit
+        engine = load_city(url, city_dir)
         with engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE resources")
             conn.exec_driver_sql("ANALYZE grid_nodes")

@@ -65,13 +65,13 @@ import pyarrow.compute as pc  # noqa: E402
 import pyarrow.csv as pacsv  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from _common import CACHE, city, drop_pg_database, pg_database, result  # noqa: E402
+from _common import CACHE, city, drop_pg_database, load_city, pg_database, result  # noqa: E402
 from openvpp.adapters.mqtt.commands import CommandChannel  # noqa: E402
 from openvpp.adapters.mqtt.ingest import MqttIngest  # noqa: E402
 from openvpp.adapters.operator_agent import OperatorAgent  # noqa: E402
 from openvpp.bus import connect  # noqa: E402
 from openvpp.core.timeslots import slot_start_utc  # noqa: E402
-from openvpp.services import events, registry  # noqa: E402
+from openvpp.services import events  # noqa: E402
 from openvpp.services.live import LiveService, live_flex  # noqa: E402
 from openvpp.services.telemetry import NO_TS, TelemetryConfig, TelemetryService  # noqa: E402
 from openvpp.sim.devices import DeviceFleet, run_devices  # noqa: E402
@@ -339,11 +339,7 @@ def main() -> None:
     url = pg_database(DB_NAME)
     try:
         t = time.perf_counter()
-        db.upgrade(url)
-        engine = db.get_engine(url)
-        with engine.begin() as conn:
-            registry.load_city(conn, city_dir)
-        registry.finish_bulk(engine)
+        engine = load_city(url, city_dir)
         with engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
         print(f"loaded {n:,} devices into {DB_NAME} in {time.perf_counter() - t:.1f} s (not timed)")

@@ -43,10 +43,10 @@ from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import city, drop_pg_database, pg_database, result  # noqa: E402
+from _common import city, drop_pg_database, load_city, pg_database, result  # noqa: E402
 from openvpp.core.errors import InvalidInput, NotFound  # noqa: E402
 from openvpp.model.columns import RESOURCE_COLUMNS  # noqa: E402
-from openvpp.services import access, pools, registry  # noqa: E402
+from openvpp.services import access, pools  # noqa: E402
 from openvpp.services import resources as res  # noqa: E402
 from openvpp.services import verification as ver  # noqa: E402
 from openvpp.services.registry_arrays import CATEGORICAL  # noqa: E402
@@ -176,12 +176,8 @@ def main() -> None:
     name = "openvpp_bench_pools"
     url = pg_database(name)
     try:
-        db.upgrade(url)
-        engine = db.get_engine(url)
         t0 = time.perf_counter()
-        with engine.begin() as conn:
-            registry.load_city(conn, city_dir)
-        registry.finish_bulk(engine)
+        engine = load_city(url, city_dir)
         with engine.begin() as conn:
             conn.exec_driver_sql(SYNTHETIC_VERIFICATION)
             n_pools = make_pools(conn)

@@ -23,10 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sqlalchemy import func, select  # noqa: E402
 
-from _common import city, result, timed  # noqa: E402
-from openvpp.services import admission, registry  # noqa: E402
+from _common import city, load_city, result, timed  # noqa: E402
+from openvpp.services import admission  # noqa: E402
 from openvpp.services.pools import PoolCache  # noqa: E402
-from openvpp.store import db  # noqa: E402
 from openvpp.store.schema import resources  # noqa: E402
 
 TARGET_S = 0.005
@@ -43,12 +42,8 @@ def main() -> None:
     city_dir = city(n)
     with tempfile.TemporaryDirectory(prefix="openvpp-bench-units-") as tmp:
         url = f"sqlite:///{tmp}/units.db"
-        db.upgrade(url)
-        engine = db.get_engine(url)
         t0 = time.perf_counter()
-        with engine.begin() as conn:
-            registry.load_city(conn, city_dir)
-        registry.finish_bulk(engine)
+        engine = load_city(url, city_dir)
         print(f"loaded {n:,} resources into SQLite in {time.perf_counter() - t0:.1f} s")
         cache = PoolCache()
         with engine.connect() as conn:
