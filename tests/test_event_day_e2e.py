@@ -24,28 +24,24 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-import uuid
 from datetime import date, datetime, timedelta
 
 import numpy as np
 import pytest
 
 from openvpp.adapters.mqtt.commands import CommandChannel
-from openvpp.adapters.mqtt.ingest import MqttIngest
 from openvpp.adapters.operator_agent import OperatorAgent
-from openvpp.bus import connect
 from openvpp.core.clock import SimClock
 from openvpp.core.timeslots import TZ, local_midnight_utc
 from openvpp.services import evaluation, events, setup
-from openvpp.services.live import LiveService
 from openvpp.services.telemetry import TelemetryConfig, TelemetryService
-from openvpp.sim.devices import DeviceFleet, run_devices
+from openvpp.sim.devices import DeviceFleet
 from openvpp.store import db
 from openvpp.store.audit import Actor
+from tests._fleet import reporting_fleet
 from tests.conftest import UNIT_CHILLERS, append_rows, chiller_rows
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-MOSQUITTO = "127.0.0.1:1883"
 DAY = date(2025, 7, 15)                 # a Tuesday in the fixture's profile year
 HISTORY = 12                            # days of stored meter data before it
 PEAK = (56, 60)                         # 14:00-15:00: peak shaving, city-wide
@@ -126,63 +122,42 @@ def test_peak_shaving_and_congestion_events_from_publish_to_evaluation(settings,
     assert cleared[peak["event_id"]]["cleared_kw"] == [700.0] * 4      # OP02 is cheaper: all of it
     assert cleared[jam["event_id"]]["cleared_kw"] == [500.0] * 2
 
-    root = f"openvpp-day-{uuid.uuid4().hex[:10]}/v1"
-    url = f"mqtt://{MOSQUITTO}/{root}"
-
     async def afternoon() -> dict:
-        stop = asyncio.Event()
-        bus = await connect("memory://")
-        svc = TelemetryService(engine, config, publish=bus.publish_threadsafe, clock=clock)
-        live = await LiveService(engine, bus, config, clock=clock).start()
-        ingest = asyncio.create_task(MqttIngest(svc, url, client_id=f"day-{uuid.uuid4().hex[:6]}",
-                                                max_wait_s=0.05).run(stop))
-        reporting = asyncio.Event()
-        sim = asyncio.create_task(run_devices(fleet, url, stop, on_report=lambda k, t: reporting.set()))
-        await asyncio.wait_for(reporting.wait(), 20)
-
-        def status(ids):
-            now_ms = int(clock() * 1000)
-            return {i: live.state.device(i, now_ms) for i in ids}
-
-        t0 = time.monotonic()
-        while not all(s["online"] for s in status([f"RC{i}" for i in range(7)]).values()):
-            assert time.monotonic() - t0 < 20, "devices never came online in the live view"
-            await asyncio.sleep(0.1)
-
-        async with CommandChannel(url) as ch:
-            agents = [OperatorAgent(engine, op, lambda o, d, p: ch.send(o, d, p, timeout=5.0), status, clock=clock)
-                      for op in (OP1, OP2)]
-            runs = [asyncio.create_task(a.run(stop, period_s=0.1)) for a in agents]
-            # --- the city sends its instructions ahead of the windows
-            with engine.begin() as conn:
-                for ev in (peak, jam):
-                    events.execute(conn, DISPATCHER, ev["event_id"], now=clock.now())
-            t0 = time.monotonic()
-            while not _all_acked(engine, [peak["event_id"], jam["event_id"]]):
-                assert time.monotonic() - t0 < 30, "instructions were not acknowledged down to the devices"
-                await asyncio.sleep(0.1)
-            clock.set_speed(FAST)
-            await clock.sleep_until(local(14, 18))
-            # --- one chiller of OP02 stops reporting in the second slot; once the live view has it
-            # offline, time slows down for the re-dispatch and its acknowledgements
-            fleet.alive[fleet.pos["RC4"]] = False
-            dropped_at = clock.now()
-            t0 = time.monotonic()
-            while status(["RC4"])["RC4"]["online"]:
-                assert time.monotonic() - t0 < 30, "the dropped device never went offline"
-                await asyncio.sleep(0.02)
-            clock.set_speed(SLOW)
-            t0 = time.monotonic()
-            while not _replaced(engine, peak["event_id"]):
-                assert time.monotonic() - t0 < 30, "the operator's system never re-dispatched the share"
-                await asyncio.sleep(0.1)
-            clock.set_speed(FAST)
-            await clock.sleep_until(local(15, 2))
-            stop.set()
-            await asyncio.gather(*runs)
-        await asyncio.gather(sim, ingest, return_exceptions=True)
-        await live.stop()
-        svc.refresh_rollups(include_open=True)
+        async with reporting_fleet(engine, config, clock, fleet, "day",
+                                   online=[f"RC{i}" for i in range(7)]) as running:
+            status = running.status
+            stop = running.stop
+            async with CommandChannel(running.url) as ch:
+                agents = [OperatorAgent(engine, op, lambda o, d, p: ch.send(o, d, p, timeout=5.0), status, clock=clock)
+                          for op in (OP1, OP2)]
+                runs = [asyncio.create_task(a.run(stop, period_s=0.1)) for a in agents]
+                # --- the city sends its instructions ahead of the windows
+                with engine.begin() as conn:
+                    for ev in (peak, jam):
+                        events.execute(conn, DISPATCHER, ev["event_id"], now=clock.now())
+                t0 = time.monotonic()
+                while not _all_acked(engine, [peak["event_id"], jam["event_id"]]):
+                    assert time.monotonic() - t0 < 30, "instructions were not acknowledged down to the devices"
+                    await asyncio.sleep(0.1)
+                clock.set_speed(FAST)
+                await clock.sleep_until(local(14, 18))
+                # --- one chiller of OP02 stops reporting in the second slot; once the live view has it
+                # offline, time slows down for the re-dispatch and its acknowledgements
+                fleet.alive[fleet.pos["RC4"]] = False
+                dropped_at = clock.now()
+                t0 = time.monotonic()
+                while status(["RC4"])["RC4"]["online"]:
+                    assert time.monotonic() - t0 < 30, "the dropped device never went offline"
+                    await asyncio.sleep(0.02)
+                clock.set_speed(SLOW)
+                t0 = time.monotonic()
+                while not _replaced(engine, peak["event_id"]):
+                    assert time.monotonic() - t0 < 30, "the operator's system never re-dispatched the share"
+                    await asyncio.sleep(0.1)
+                clock.set_speed(FAST)
+                await clock.sleep_until(local(15, 2))
+                stop.set()
+                await asyncio.gather(*runs)
         return {"dropped_at": dropped_at, "log": [line for a in agents for line in a.log_lines]}
 
     out = asyncio.run(afternoon())

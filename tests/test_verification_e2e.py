@@ -14,31 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
-import uuid
 from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
 from openvpp.adapters.mqtt.commands import CommandChannel
-from openvpp.adapters.mqtt.ingest import MqttIngest
 from openvpp.adapters.operator_agent import OperatorAgent
-from openvpp.bus import connect
 from openvpp.core.clock import SimClock
 from openvpp.core.timeslots import TZ
 from openvpp.services import events, setup
 from openvpp.services import verification as ver
-from openvpp.services.live import LiveService
-from openvpp.services.telemetry import TelemetryConfig, TelemetryService
-from openvpp.sim.devices import DeviceFleet, run_devices
+from openvpp.services.telemetry import TelemetryConfig
+from openvpp.sim.devices import DeviceFleet
 from openvpp.store import db
 from openvpp.store.audit import Actor
 from openvpp.store.schema import audit_log, resources
+from tests._fleet import reporting_fleet
 from tests.conftest import append_rows, chiller_rows
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-MOSQUITTO = "127.0.0.1:1883"
 CITY = Actor("center", "city_admin")
 OP1 = Actor("op1", "operator_admin", operator_id="OP01")
 WINDOW = datetime(2025, 7, 15, 14, 0, tzinfo=TZ)     # a July afternoon in the fixture's profile year
@@ -66,40 +61,19 @@ def test_a_trading_unit_test_reaches_the_devices_and_is_graded_from_their_teleme
     config = TelemetryConfig.from_env()
     clock = SimClock.at(WINDOW - timedelta(minutes=75), speed=SLOW)
     fleet = DeviceFleet.from_city(city_dir, interval_s=INTERVAL_S, clock=clock)
-    root = f"openvpp-vt-{uuid.uuid4().hex[:10]}/v1"
-    url = f"mqtt://{MOSQUITTO}/{root}"
 
     async def run() -> dict:
-        stop = asyncio.Event()
-        bus = await connect("memory://")
-        svc = TelemetryService(engine, config, publish=bus.publish_threadsafe, clock=clock)
-        live = await LiveService(engine, bus, config, clock=clock).start()
-        ingest = asyncio.create_task(MqttIngest(svc, url, client_id=f"vt-{uuid.uuid4().hex[:6]}",
-                                                max_wait_s=0.05).run(stop))
-        reporting = asyncio.Event()
-        sim = asyncio.create_task(run_devices(fleet, url, stop, on_report=lambda k, t: reporting.set()))
-        await asyncio.wait_for(reporting.wait(), 20)
-
-        def status(ids):
-            now_ms = int(clock() * 1000)
-            return {i: live.state.device(i, now_ms) for i in ids}
-
-        t0 = time.monotonic()
-        while not all(s["online"] for s in status(MEMBERS).values()):
-            assert time.monotonic() - t0 < 20, "devices never came online in the live view"
-            await asyncio.sleep(0.1)
-        # --- the city schedules the test; the operator's system takes it from its feed
-        with engine.begin() as conn:
-            test = ver.schedule(conn, CITY, "trading_unit", UNIT, WINDOW, duration_h=0.5)
-        async with CommandChannel(url) as ch:
-            agent = OperatorAgent(engine, OP1, lambda o, d, p: ch.send(o, d, p, timeout=5.0), status, clock=clock)
-            step = await agent.step()
-        clock.set_speed(FAST)
-        await clock.sleep_until(test["window_end"] + timedelta(minutes=2))
-        stop.set()
-        await asyncio.gather(sim, ingest, return_exceptions=True)
-        await live.stop()
-        svc.refresh_rollups(include_open=True)
+        async with reporting_fleet(engine, config, clock, fleet, "vt", online=MEMBERS) as running:
+            status = running.status
+            # --- the city schedules the test; the operator's system takes it from its feed
+            with engine.begin() as conn:
+                test = ver.schedule(conn, CITY, "trading_unit", UNIT, WINDOW, duration_h=0.5)
+            async with CommandChannel(running.url) as ch:
+                agent = OperatorAgent(engine, OP1, lambda o, d, p: ch.send(o, d, p, timeout=5.0), status,
+                                      clock=clock)
+                step = await agent.step()
+            clock.set_speed(FAST)
+            await clock.sleep_until(test["window_end"] + timedelta(minutes=2))
         return {"test": test, "step": step, "log": agent.log_lines}
 
     out = asyncio.run(run())
