@@ -55,6 +55,24 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _print_evaluation(res: dict, head: str) -> None:
+    """An evaluation's totals after ``head`` (which names it), then its per-unit table."""
+    t = res["totals"]
+    q = t["quantity_unit"]
+    out.print(f"{head} sha256 {res['telemetry_sha256'][:12]}): credited {t['credited']:,.1f} {q}, "
+              f"{t['slots_valid']}/{t['slots_cleared']} unit-slots valid, {t['not_measured']} resource-slots "
+              "not measured")
+    table = Table(title="per unit")
+    for col in ("unit", "operator", f"cleared {q}", f"response {q}", "credited", "ratio"):
+        table.add_column(col, justify="left" if col in ("unit", "operator") else "right")
+    for u in res["units"]:
+        cleared = sum(s["cleared_kw"] for s in u["slots"]) * 0.25
+        resp = sum(s["response_kw"] or 0.0 for s in u["slots"]) * 0.25
+        table.add_row(u["unit_id"], u["operator_id"], f"{cleared:,.1f}", f"{resp:,.1f}",
+                      f"{sum(s['credited'] for s in u['slots']):,.1f}", f"{resp / cleared:.1%}" if cleared else "-")
+    out.print(table)
+
+
 def _dump(obj: object) -> None:
     print(json.dumps(obj, ensure_ascii=False, default=str))
 
@@ -101,20 +119,8 @@ def evaluate(event_id: str = typer.Argument(..., help="event id, e.g. EVT-01J...
     if as_json:
         _dump(res)
         return
-    t = res["totals"]
-    out.print(f"{res['event_id']} v{res['version']} ({res['baseline_id']}, rule set {res['ruleset']}, meter "
-              f"sha256 {res['telemetry_sha256'][:12]}): credited {t['credited']:,.1f} {t['quantity_unit']}, "
-              f"{t['slots_valid']}/{t['slots_cleared']} unit-slots valid, {t['not_measured']} resource-slots "
-              "not measured")
-    table = Table(title="per unit")
-    for col in ("unit", "operator", "cleared kWh", "response kWh", "credited", "ratio"):
-        table.add_column(col, justify="left" if col in ("unit", "operator") else "right")
-    for u in res["units"]:
-        cleared = sum(s["cleared_kw"] for s in u["slots"]) * 0.25
-        resp = sum(s["response_kw"] or 0.0 for s in u["slots"]) * 0.25
-        table.add_row(u["unit_id"], u["operator_id"], f"{cleared:,.1f}", f"{resp:,.1f}",
-                      f"{sum(s['credited'] for s in u['slots']):,.1f}", f"{resp / cleared:.1%}" if cleared else "-")
-    out.print(table)
+    _print_evaluation(res, f"{res['event_id']} v{res['version']} ({res['baseline_id']}, rule set {res['ruleset']}, "
+                           "meter")
 
 
 @settle_app.callback(invoke_without_command=True)
@@ -380,21 +386,9 @@ def report_event(event_id: str = typer.Argument(..., help="event id, e.g. EVT-01
     if as_json:
         _dump({**res, "rows": rows, "settlement": settlement})
         return
-    t = res["totals"]
-    out.print(f"{event_id} ({ev['product']}, {ev['day']}, {ev['state']}) evaluation v{res['version']} "
-              f"{res['status']} ({res['baseline_id']}, rule set {res['ruleset']}, meter {res['meter_source']} "
-              f"sha256 {res['telemetry_sha256'][:12]}): credited {t['credited']:,.1f} {t['quantity_unit']}, "
-              f"{t['slots_valid']}/{t['slots_cleared']} unit-slots valid, {t['not_measured']} resource-slots "
-              "not measured")
-    table = Table(title="per unit")
-    for col in ("unit", "operator", "cleared", "response", "credited", "ratio"):
-        table.add_column(col, justify="left" if col in ("unit", "operator") else "right")
-    for u in res["units"]:
-        cleared = sum(s["cleared_kw"] for s in u["slots"]) * 0.25
-        resp = sum(s["response_kw"] or 0.0 for s in u["slots"]) * 0.25
-        table.add_row(u["unit_id"], u["operator_id"], f"{cleared:,.1f}", f"{resp:,.1f}",
-                      f"{sum(s['credited'] for s in u['slots']):,.1f}", f"{resp / cleared:.1%}" if cleared else "-")
-    out.print(table)
+    _print_evaluation(res, f"{event_id} ({ev['product']}, {ev['day']}, {ev['state']}) evaluation v{res['version']} "
+                           f"{res['status']} ({res['baseline_id']}, rule set {res['ruleset']}, meter "
+                           f"{res['meter_source']}")
     if settlement is None:
         out.print(f"no settlement of {ev['day'].year} yet")
         return

@@ -48,7 +48,7 @@ from openvpp.core.errors import InvalidInput, Violation
 from openvpp.core.timeslots import SLOTS_PER_DAY, local_midnight_utc
 from openvpp.services.evaluation import MeterData
 from openvpp.store.columnar import epoch_s, quarter_index, select_arrow
-from openvpp.store.evaluation_files import HashingFile
+from openvpp.store.evaluation_files import write_arrow
 from openvpp.store.schema_telemetry import telemetry_rollup
 
 MANIFEST = "manifest.json"
@@ -98,15 +98,8 @@ def write_day(root: Path | str, day: date, ids: Sequence[str], power_kw: np.ndar
             cols[name] = pa.array(sorted_block[k])
     table = pa.table(cols)
     path = root / f"{day.isoformat()}.arrow"
-    tmp = path.with_name(path.name + ".tmp")
-    sink = HashingFile(tmp)
-    try:
-        with ipc.new_file(pa.PythonFile(sink, mode="w"), table.schema) as w:
-            w.write_table(table)
-    finally:
-        sink.close()
-    os.replace(tmp, path)
-    entry = {"file": path.name, "sha256": sink.h.hexdigest(), "bytes": sink.n, "rows": n,
+    sha, size = write_arrow(path, table)
+    entry = {"file": path.name, "sha256": sha, "bytes": size, "rows": n,
              "ids_sha256": _ids_sha(cols["device_id"]), "source": source, "written_at": datetime.now(UTC).isoformat()}
     manifest = _manifest(root)
     manifest[day.isoformat()] = entry

@@ -65,12 +65,9 @@ class HashingFile:
             self.closed = True
 
 
-def write(conn: Connection, evaluation_id: str, event_id: str, name: str, table: pa.Table) -> dict:
-    """Write ``table`` as the evaluation's ``name`` file and record it; returns the record."""
-    root = files_root(conn)
-    rel = Path(event_id) / f"{evaluation_id}.{name}.arrow"
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_arrow(path: Path, table: pa.Table) -> tuple[str, int]:
+    """``table`` as an Arrow IPC file at ``path``, whole or not at all (written beside it, then
+    renamed); returns its SHA-256 and size in bytes, hashed while it is written."""
     tmp = path.with_name(path.name + ".tmp")
     sink = HashingFile(tmp)
     try:
@@ -79,8 +76,18 @@ def write(conn: Connection, evaluation_id: str, event_id: str, name: str, table:
     finally:
         sink.close()
     os.replace(tmp, path)
+    return sink.h.hexdigest(), sink.n
+
+
+def write(conn: Connection, evaluation_id: str, event_id: str, name: str, table: pa.Table) -> dict:
+    """Write ``table`` as the evaluation's ``name`` file and record it; returns the record."""
+    root = files_root(conn)
+    rel = Path(event_id) / f"{evaluation_id}.{name}.arrow"
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sha, size = write_arrow(path, table)
     record = {"evaluation_id": evaluation_id, "name": name, "path": rel.as_posix(), "format": FORMAT,
-              "sha256": sink.h.hexdigest(), "bytes": sink.n, "rows": table.num_rows,
+              "sha256": sha, "bytes": size, "rows": table.num_rows,
               "created_at": datetime.now(UTC)}
     st = path.stat()
     _VERIFIED[(str(path), st.st_size, st.st_mtime_ns)] = record["sha256"]
