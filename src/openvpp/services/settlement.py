@@ -28,25 +28,29 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, func, select
 
 from openvpp.core import rules
 from openvpp.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Violation
 from openvpp.core.ids import new_id
 from openvpp.core.money import FEN, round_statement, yuan
-from openvpp.kernels.settlement import owner_part, prorata_fen, split_fen
+from openvpp.kernels.settlement import fen_half_up, owner_part, prorata_fen, rates, split_fen, sum_error_yuan
 from openvpp.model import lifecycle
 from openvpp.model.enums import Role
 from openvpp.services import admission, events
 from openvpp.services import evaluation as eva
 from openvpp.services import v2g as v2g_svc
 from openvpp.services.scope import Scope
-from openvpp.store import audit
+from openvpp.store import audit, bulk
 from openvpp.store.audit import Actor
 from openvpp.store.schema import contracts, operators, owners
 from openvpp.store.schema_events import events as events_t
@@ -164,6 +168,9 @@ class _Contracts:
             self.rows[(r["owner_id"], r["operator_id"])].append(dict(r))
         self.default = {o: s for o, s in conn.execute(select(owners.c.owner_id, owners.c.revenue_share))}
         self.cache: dict[tuple, dict] = {}
+        #: resources with a contract of their own, and owners with any contract (the others: default share)
+        self.resource_ids = sorted({c["resource_id"] for v in self.rows.values() for c in v if c["resource_id"]})
+        self.owner_ids = sorted({k[0] for k in self.rows})
 
     def find(self, owner_id: str, operator_id: str, day: date, resource_id: str) -> dict:
         key = (owner_id, operator_id, day, resource_id)
@@ -217,7 +224,11 @@ def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], li
 
     out_lines: list[dict] = []
     gross: dict[str, dict[str, Decimal]] = defaultdict(lambda: {k: ZERO for k in KINDS})
-    # exact gross per (owner, operator, contract) and pool, and the contract itself
+    # owners' claims per (owner, operator, contract) of each evaluation (float, see _owner_parties); the
+    # metered V2G sessions' exact gross per (owner, operator, contract) and pool; contracts other than
+    # an owner's default share
+    owner_tables: list[pa.Table] = []
+    plans: list[tuple] = []
     owner_gross: dict[tuple, dict[str, Decimal]] = defaultdict(lambda: {"main": ZERO, "v2g": ZERO, "v2g_energy": ZERO})
     event_v2g_kwh: dict[str, float] = defaultdict(float)     # per charger: discharge already paid in events
     owner_contract: dict[tuple, dict] = {}
@@ -256,15 +267,14 @@ def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], li
                                   head["quantity_unit"],
                                   "rate_yuan": str(rate_set.pop()) if len(rate_set) == 1 else None,
                                   "amount_fen": fen(amount), "note": note})
-        # owners: their resources' exact claims
-        for r in eva.rows(conn, eid, "resource"):
-            c = finder.find(r["owner_id"], r["operator_id"], ev["day"], r["key_id"])
-            key = (r["owner_id"], r["operator_id"], str(c["contract_id"]))
-            owner_contract[key] = c
-            if kind != "reserve" or _eligible(conn, eligible, r["operator_id"]):
-                owner_gross[key]["main"] += yuan(r["credited"] - r["v2g_kwh"]) * _rate(r["price_yuan"], caps[kind])
-            owner_gross[key]["v2g"] += yuan(r["v2g_kwh"]) * v2g_rate
-            event_v2g_kwh[r["key_id"]] += float(r["v2g_kwh"])
+        # owners: their resources' claims, on the resource file's columns
+        cols = _resource_columns(conn, eid, unit_rows)
+        t = _owner_claims(conn, cols, ev["day"], kind, caps[kind], v2g_rate, eligible, finder, event_v2g_kwh,
+                          owner_contract)
+        if t is not None:
+            owner_tables.append(t)
+        plans.append((eid, ev["day"], kind, unit_rows))
+        del cols
 
     v2g_summary = None
     if v2g_sessions is not None:
@@ -273,19 +283,9 @@ def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], li
     ops = sorted(gross)
     main = prorata_fen([sum((gross[o][k] for k in MAIN_KINDS), ZERO) for o in ops], budget_main)
     v2g = prorata_fen([gross[o]["v2g"] for o in ops], budget_v2g)
+    owner_tbl, owner_totals = _owner_parties(conn, owner_tables, owner_gross, owner_contract, finder, main.factor,
+                                             v2g.factor, plans, caps, v2g_rate, eligible)
     party_rows: list[dict] = []
-    owner_totals: dict[str, Decimal] = defaultdict(lambda: ZERO)
-    for key in sorted(owner_gross):
-        owner_id, op, contract_id = key
-        c = owner_contract[key]
-        revenue = (owner_gross[key]["main"] * main.factor + owner_gross[key]["v2g"] * v2g.factor
-                   + owner_gross[key]["v2g_energy"])
-        share_exact = owner_part(revenue, c["scheme"], c.get("owner_share"), c.get("tiers"))
-        share, _ = split_fen(round_statement(revenue), share_exact)
-        owner_totals[op] += share
-        party_rows.append({"party_kind": "owner", "party_id": owner_id, "operator_id": op, "contract": contract_id,
-                           "amounts": {"revenue": fen(revenue), "owner_share": fen(share)},
-                           "scheme": c["scheme"], "owner_share": c.get("owner_share"), "tiers": c.get("tiers")})
     for i, op in enumerate(ops):
         g = gross[op]
         gross_main = sum((g[k] for k in MAIN_KINDS), ZERO)
@@ -317,7 +317,232 @@ def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], li
                         "the V2G subsidy counts a charger's metered discharge less what its event evaluations "
                         "already paid as V2G, under the V2G budget together with the events' V2G claims"],
     }
-    return {"lines": out_lines, "parties": party_rows, "summary": summary}
+    return {"lines": out_lines, "parties": party_rows, "owners": owner_tbl, "summary": summary}
+
+
+# ---------------------------------------------------------------- owners' claims, columnar
+
+_CLAIMS = {"owner_id": pa.string(), "operator_id": pa.string(), "contract": pa.string(), "main": pa.float64(),
+           "v2g": pa.float64(), "v2g_energy": pa.float64(), "abs": pa.float64(), "terms": pa.float64()}
+
+
+def _resource_columns(conn: Connection, evaluation_id: str, unit_rows: list[dict]) -> dict:
+    """An evaluation's resources as columns: ``key_id``, ``operator_id``, ``owner_id`` (Arrow strings,
+    one per resource) and (resources, slots) float arrays ``credited``, ``v2g_kwh`` and ``price_yuan``
+    (its unit's price in the slot, 0 where the unit has none, as ``evaluation.rows`` gives it). From the
+    resource file; an evaluation stored before it (rows in ``evaluation_rows``) gives one row per
+    resource and slot as a one-slot "resource", in the same order."""
+    t = eva.resource_table(conn, evaluation_id, ["key_id", "unit_id", "operator_id", "owner_id", "credited",
+                                                 "v2g_kwh"])
+    if t is None:
+        rows = eva.rows(conn, evaluation_id, "resource")
+
+        def num(k: str) -> np.ndarray:
+            return np.array([np.nan if r[k] is None else r[k] for r in rows], dtype=np.float64).reshape(-1, 1)
+
+        return {**{k: pa.array([r[k] for r in rows], pa.string()) for k in ("key_id", "operator_id", "owner_id")},
+                **{k: num(k) for k in ("credited", "v2g_kwh", "price_yuan")}, "slots": 1}
+    first, s = int(t.schema.metadata[b"first_slot"]), int(t.schema.metadata[b"slots"])
+    n = t.num_rows
+    units: dict[str, dict[int, float | None]] = {}
+    for r in unit_rows:
+        units.setdefault(r["key_id"], {})[r["slot"]] = r["price_yuan"]
+    names = sorted(units)
+    price = np.zeros((len(names) + 1, s))             # the last row: a unit without rows (price 0)
+    for i, u in enumerate(names):
+        for slot, p in units[u].items():
+            if first <= slot < first + s:
+                price[i, slot - first] = np.nan if p is None else p
+    where = pc.index_in(t.column("unit_id").cast(pa.string()), value_set=pa.array(names, pa.string()))
+    where = pc.fill_null(where, len(names)).to_numpy()
+
+    def per(k: str) -> np.ndarray:
+        flat = t.column(k).combine_chunks().flatten() if n else pa.array([], pa.float64())
+        return flat.to_numpy(zero_copy_only=False).astype(np.float64, copy=False).reshape(n, s)
+
+    return {"key_id": t.column("key_id").combine_chunks().cast(pa.string()),
+            "operator_id": t.column("operator_id").combine_chunks().cast(pa.string()),
+            "owner_id": t.column("owner_id").combine_chunks().cast(pa.string()),
+            "credited": per("credited"), "v2g_kwh": per("v2g_kwh"), "price_yuan": price[where], "slots": s}
+
+
+def _codes(a: pa.Array) -> tuple[np.ndarray, list]:
+    """Codes (int64, one per value) and the distinct values (nulls included) of a string array."""
+    d = pc.dictionary_encode(a, null_encoding="encode")
+    return d.indices.to_numpy(zero_copy_only=False).astype(np.int64), d.dictionary.to_pylist()
+
+
+def _owner_claims(conn: Connection, cols: dict, day: date, kind: str, cap: Decimal, v2g_rate: Decimal,
+                  eligible: dict, finder: _Contracts, event_v2g_kwh: dict[str, float], contracts_seen: dict
+                  ) -> pa.Table | None:
+    """One evaluation's claims per (owner, operator, contract) in float yuan (``main`` = credited less
+    V2G kWh x the capped rate, 0 for an operator not eligible to a reserve subsidy; ``v2g`` = V2G kWh x
+    the V2G rate), with Σ|term| and the number of terms (``abs``, ``terms``: the float error bound of
+    :func:`_owner_parties`). Resources of an owner with no contract with the operator take the owner's
+    default share as a group (one ``np.unique``); contracts are looked up per owner-operator pair, and
+    per resource for the resources named by a contract. Adds each charger's V2G kWh (slot by slot) to
+    ``event_v2g_kwh`` and the contracts met (other than the default) to ``contracts_seen``."""
+    key_id, s = cols["key_id"], cols["slots"]
+    n = len(key_id)
+    if n == 0:
+        return None
+    op_idx, ops = _codes(cols["operator_id"])
+    own_idx, owns = _codes(cols["owner_id"])
+    ok = np.array([kind != "reserve" or _eligible(conn, eligible, op) for op in ops], dtype=bool)
+    credited, v2g = cols["credited"], cols["v2g_kwh"]
+    with np.errstate(invalid="ignore"):
+        main_t = np.where(ok[op_idx][:, None], (credited - v2g) * rates(cols["price_yuan"], float(cap)), 0.0)
+        v2g_t = v2g * float(v2g_rate)
+    main_r, v2g_r = main_t.sum(axis=1), v2g_t.sum(axis=1)
+    abs_r = np.abs(main_t).sum(axis=1) + np.abs(v2g_t).sum(axis=1)
+    for i in np.flatnonzero((v2g != 0).any(axis=1)).tolist():        # chargers' kWh already paid as V2G
+        k = key_id[i].as_py()
+        for x in v2g[i].tolist():
+            event_v2g_kwh[k] += float(x)
+    special = (np.asarray(pc.is_in(key_id, value_set=pa.array(finder.resource_ids, pa.string())))
+               if finder.resource_ids else np.zeros(n, dtype=bool))
+    extra: dict[str, list] = {k: [] for k in _CLAIMS}
+    for i in np.flatnonzero(special).tolist():                       # resources named by a contract
+        owner, op = owns[own_idx[i]], ops[op_idx[i]]
+        c = finder.find(owner, op, day, key_id[i].as_py())
+        contracts_seen.setdefault((owner, op, str(c["contract_id"])), c)
+        for k, v in (("owner_id", owner), ("operator_id", op), ("contract", str(c["contract_id"])),
+                     ("main", main_r[i]), ("v2g", v2g_r[i]), ("v2g_energy", 0.0), ("abs", abs_r[i]),
+                     ("terms", 2.0 * s)):
+            extra[k].append(v)
+    rest = np.flatnonzero(~special)
+    n_ops = max(len(ops), 1)
+    pairs, inv = np.unique(own_idx[rest] * n_ops + op_idx[rest], return_inverse=True)
+    p_own, p_op = pairs // n_ops, pairs % n_ops
+    owner_col = pa.array(owns, pa.string()).take(pa.array(p_own))
+    contract = np.full(pairs.size, "default", dtype=object)
+    has = (np.asarray(pc.is_in(owner_col, value_set=pa.array(finder.owner_ids, pa.string())))
+           if finder.owner_ids else np.zeros(pairs.size, dtype=bool))
+    for j in np.flatnonzero(has).tolist():                           # owners with contracts: as access does
+        owner, op = owns[p_own[j]], ops[p_op[j]]
+        c = finder.find(owner, op, day, None)
+        contract[j] = str(c["contract_id"])
+        contracts_seen.setdefault((owner, op, contract[j]), c)
+    known = np.asarray(pc.is_in(owner_col, value_set=pa.array(list(finder.default), pa.string())))
+    missing = np.flatnonzero(~has & ~known)
+    if missing.size:
+        raise NotFound("owner", owns[p_own[missing[0]]])
+    sums = {k: np.bincount(inv, weights=w[rest], minlength=pairs.size)
+            for k, w in (("main", main_r), ("v2g", v2g_r), ("abs", abs_r))}
+    return pa.concat_tables([
+        pa.table({"owner_id": owner_col, "operator_id": pa.array(ops, pa.string()).take(pa.array(p_op)),
+                  "contract": pa.array(contract, pa.string()), "main": sums["main"], "v2g": sums["v2g"],
+                  "v2g_energy": np.zeros(pairs.size), "abs": sums["abs"],
+                  "terms": np.bincount(inv, minlength=pairs.size) * 2.0 * s}, schema=pa.schema(_CLAIMS)),
+        pa.table(extra, schema=pa.schema(_CLAIMS))])
+
+
+def _exact_owner_gross(conn: Connection, want: set[tuple], plans: list[tuple], caps: dict, v2g_rate: Decimal,
+                       eligible: dict, finder: _Contracts, sessions: dict) -> dict[tuple, dict[str, Decimal]]:
+    """The exact ``Decimal`` gross of a few (owner, operator, contract) groups: their resources' rows
+    again, resource by resource (sorted by id) and slot by slot as the row-by-row path summed them, then
+    the metered V2G sessions'."""
+    out: dict[tuple, dict[str, Decimal]] = defaultdict(lambda: {"main": ZERO, "v2g": ZERO, "v2g_energy": ZERO})
+    owners_wanted = pa.array(sorted({k[0] for k in want if k[0] is not None}), pa.string())
+    for eid, day, kind, unit_rows in plans:
+        cols = _resource_columns(conn, eid, unit_rows)
+        sel = np.flatnonzero(np.asarray(pc.fill_null(pc.is_in(cols["owner_id"], value_set=owners_wanted), False))
+                             | np.asarray(pc.is_null(cols["owner_id"])))
+        keys = cols["key_id"].take(pa.array(sel, pa.int64())).to_pylist()
+        for pos in sorted(range(sel.size), key=lambda p: keys[p]):
+            i = int(sel[pos])
+            owner, op, rid = cols["owner_id"][i].as_py(), cols["operator_id"][i].as_py(), keys[pos]
+            c = finder.find(owner, op, day, rid)
+            key = (owner, op, str(c["contract_id"]))
+            if key not in want:
+                continue
+            g = out[key]
+            for cr, v, p in zip(cols["credited"][i].tolist(), cols["v2g_kwh"][i].tolist(),
+                                cols["price_yuan"][i].tolist(), strict=True):
+                if kind != "reserve" or _eligible(conn, eligible, op):
+                    g["main"] += yuan(cr - v) * _rate(p, caps[kind])
+                g["v2g"] += yuan(v) * v2g_rate
+    for key in want:
+        if key in sessions:
+            out[key]["v2g"] += sessions[key]["v2g"]
+            out[key]["v2g_energy"] += sessions[key]["v2g_energy"]
+    return out
+
+
+def _owner_parties(conn: Connection, tables: list[pa.Table], sessions: dict, contracts_seen: dict,
+                   finder: _Contracts, main_factor: Decimal, v2g_factor: Decimal, plans: list[tuple], caps: dict,
+                   v2g_rate: Decimal, eligible: dict) -> tuple[pa.Table, dict[str, Decimal]]:
+    """Owners' revenue and contract share to the fen per (owner, operator, contract), and the shares'
+    total per operator — the same fen as the ``Decimal`` path row by row (revenue = claims x the pro
+    rata factors + metered V2G energy value; ``owner_part`` of it; both rounded half-up): summed in
+    float with a bound on the float error (``kernels.settlement.sum_error_yuan``), and every group whose
+    revenue or share falls within that bound of a half fen (or is not finite) recomputed exactly in
+    ``Decimal`` from its rows (:func:`_exact_owner_gross`)."""
+    srows = [(k[0], k[1], k[2], 0.0, float(g["v2g"]), float(g["v2g_energy"]),
+              abs(float(g["v2g"])) + abs(float(g["v2g_energy"])), 2.0) for k, g in sessions.items()]
+    tables = [*tables, pa.table({k: [r[i] for r in srows] for i, k in enumerate(_CLAIMS)},
+                                schema=pa.schema(_CLAIMS))]
+    g = (pa.concat_tables(tables).group_by(["owner_id", "operator_id", "contract"], use_threads=False)
+         .aggregate([(k, "sum") for k in ("main", "v2g", "v2g_energy", "abs", "terms")]))
+    g = g.take(pc.sort_indices(g, [("owner_id", "ascending"), ("operator_id", "ascending"),
+                                   ("contract", "ascending")]))
+    n = g.num_rows
+    col = {k: g.column(f"{k}_sum").to_numpy() for k in ("main", "v2g", "v2g_energy", "abs", "terms")}
+    owner_ids, op_ids, contract_ids = (g.column(k) for k in ("owner_id", "operator_id", "contract"))
+    is_default = np.asarray(pc.equal(g.column("contract"), "default")) if n else np.zeros(0, dtype=bool)
+    share = np.full(n, np.nan)
+    scheme = np.full(n, "fixed", dtype=object)
+    tiers = np.full(n, None, dtype=object)                           # JSON text of tiered contracts' tiers
+    d_ids = list(finder.default)
+    d_share = np.array([np.nan if finder.default[o] is None else finder.default[o] for o in d_ids] + [np.nan])
+    where = pc.fill_null(pc.index_in(g.column("owner_id"), value_set=pa.array(d_ids, pa.string())), len(d_ids))
+    share[is_default] = d_share[where.to_numpy()][is_default]
+    rev_f = col["main"] * float(main_factor) + col["v2g"] * float(v2g_factor) + col["v2g_energy"]
+    err = sum_error_yuan(col["abs"], col["terms"])
+    rev_fen, unsure = fen_half_up(rev_f, err)
+    own_f = rev_f * share
+    scale = np.ones(n)
+    others = np.flatnonzero(~is_default).tolist()
+    contract_of: dict[int, dict] = {}
+    for i in others:                                                  # contracts: few
+        key = (owner_ids[i].as_py(), op_ids[i].as_py(), contract_ids[i].as_py())
+        c = contracts_seen[key]
+        contract_of[i] = c
+        scheme[i] = c["scheme"]
+        share[i] = np.nan if c.get("owner_share") is None else float(c["owner_share"])
+        tiers[i] = None if c.get("tiers") is None else json.dumps(audit._plain(c["tiers"]))
+        if c["scheme"] == "fixed" or not np.isfinite(rev_f[i]):
+            own_f[i] = rev_f[i] * share[i]
+        else:
+            own_f[i] = float(owner_part(yuan(float(rev_f[i])), c["scheme"], c.get("owner_share"), c.get("tiers")))
+            scale[i] = max([1.0] + [abs(float(t["owner_share"])) for t in c.get("tiers") or []])
+        if c["scheme"] == "fixed" and np.isfinite(share[i]):
+            scale[i] = max(1.0, abs(share[i]))
+    own_fen, unsure_own = fen_half_up(own_f, err * scale)
+    redo = np.flatnonzero(unsure | unsure_own).tolist()
+    if redo:
+        keys = {i: (owner_ids[i].as_py(), op_ids[i].as_py(), contract_ids[i].as_py()) for i in redo}
+        exact = _exact_owner_gross(conn, set(keys.values()), plans, caps, v2g_rate, eligible, finder, sessions)
+        for i, key in keys.items():
+            c = contract_of.get(i) or {"scheme": "fixed", "owner_share": finder.default.get(key[0])}
+            if key[2] == "default" and key[0] not in finder.default:
+                raise NotFound("owner", key[0])
+            e = exact[key]
+            revenue = e["main"] * main_factor + e["v2g"] * v2g_factor + e["v2g_energy"]
+            part, _ = split_fen(round_statement(revenue),
+                                owner_part(revenue, c["scheme"], c.get("owner_share"), c.get("tiers")))
+            rev_fen[i], own_fen[i] = fen(revenue), fen(part)
+    out = pa.table({"party_id": g.column("owner_id"), "operator_id": g.column("operator_id"),
+                    "contract": g.column("contract"), "revenue": pa.array(rev_fen, pa.int64()),
+                    "owner_share": pa.array(own_fen, pa.int64()), "scheme": pa.array(scheme, pa.string()),
+                    "share": pa.array(share, mask=~np.isfinite(share)), "tiers": pa.array(tiers, pa.string())})
+    totals: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    if n:
+        for op, total in zip(*out.group_by("operator_id", use_threads=False).aggregate(
+                [("owner_share", "sum")]).select(["operator_id", "owner_share_sum"]).to_pydict().values(),
+                strict=True):
+            totals[op] = from_fen(total)
+    return out, totals
 
 
 def _sessions_of(st: dict) -> tuple[int, datetime] | None:
@@ -396,11 +621,59 @@ def _store(conn: Connection, settlement_id: str, revision: int, alloc: dict) -> 
                                                  for r in alloc["lines"]])
     rows = [{"settlement_id": settlement_id, "revision": revision, "party_kind": p["party_kind"],
              "party_id": p["party_id"], "operator_id": p["operator_id"], "contract": p["contract"],
-             "amounts": audit._plain({**p["amounts"], **({"scheme": p["scheme"], "share": p["owner_share"],
-                                                         "tiers": p["tiers"]} if p["party_kind"] == "owner" else {})})}
-            for p in alloc["parties"]]
+             "amounts": audit._plain(p["amounts"])} for p in alloc["parties"]]
     if rows:
         conn.execute(settlement_parties.insert(), rows)
+    _store_owners(conn, settlement_id, revision, alloc["owners"])
+
+
+def _owner_amounts_json(t: pa.Table) -> pa.Array:
+    """Each owner party's ``amounts`` as JSON text: revenue and share in fen, then its contract (scheme,
+    share, tiers) — as ``json.dumps`` writes the dict, built column-wise (a contract's text once per
+    distinct contract)."""
+    n = t.num_rows
+    tail_key = pa.table({"s": t.column("scheme"), "f": t.column("share"), "t": t.column("tiers")})
+    distinct = tail_key.group_by(["s", "f", "t"], use_threads=False).aggregate([]).to_pylist()
+    tails = [", " + json.dumps({"scheme": d["s"], "share": d["f"]})[1:-1] + ', "tiers": '
+             + (d["t"] if d["t"] is not None else "null") + "}" for d in distinct]
+    joined = pc.binary_join_element_wise(
+        pc.cast(t.column("scheme"), pa.string()), pc.fill_null(pc.cast(t.column("share"), pa.string()), "-"),
+        pc.fill_null(t.column("tiers"), "-"), "\x1f")
+    keys = [f"{d['s']}\x1f{'-' if d['f'] is None else pa.scalar(d['f'], pa.float64()).cast(pa.string()).as_py()}"
+            f"\x1f{'-' if d['t'] is None else d['t']}" for d in distinct]
+    which = pc.index_in(joined, value_set=pa.array(keys, pa.string()))
+    tail = pa.array(tails, pa.string()).take(which)
+    head = pc.binary_join_element_wise(pa.array(['{"revenue": '] * n, pa.string()),
+                                       pc.cast(t.column("revenue"), pa.string()),
+                                       pa.array([', "owner_share": '] * n, pa.string()),
+                                       pc.cast(t.column("owner_share"), pa.string()), tail, "")
+    return head.combine_chunks() if isinstance(head, pa.ChunkedArray) else head
+
+
+def _store_owners(conn: Connection, settlement_id: str, revision: int, t: pa.Table) -> None:
+    """The owner parties in bulk (PostgreSQL COPY of the amounts' JSON text; SQLite: the same dicts)."""
+    if t.num_rows == 0:
+        return
+    amounts = _owner_amounts_json(t)
+    n = t.num_rows
+    data = pa.table({"settlement_id": pa.array([settlement_id] * n, pa.string()),
+                     "revision": pa.array(np.full(n, revision, dtype=np.int64)),
+                     "party_kind": pa.array(["owner"] * n, pa.string()), "party_id": t.column("party_id"),
+                     "operator_id": t.column("operator_id"), "contract": t.column("contract"), "amounts": amounts})
+    if conn.dialect.name == "postgresql":
+        bulk.insert_arrow(conn, settlement_parties, data)
+    else:
+        rows = data.to_pylist()
+        for r in rows:
+            r["amounts"] = json.loads(r["amounts"])
+        conn.execute(settlement_parties.insert(), rows)
+
+
+def _owner_party_amounts(t: pa.Table) -> dict[tuple, dict]:
+    """(party_kind, owner, operator, contract) → {revenue, owner_share} in fen (as ``preview`` gives them)."""
+    return {("owner", o, op, c): {"revenue": r, "owner_share": s} for o, op, c, r, s in zip(
+        *t.select(["party_id", "operator_id", "contract", "revenue", "owner_share"]).to_pydict().values(),
+        strict=True)}
 
 
 def _rules_of(st: dict) -> rules.RuleSet:
@@ -557,7 +830,9 @@ def preview(conn: Connection, settlement_id: str, replace: dict[str, str]) -> di
     st = get(conn, settlement_id)
     ids = [replace.get(e, e) for e in st["summary"]["evaluations"]]
     alloc = _allocate(conn, _rules_of(st), ids, v2g_sessions=_sessions_of(st))
-    return {(p["party_kind"], p["party_id"], p["operator_id"], p["contract"]): p["amounts"] for p in alloc["parties"]}
+    return {**_owner_party_amounts(alloc["owners"]),
+            **{(p["party_kind"], p["party_id"], p["operator_id"], p["contract"]): p["amounts"]
+               for p in alloc["parties"]}}
 
 
 # ---------------------------------------------------------------- statements
