@@ -90,7 +90,7 @@ def test_maintain_command_rolls_up_what_http_pushes_left(loaded, monkeypatch, tm
 
     monkeypatch.setenv("OPENVPP_HOME", str(tmp_path))
     monkeypatch.setenv("OPENVPP_DATABASE_URL", loaded.database_url)
-    t = (int(time.time() * 1000) // 60_000 - 2) * 60_000
+    t = (int(time.time() * 1000) // 60_000 - 3) * 60_000   # two minutes long closed (the grace is 5 s)
     svc = TelemetryService(db.get_engine(loaded.database_url), TelemetryConfig())
     assert svc.ingest(Points.from_columns({"d": ["R1", "R1"], "t": [t, t + 60_000], "p": [1.0, 2.0]}),
                       "http", "k").inserted == 2
