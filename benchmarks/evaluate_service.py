@@ -31,6 +31,7 @@ from openvpp.store import bulk, db, timeseries
 from openvpp.store.audit import Actor
 from openvpp.store.schema import grid_nodes, resources
 from openvpp.store.schema_events import awards
+from openvpp.store.schema_settlement import settlement_parties
 
 DAY = date(2025, 7, 15)          # a Tuesday: GB/T 5/2 reads 7-11 July
 START, END = 56, 64              # 14:00-16:00, 8 slots
@@ -189,10 +190,13 @@ def service(n: int, settle_max: int, keep: bool) -> None:
             with engine.begin() as conn:
                 st = settlement.compute(conn, CENTER, DAY.year)
             settle_s = time.perf_counter() - t0
-            print(f"yearly settlement (services.settlement.compute): {settle_s:.3f} s, {st['settlement_id']}")
+            with engine.connect() as conn:
+                n_parties = conn.execute(select(func.count()).select_from(settlement_parties).where(
+                    settlement_parties.c.settlement_id == st["settlement_id"])).scalar()
+            print(f"yearly settlement (services.settlement.compute): {settle_s:.3f} s, {st['settlement_id']}: "
+                  f"{n_parties:,} parties (operators and owner-operator-contract), factor {st['summary']['main']['factor']}")
         else:
-            print(f"yearly settlement not run at {n:,} resources (--settle-max {settle_max:,}): it reads the "
-                  "resource rows as dicts")
+            print(f"yearly settlement not run at {n:,} resources (--settle-max {settle_max:,})")
         value = first_total + (settle_s or 0.0)
         met = "NOT met" if value > TARGET_S else "met" if settle_s is not None else "not measured (no settlement)"
         settled = f"{settle_s:.3f} s" if settle_s is not None else "not run"

@@ -36,7 +36,8 @@ and the event day are written). Timed, each on its own committed transaction:
    ``evaluation_rows``, the resource x slot file with its SHA-256);
 2. the same again: a re-evaluation (members from the first evaluation's file);
 3. the year's settlement, ``services.settlement.compute`` (statements' lines and parties), on the
-   stored evaluation — timed up to ``--settle-max`` resources (it reads the resource rows as dicts).
+   stored evaluation: owners' claims from the evaluation's resource file as columns, owner parties
+   written by COPY (``--settle-max`` skips it above a size).
 
 Reference, same run: the same evaluation from the same arrays in memory (baseline and evaluation
 kernels only, what the service adds nothing to), checked against what the service stored (credit
@@ -156,7 +157,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--service", action="store_true", help="time the product path (PostgreSQL, rollup files)")
-    ap.add_argument("--settle-max", type=int, default=200_000,
+    ap.add_argument("--settle-max", type=int, default=10_000_000,
                     help="--service: run the yearly settlement service only up to this many resources")
     ap.add_argument("--keep", action="store_true", help="--service: keep the database and files")
     args = ap.parse_args()

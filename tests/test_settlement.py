@@ -25,7 +25,7 @@ from openvpp.store import db
 from openvpp.store.audit import Actor
 from openvpp.store.schema import operators, owners, sites
 from openvpp.store.schema_events import awards
-from openvpp.store.schema_settlement import ledger_entries
+from openvpp.store.schema_settlement import evaluation_rows, ledger_entries
 from tests.conftest import RES_HEADER, write_csv
 
 ADMIN = Actor("admin", "city_admin")
@@ -472,3 +472,68 @@ def test_reactive_event_is_evaluated_in_kvarh_and_paid_at_the_rule_sets_rate(loa
         (line,) = stl.lines(conn, sid)
         assert (line["rate_yuan"], stl.from_fen(line["amount_fen"])) == ("0.08", D("80.00"))
         assert carbon_svc.report(conn, event_id=eid)["rows"][0]["curtailed_kwh"] == 0.0
+
+
+# ---------------------------------------------------------------- columnar owners' claims
+
+
+def owner_parties(conn, sid: str) -> dict:
+    return {(p["party_id"], p["operator_id"], p["contract"]): p["amounts"] for p in stl.parties(conn, sid, "owner")}
+
+
+def test_resource_contract_owner_parties_by_hand_and_every_group_recomputed_exactly_agrees(golden, monkeypatch):
+    """GB2 has a contract of its own (owner share 0.9); GB1, the same owner's other resource, keeps OW2's
+    default share (0.5). OP02's 2250 yuan are shared by positive response over the three valid slots:
+    GB1 600 kW x 3 x 0.25 h = 450 kWh (1350 yuan), GB2 400 kW -> 300 kWh (900 yuan); factor 10000/11400:
+      GB2 900 f = 789.473684 -> 789.47; x 0.9 = 710.526315 -> 710.53
+      GB1 1350 f = 1184.210526 -> 1184.21; x 0.5 = 592.105263 -> 592.11      OP02 retains 1973.68 - 1302.64
+    Then the same settlement with a float-error bound so wide that every (owner, operator, contract) group
+    is recomputed row by row in Decimal: the same fen everywhere."""
+    g = golden
+    with g.begin() as conn:
+        c = access.register_contract(conn, ADMIN, "OW2", "OP02", "fixed", valid_from=date(2025, 1, 1),
+                                     owner_share=0.9, resource_id="GB2")
+    evaluate(g)
+    with g.begin() as conn:
+        sid = stl.compute(conn, ADMIN, 2025, ruleset=g.ruleset)["settlement_id"]
+        fast = owner_parties(conn, sid)
+        ops = {op: amounts(conn, sid, "operator", op) for op in OP}
+    assert {k: (v["revenue"], v["owner_share"], v["scheme"], v["share"]) for k, v in fast.items()
+            if k[0] == "OW2"} == {("OW2", "OP02", str(c["contract_id"])): (78947, 71053, "fixed", 0.9),
+                                  ("OW2", "OP02", "default"): (118421, 59211, "fixed", 0.5)}
+    assert ops["OP02"]["owner_shares"] == D("1302.64") and ops["OP02"]["retained"] == D("671.04")
+    assert fast[("OW3", "OP01", next(k[2] for k in fast if k[0] == "OW3"))]["tiers"] == [
+        {"up_to_yuan": 1000, "owner_share": 0.6}, {"up_to_yuan": None, "owner_share": 0.5}]
+
+    redone: list[set] = []
+    exact = stl._exact_owner_gross
+
+    def spy(conn, want, *a, **kw):
+        redone.append(set(want))
+        return exact(conn, want, *a, **kw)
+
+    monkeypatch.setattr(stl, "sum_error_yuan", lambda abs_sum, n: np.full(np.shape(abs_sum), 1e6))
+    monkeypatch.setattr(stl, "_exact_owner_gross", spy)
+    with g.begin() as conn:
+        sid2 = stl.compute(conn, ADMIN, 2025, ruleset=g.ruleset)["settlement_id"]
+        assert owner_parties(conn, sid2) == fast
+        assert {op: amounts(conn, sid2, "operator", op) for op in OP} == ops
+    assert redone == [set(fast)]                                      # every group, once
+
+
+def test_evaluation_stored_as_rows_settles_to_the_same_fen(golden, monkeypatch):
+    """An evaluation from before the resource file (its resource rows in ``evaluation_rows``, one per
+    resource and slot) settles to the same statement as the file."""
+    g = golden
+    head = evaluate(g)
+    with g.begin() as conn:
+        sid = stl.compute(conn, ADMIN, 2025, ruleset=g.ruleset)["settlement_id"]
+        from_file = (owner_parties(conn, sid), {op: amounts(conn, sid, "operator", op) for op in OP})
+        rows = eva.rows(conn, head["evaluation_id"], "resource")
+        assert rows and eva.resource_table(conn, head["evaluation_id"]) is not None
+        conn.execute(evaluation_rows.insert(), rows)
+    monkeypatch.setattr(eva, "resource_table", lambda *a, **kw: None)
+    with g.begin() as conn:
+        assert len(eva.rows(conn, head["evaluation_id"], "resource")) == len(rows)
+        sid2 = stl.compute(conn, ADMIN, 2025, ruleset=g.ruleset)["settlement_id"]
+        assert (owner_parties(conn, sid2), {op: amounts(conn, sid2, "operator", op) for op in OP}) == from_file

@@ -52,6 +52,7 @@ from openvpp.services import v2g as v2g_svc
 from openvpp.services.scope import Scope
 from openvpp.store import audit, bulk
 from openvpp.store.audit import Actor
+from openvpp.store.columnar import select_arrow
 from openvpp.store.schema import contracts, operators, owners
 from openvpp.store.schema_events import events as events_t
 from openvpp.store.schema_settlement import (
@@ -166,7 +167,12 @@ class _Contracts:
         self.rows: dict[tuple, list[dict]] = defaultdict(list)
         for r in conn.execute(select(contracts)).mappings():
             self.rows[(r["owner_id"], r["operator_id"])].append(dict(r))
-        self.default = {o: s for o, s in conn.execute(select(owners.c.owner_id, owners.c.revenue_share))}
+        t = select_arrow(conn, select(owners.c.owner_id, owners.c.revenue_share),
+                         {"owner_id": pa.string(), "revenue_share": pa.float64()})
+        #: owners on record and their default share, as columns and as a dict
+        self.default_ids = t.column("owner_id").combine_chunks()
+        self.default_shares = t.column("revenue_share").to_numpy()
+        self.default = dict(zip(self.default_ids.to_pylist(), self.default_shares.tolist(), strict=True))
         self.cache: dict[tuple, dict] = {}
         #: resources with a contract of their own, and owners with any contract (the others: default share)
         self.resource_ids = sorted({c["resource_id"] for v in self.rows.values() for c in v if c["resource_id"]})
@@ -390,12 +396,20 @@ def _owner_claims(conn: Connection, cols: dict, day: date, kind: str, cap: Decim
     own_idx, owns = _codes(cols["owner_id"])
     ok = np.array([kind != "reserve" or _eligible(conn, eligible, op) for op in ops], dtype=bool)
     credited, v2g = cols["credited"], cols["v2g_kwh"]
+    any_v2g = bool(np.any(v2g != 0))
     with np.errstate(invalid="ignore"):
-        main_t = np.where(ok[op_idx][:, None], (credited - v2g) * rates(cols["price_yuan"], float(cap)), 0.0)
-        v2g_t = v2g * float(v2g_rate)
-    main_r, v2g_r = main_t.sum(axis=1), v2g_t.sum(axis=1)
-    abs_r = np.abs(main_t).sum(axis=1) + np.abs(v2g_t).sum(axis=1)
-    for i in np.flatnonzero((v2g != 0).any(axis=1)).tolist():        # chargers' kWh already paid as V2G
+        main_t = (credited - v2g if any_v2g else credited) * rates(cols["price_yuan"], float(cap))  # a new array
+        if not ok.all():
+            main_t[~ok[op_idx]] = 0.0
+        main_r = main_t.sum(axis=1)
+        abs_r = np.abs(main_t, out=main_t).sum(axis=1)
+        if any_v2g:
+            v2g_t = v2g * float(v2g_rate)
+            v2g_r = v2g_t.sum(axis=1)
+            abs_r += np.abs(v2g_t).sum(axis=1)
+        else:
+            v2g_r = np.zeros(n)
+    for i in np.flatnonzero((v2g != 0).any(axis=1) if any_v2g else []).tolist():  # kWh already paid as V2G
         k = key_id[i].as_py()
         for x in v2g[i].tolist():
             event_v2g_kwh[k] += float(x)
@@ -415,23 +429,22 @@ def _owner_claims(conn: Connection, cols: dict, day: date, kind: str, cap: Decim
     pairs, inv = np.unique(own_idx[rest] * n_ops + op_idx[rest], return_inverse=True)
     p_own, p_op = pairs // n_ops, pairs % n_ops
     owner_col = pa.array(owns, pa.string()).take(pa.array(p_own))
-    contract = np.full(pairs.size, "default", dtype=object)
-    has = (np.asarray(pc.is_in(owner_col, value_set=pa.array(finder.owner_ids, pa.string())))
-           if finder.owner_ids else np.zeros(pairs.size, dtype=bool))
-    for j in np.flatnonzero(has).tolist():                           # owners with contracts: as access does
-        owner, op = owns[p_own[j]], ops[p_op[j]]
-        c = finder.find(owner, op, day, None)
-        contract[j] = str(c["contract_id"])
-        contracts_seen.setdefault((owner, op, contract[j]), c)
-    known = np.asarray(pc.is_in(owner_col, value_set=pa.array(list(finder.default), pa.string())))
-    missing = np.flatnonzero(~has & ~known)
-    if missing.size:
-        raise NotFound("owner", owns[p_own[missing[0]]])
+    has = (np.flatnonzero(np.asarray(pc.is_in(owner_col, value_set=pa.array(finder.owner_ids, pa.string()))))
+           if finder.owner_ids else np.zeros(0, dtype=np.int64))
+    contract: pa.Array = pa.repeat("default", pairs.size)         # the owner's default share (checked later)
+    if has.size:
+        named = np.full(pairs.size, "default", dtype=object)
+        for j in has.tolist():                                       # owners with contracts: as access does
+            owner, op = owns[p_own[j]], ops[p_op[j]]
+            c = finder.find(owner, op, day, None)
+            named[j] = str(c["contract_id"])
+            contracts_seen.setdefault((owner, op, named[j]), c)
+        contract = pa.array(named, pa.string())
     sums = {k: np.bincount(inv, weights=w[rest], minlength=pairs.size)
             for k, w in (("main", main_r), ("v2g", v2g_r), ("abs", abs_r))}
     return pa.concat_tables([
         pa.table({"owner_id": owner_col, "operator_id": pa.array(ops, pa.string()).take(pa.array(p_op)),
-                  "contract": pa.array(contract, pa.string()), "main": sums["main"], "v2g": sums["v2g"],
+                  "contract": contract.cast(pa.string()), "main": sums["main"], "v2g": sums["v2g"],
                   "v2g_energy": np.zeros(pairs.size), "abs": sums["abs"],
                   "terms": np.bincount(inv, minlength=pairs.size) * 2.0 * s}, schema=pa.schema(_CLAIMS)),
         pa.table(extra, schema=pa.schema(_CLAIMS))])
@@ -493,10 +506,13 @@ def _owner_parties(conn: Connection, tables: list[pa.Table], sessions: dict, con
     share = np.full(n, np.nan)
     scheme = np.full(n, "fixed", dtype=object)
     tiers = np.full(n, None, dtype=object)                           # JSON text of tiered contracts' tiers
-    d_ids = list(finder.default)
-    d_share = np.array([np.nan if finder.default[o] is None else finder.default[o] for o in d_ids] + [np.nan])
-    where = pc.fill_null(pc.index_in(g.column("owner_id"), value_set=pa.array(d_ids, pa.string())), len(d_ids))
-    share[is_default] = d_share[where.to_numpy()][is_default]
+    d_share = np.append(finder.default_shares.astype(np.float64), np.nan)
+    where = pc.fill_null(pc.index_in(g.column("owner_id"), value_set=finder.default_ids), len(d_share) - 1)
+    where = where.to_numpy()
+    unknown = np.flatnonzero(is_default & (where == len(d_share) - 1))
+    if unknown.size:                                                 # the default share needs the owner on record
+        raise NotFound("owner", owner_ids[int(unknown[0])].as_py())
+    share[is_default] = d_share[where][is_default]
     rev_f = col["main"] * float(main_factor) + col["v2g"] * float(v2g_factor) + col["v2g_energy"]
     err = sum_error_yuan(col["abs"], col["terms"])
     rev_fen, unsure = fen_half_up(rev_f, err)

@@ -1,0 +1,41 @@
+"""The float path of the settlement's owner claims (``kernels.settlement.sum_error_yuan`` and
+``fen_half_up`` with an error bound): a float sum of many quantity x rate products rounds to the same fen
+as the Decimal sum of the same values (``core.money.yuan``: shortest repr) whenever it is not flagged,
+and values at a half fen are flagged."""
+
+from decimal import Decimal
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from openvpp.core.money import FEN, round_statement, yuan
+from openvpp.kernels.settlement import fen_half_up, sum_error_yuan
+
+# quantities: any float, or a multiple of a half fen (sums land on a half fen: the hard case)
+quantity = st.one_of(st.floats(-1e5, 1e5, allow_nan=False, allow_infinity=False),
+                     st.integers(-10**7, 10**7).map(lambda k: k / 200))
+rate = st.one_of(st.floats(0, 5, allow_nan=False), st.sampled_from([1.0, 0.5, 3.5, 0.12, 0.453]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(quantity, rate), min_size=1, max_size=300), st.sampled_from([1.0, 0.3, 10000 / 11400]))
+def test_float_sum_outside_its_bound_rounds_like_the_decimal_sum(terms, factor):
+    q = np.array([t[0] for t in terms])
+    r = np.array([t[1] for t in terms])
+    prod = q * r
+    f = float(np.bincount(np.zeros(len(terms), dtype=np.int64), weights=prod)[0]) * factor
+    err = sum_error_yuan(np.array([np.abs(prod).sum()]), np.array([2.0 * len(terms)]))
+    got, unsure = fen_half_up(np.array([f]), err)
+    exact = sum((yuan(float(a)) * yuan(float(b)) for a, b in terms), Decimal(0)) * Decimal(factor)
+    if not unsure[0]:
+        assert got[0] == int(round_statement(exact) / FEN), (f, exact)
+
+
+def test_half_fen_sums_and_non_finite_values_are_flagged():
+    prod = np.array([0.1, 0.2, 0.005])           # 0.305 yuan exactly in Decimal, 0.30500000000000005 in float
+    err = sum_error_yuan(np.array([np.abs(prod).sum()]), np.array([3.0]))
+    _, unsure = fen_half_up(np.array([prod.sum()]), err)
+    assert unsure.tolist() == [True]
+    fen, unsure = fen_half_up(np.array([0.3049, 12.344, np.nan, np.inf]), np.array([1e-9] * 4))
+    assert unsure.tolist() == [False, False, True, True] and fen[:2].tolist() == [30, 1234]
