@@ -169,14 +169,20 @@ class _Contracts:
             self.rows[(r["owner_id"], r["operator_id"])].append(dict(r))
         t = select_arrow(conn, select(owners.c.owner_id, owners.c.revenue_share),
                          {"owner_id": pa.string(), "revenue_share": pa.float64()})
-        #: owners on record and their default share, as columns and as a dict
+        #: owners on record and their default share, as columns (and as a dict, built when first asked)
         self.default_ids = t.column("owner_id").combine_chunks()
         self.default_shares = t.column("revenue_share").to_numpy()
-        self.default = dict(zip(self.default_ids.to_pylist(), self.default_shares.tolist(), strict=True))
+        self._default: dict[str, float] | None = None
         self.cache: dict[tuple, dict] = {}
         #: resources with a contract of their own, and owners with any contract (the others: default share)
         self.resource_ids = sorted({c["resource_id"] for v in self.rows.values() for c in v if c["resource_id"]})
         self.owner_ids = sorted({k[0] for k in self.rows})
+
+    @property
+    def default(self) -> dict[str, float]:
+        if self._default is None:
+            self._default = dict(zip(self.default_ids.to_pylist(), self.default_shares.tolist(), strict=True))
+        return self._default
 
     def find(self, owner_id: str, operator_id: str, day: date, resource_id: str) -> dict:
         key = (owner_id, operator_id, day, resource_id)
