@@ -18,7 +18,10 @@ The ledger is append-only: nothing is ever updated or deleted (the database refu
 dispute approved after approval re-runs the allocation (``resettle``) and appends the difference of
 every account — with a hard budget, a corrected claim moves every operator's share.
 
-Money is ``Decimal`` yuan, stored as integer fen; energy stays float until a line is priced.
+Money is ``Decimal`` yuan, stored as integer fen; energy stays float until a line is priced. Owners'
+claims over a million resources are summed on the evaluation's resource file as columns, in float with
+a bound on the float error; the few sums within that bound of a half fen are recomputed row by row in
+``Decimal`` (``_owner_parties``), so every fen is the one the ``Decimal`` sums give.
 Assumptions (docs/settlement.md): penalties stay with the operator (not passed to owners); owner
 revenue is the owner's resources' claims scaled by the same pro-rata factor.
 """
