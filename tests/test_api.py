@@ -153,6 +153,10 @@ def test_api_key_for_machines(client):
     assert client.get("/api/v1/auth/me", headers={"X-API-Key": key["key"] + "x"}).status_code == 401
     assert client.delete(f"/api/v1/auth/api-keys/{key['key_id']}", headers=h).status_code == 204
     assert client.get("/api/v1/auth/me", headers={"X-API-Key": key["key"]}).status_code == 401
+    # a device key for an operator that does not exist is refused, naming the field
+    r = client.post("/api/v1/auth/api-keys", json={"name": "gw", "role": "device", "operator_id": "OP404"},
+                    headers=login(client, "admin"))
+    assert r.status_code == 422 and r.json()["violations"][0]["field"] == "operator_id"
     # an operator admin cannot mint a city-admin key
     r = client.post("/api/v1/auth/api-keys", json={"name": "x", "role": "city_admin"}, headers=h)
     assert r.status_code == 422

@@ -98,8 +98,7 @@ def create_api_key(conn: Connection, actor: Actor, name: str, role: str = Role.D
         operator_id = actor.operator_id
     else:
         require(actor, Perm.MANAGE_USERS)
-    if r is not Role.DEVICE:
-        _check_tenant(conn, r, operator_id, owner_id)
+    _check_tenant(conn, r, operator_id, owner_id)   # a device key's operator, if named, must exist too
     prefix = secrets.token_hex(4)
     secret = secrets.token_urlsafe(24)
     row = {"key_id": new_id("KEY"), "prefix": prefix, "key_hash": _digest(secret), "name": name, "role": r.value,
