@@ -12,9 +12,8 @@ from openvpp.core.errors import Forbidden
 from openvpp.services import access
 from openvpp.services import resources as svc
 from openvpp.services.scope import scope_of
-from openvpp.store import audit
 from openvpp.store.audit import Actor
-from openvpp.store.schema import contracts, resource_links
+from openvpp.store.schema import contracts
 
 router = APIRouter(tags=["resource access"], route_class=JSONRoute)
 
@@ -47,13 +46,8 @@ def transfer(resource_id: str, body: TransferIn, actor: Actor = Depends(current_
 
 @router.get("/resources/{resource_id}/history")
 def history(resource_id: str, actor: Actor = Depends(current_actor), conn: Connection = Depends(read_conn)) -> dict:
-    """Operator links (closed ones, with dates) and the audit trail of a resource."""
-    current = svc.get(conn, actor, resource_id)
-    links = [dict(r) for r in conn.execute(select(resource_links).where(
-        resource_links.c.resource_id == resource_id).order_by(resource_links.c.valid_to)).mappings()]
-    return {"resource_id": resource_id, "operator_id": current["operator_id"],
-            "operator_since": current["operator_since"], "closed_links": links,
-            "audit": audit.entries(conn, "resource", resource_id, limit=200)}
+    """Operator links (closed ones, with dates), state and the audit trail of a resource."""
+    return svc.history(conn, actor, resource_id)
 
 
 class ContractIn(BaseModel):
