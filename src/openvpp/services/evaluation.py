@@ -122,6 +122,12 @@ class MeterData:
     minutes: np.ndarray | None = None
 
 
+def check_quantity(quantity: str) -> None:
+    """A meter source reads active power or reactive power, nothing else."""
+    if quantity not in ("power_kw", "reactive_kvar"):
+        raise InvalidInput(Violation("quantity", "must be power_kw or reactive_kvar", quantity))
+
+
 class MeterSource(Protocol):
     """Where metered data comes from. ``quantity`` is ``"power_kw"`` or ``"reactive_kvar"``.
 
@@ -224,8 +230,7 @@ class StoreMeterSource:
 
     def read_part(self, resource_ids: Sequence[str], first_day: date, days: Sequence[int], slots: slice,
                   quantity: str = "power_kw", minutes: bool = False) -> MeterData:
-        if quantity not in ("power_kw", "reactive_kvar"):
-            raise InvalidInput(Violation("quantity", "must be power_kw or reactive_kvar", quantity))
+        check_quantity(quantity)
         lo, hi = slots.start or 0, slots.stop
         width = hi - lo
         uniq, inverse = _unique(resource_ids)

@@ -46,7 +46,7 @@ from sqlalchemy import Connection, select
 
 from openvpp.core.errors import InvalidInput, Violation
 from openvpp.core.timeslots import SLOTS_PER_DAY, local_midnight_utc
-from openvpp.services.evaluation import MeterData
+from openvpp.services.evaluation import MeterData, check_quantity
 from openvpp.store.columnar import epoch_s, quarter_index, select_arrow
 from openvpp.store.evaluation_files import write_arrow
 from openvpp.store.schema_telemetry import telemetry_rollup
@@ -204,8 +204,7 @@ class FileMeterSource:
 
     def read_part(self, resource_ids: Sequence[str], first_day: date, days: Sequence[int], slots: slice,
                   quantity: str = "power_kw", minutes: bool = False) -> MeterData:
-        if quantity not in ("power_kw", "reactive_kvar"):
-            raise InvalidInput(Violation("quantity", "must be power_kw or reactive_kvar", quantity))
+        check_quantity(quantity)
         lo, hi = slots.start or 0, slots.stop
         width = hi - lo
         want = pa.array(list(resource_ids), pa.string())
