@@ -21,8 +21,8 @@ from openvpp.services.telemetry import TelemetryConfig
 from openvpp.web import mount_web
 
 #: API requests served at once; the others wait on the event loop, holding neither a worker thread
-#: nor a database connection. A request holds up to two pooled connections (its caller's
-#: authentication and its own transaction), and its dependencies are opened and closed in worker
+#: nor a database connection. A request holds a pooled connection (and, when its caller's account
+#: is not in api/deps.CallerCache, a second one for that look-up), and its dependencies are opened and closed in worker
 #: threads: without a bound, an overload lets every worker thread block on an empty pool while the
 #: connections are held by requests waiting for a thread to close them, and the server stops (seen
 #: at 200 requests/s in benchmarks/api_load.py). Kept below half of the pools in store/db.py.
