@@ -27,7 +27,7 @@ from openvpp.kernels.baseline import BaselineSpec
 from openvpp.services import evaluation as eva
 from openvpp.services import events, registry, settlement
 from openvpp.services.meter_files import FileMeterSource, write_day
-from openvpp.store import bulk, db, timeseries
+from openvpp.store import bulk, db, settlement_files, timeseries
 from openvpp.store.audit import Actor
 from openvpp.store.schema import grid_nodes, resources
 from openvpp.store.schema_events import awards
@@ -192,7 +192,8 @@ def service(n: int, settle_max: int, keep: bool) -> None:
             settle_s = time.perf_counter() - t0
             with engine.connect() as conn:
                 n_parties = conn.execute(select(func.count()).select_from(settlement_parties).where(
-                    settlement_parties.c.settlement_id == st["settlement_id"])).scalar()
+                    settlement_parties.c.settlement_id == st["settlement_id"])).scalar()   # operators (rows)
+                n_parties += settlement_files.record(conn, st["settlement_id"], 0, "owners")["rows"]  # owners
             print(f"yearly settlement (services.settlement.compute): {settle_s:.3f} s, {st['settlement_id']}: "
                   f"{n_parties:,} parties (operators and owner-operator-contract), factor {st['summary']['main']['factor']}")
         else:

@@ -53,7 +53,7 @@ from openvpp.services import admission, events
 from openvpp.services import evaluation as eva
 from openvpp.services import v2g as v2g_svc
 from openvpp.services.scope import Scope
-from openvpp.store import audit, bulk
+from openvpp.store import audit, bulk, settlement_files
 from openvpp.store.audit import Actor
 from openvpp.store.columnar import select_arrow
 from openvpp.store.schema import contracts, operators, owners
@@ -125,17 +125,48 @@ def lines(conn: Connection, settlement_id: str, operator_id: str | None = None, 
 
 def parties(conn: Connection, settlement_id: str, party_kind: str | None = None, party_id: str | None = None,
             operator_id: str | None = None, revision: int | None = None) -> list[dict]:
+    """Parties of a revision (operators, then owners; each by party, operator and contract): operators
+    from ``settlement_parties``, owners from the revision's owners file (``store.settlement_files``,
+    checked against its SHA-256) or, for a revision stored before migration 0013, from the table."""
     rev = get(conn, settlement_id)["revision"] if revision is None else revision
     p = settlement_parties
     q = select(p).where(p.c.settlement_id == settlement_id, p.c.revision == rev)
+    owner_file = None if party_kind == "operator" else settlement_files.read(conn, settlement_id, rev, "owners")
+    if owner_file is not None:
+        q = q.where(p.c.party_kind == "operator")
     if party_kind:
         q = q.where(p.c.party_kind == party_kind)
     if party_id:
         q = q.where(p.c.party_id == party_id)
     if operator_id:
         q = q.where(p.c.operator_id == operator_id)
-    return [dict(r) for r in conn.execute(q.order_by(p.c.party_kind, p.c.party_id, p.c.operator_id,
-                                                       p.c.contract)).mappings()]
+    out = [dict(r) for r in conn.execute(q.order_by(p.c.party_kind, p.c.party_id, p.c.operator_id,
+                                                      p.c.contract)).mappings()]
+    if owner_file is not None:
+        out += _owner_party_rows(settlement_id, rev, _owners_where(owner_file, party_id, operator_id))
+    return out
+
+
+def _owners_where(t: pa.Table, party_id: str | None = None, operator_id: str | None = None) -> pa.Table:
+    """The owners file's rows of one owner and/or operator."""
+    mask = None
+    for col, value in (("party_id", party_id), ("operator_id", operator_id)):
+        if value:
+            m = pc.equal(t.column(col), value)
+            mask = m if mask is None else pc.and_(mask, m)
+    return t if mask is None else t.filter(mask)
+
+
+def _owner_party_rows(settlement_id: str, revision: int, t: pa.Table) -> list[dict]:
+    """Owner parties of the owners file as ``settlement_parties`` rows give them (amounts in fen, then the
+    contract: scheme, share, tiers)."""
+    cols = t.select(["party_id", "operator_id", "contract", "revenue", "owner_share", "scheme", "share",
+                     "tiers"]).to_pydict()
+    return [{"settlement_id": settlement_id, "revision": revision, "party_kind": "owner", "party_id": o,
+             "operator_id": op, "contract": c,
+             "amounts": {"revenue": r, "owner_share": s, "scheme": sc, "share": f,
+                         "tiers": None if ti is None else json.loads(ti)}}
+            for o, op, c, r, s, sc, f, ti in zip(*cols.values(), strict=True)]
 
 
 def ledger(conn: Connection, settlement_id: str | None = None, party_kind: str | None = None,
@@ -640,7 +671,16 @@ def _v2g_sessions(conn: Connection, rs: rules.RuleSet, year_until: tuple[int, da
                                               strict=False))}
 
 
-def _store(conn: Connection, settlement_id: str, revision: int, alloc: dict) -> None:
+#: the owners file of a settlement revision (``store.settlement_files``): one row per owner, operator and
+#: contract, sorted by them; revenue and owner's share in fen; the contract's scheme, fixed share and tiers
+#: (JSON text)
+OWNERS_SCHEMA = pa.schema({"party_id": pa.string(), "operator_id": pa.string(), "contract": pa.string(),
+                           "revenue": pa.int64(), "owner_share": pa.int64(), "scheme": pa.string(),
+                           "share": pa.float64(), "tiers": pa.string()})
+
+
+def _store(conn: Connection, settlement_id: str, revision: int, year: int, alloc: dict) -> None:
+    """Lines and operators' parties as rows; owners' parties as the revision's owners file."""
     if alloc["lines"]:
         conn.execute(settlement_lines.insert(), [{**r, "settlement_id": settlement_id, "revision": revision}
                                                  for r in alloc["lines"]])
@@ -649,49 +689,8 @@ def _store(conn: Connection, settlement_id: str, revision: int, alloc: dict) -> 
              "amounts": audit._plain(p["amounts"])} for p in alloc["parties"]]
     if rows:
         conn.execute(settlement_parties.insert(), rows)
-    _store_owners(conn, settlement_id, revision, alloc["owners"])
-
-
-def _owner_amounts_json(t: pa.Table) -> pa.Array:
-    """Each owner party's ``amounts`` as JSON text: revenue and share in fen, then its contract (scheme,
-    share, tiers) — as ``json.dumps`` writes the dict, built column-wise (a contract's text once per
-    distinct contract)."""
-    n = t.num_rows
-    tail_key = pa.table({"s": t.column("scheme"), "f": t.column("share"), "t": t.column("tiers")})
-    distinct = tail_key.group_by(["s", "f", "t"], use_threads=False).aggregate([]).to_pylist()
-    tails = [", " + json.dumps({"scheme": d["s"], "share": d["f"]})[1:-1] + ', "tiers": '
-             + (d["t"] if d["t"] is not None else "null") + "}" for d in distinct]
-    joined = pc.binary_join_element_wise(
-        pc.cast(t.column("scheme"), pa.string()), pc.fill_null(pc.cast(t.column("share"), pa.string()), "-"),
-        pc.fill_null(t.column("tiers"), "-"), "\x1f")
-    keys = [f"{d['s']}\x1f{'-' if d['f'] is None else pa.scalar(d['f'], pa.float64()).cast(pa.string()).as_py()}"
-            f"\x1f{'-' if d['t'] is None else d['t']}" for d in distinct]
-    which = pc.index_in(joined, value_set=pa.array(keys, pa.string()))
-    tail = pa.array(tails, pa.string()).take(which)
-    head = pc.binary_join_element_wise(pa.array(['{"revenue": '] * n, pa.string()),
-                                       pc.cast(t.column("revenue"), pa.string()),
-                                       pa.array([', "owner_share": '] * n, pa.string()),
-                                       pc.cast(t.column("owner_share"), pa.string()), tail, "")
-    return head.combine_chunks() if isinstance(head, pa.ChunkedArray) else head
-
-
-def _store_owners(conn: Connection, settlement_id: str, revision: int, t: pa.Table) -> None:
-    """The owner parties in bulk (PostgreSQL COPY of the amounts' JSON text; SQLite: the same dicts)."""
-    if t.num_rows == 0:
-        return
-    amounts = _owner_amounts_json(t)
-    n = t.num_rows
-    data = pa.table({"settlement_id": pa.array([settlement_id] * n, pa.string()),
-                     "revision": pa.array(np.full(n, revision, dtype=np.int64)),
-                     "party_kind": pa.array(["owner"] * n, pa.string()), "party_id": t.column("party_id"),
-                     "operator_id": t.column("operator_id"), "contract": t.column("contract"), "amounts": amounts})
-    if conn.dialect.name == "postgresql":
-        bulk.insert_arrow(conn, settlement_parties, data)
-    else:
-        rows = data.to_pylist()
-        for r in rows:
-            r["amounts"] = json.loads(r["amounts"])
-        conn.execute(settlement_parties.insert(), rows)
+    settlement_files.write(conn, settlement_id, revision, year, "owners",
+                           alloc["owners"].select(OWNERS_SCHEMA.names).cast(OWNERS_SCHEMA))
 
 
 def _owner_party_amounts(t: pa.Table) -> dict[tuple, dict]:
@@ -748,17 +747,38 @@ def compute(conn: Connection, actor: Actor, year: int, ruleset: str = rules.DEFA
     conn.execute(settlements.insert().values(settlement_id=settlement_id, year=int(year), state="computed",
                                              revision=0, ruleset=rs.id, summary=audit._plain(summary),
                                              created_by=actor.name, created_at=now, updated_at=now))
-    _store(conn, settlement_id, 0, alloc)
+    _store(conn, settlement_id, 0, int(year), alloc)
     audit.record(conn, actor, "settlement.compute", "settlement", settlement_id,
                  after={"year": year, "ruleset": rs.id, "evaluations": len(done), "pending": len(pending),
                         "main": summary["main"], "v2g": summary["v2g"]})
     return get(conn, settlement_id)
 
 
-def _postings(conn: Connection, settlement_id: str, revision: int) -> dict[tuple, int]:
-    """What the ledger should hold (before payments) for a revision: (party_kind, party, operator, account) → fen."""
+#: ledger postings as columns: a key (party kind, party, operator, account) and an amount in fen
+_KEYS = ["party_kind", "party_id", "operator_id", "account"]
+_POSTINGS = pa.schema({"party_kind": pa.string(), "party_id": pa.string(), "operator_id": pa.string(),
+                       "account": pa.string(), "amount_fen": pa.int64()})
+
+
+def _entries(entries: dict[tuple, int]) -> pa.Table:
+    """{(party_kind, party, operator, account): fen} as a postings table."""
+    keys = list(entries)
+    return pa.table({**{k: [key[i] for key in keys] for i, k in enumerate(_KEYS)},
+                     "amount_fen": [int(v) for v in entries.values()]}, schema=_POSTINGS)
+
+
+def _sorted(t: pa.Table) -> pa.Table:
+    return t.take(pc.sort_indices(t, [(k, "ascending") for k in _KEYS]))
+
+
+def _postings(conn: Connection, settlement_id: str, revision: int) -> pa.Table:
+    """What the ledger should hold (before payments) for a revision, one row per (party_kind, party,
+    operator, account) with its fen, sorted by them: operators' accounts, and each owner's share per
+    operator (summed over its contracts) — from the owners file's columns, or from the rows of a
+    revision stored before it."""
+    owner_file = settlement_files.read(conn, settlement_id, revision, "owners")
     out: dict[tuple, int] = {}
-    for p in parties(conn, settlement_id, revision=revision):
+    for p in parties(conn, settlement_id, "operator" if owner_file is not None else None, revision=revision):
         a = p["amounts"]
         if p["party_kind"] == "operator":
             for acc in ("claim_active", "claim_reactive", "claim_reserve", "claim_v2g", "claim_v2g_energy",
@@ -767,17 +787,30 @@ def _postings(conn: Connection, settlement_id: str, revision: int) -> dict[tuple
         else:
             k = ("owner", p["party_id"], p["operator_id"], "owner_share")
             out[k] = out.get(k, 0) + int(a["owner_share"])
-    return out
+    tables = [_entries(out)]
+    if owner_file is not None:
+        g = owner_file.group_by(["party_id", "operator_id"], use_threads=False).aggregate([("owner_share", "sum")])
+        n = g.num_rows
+        tables.append(pa.table({"party_kind": pa.array(["owner"] * n, pa.string()), "party_id": g.column("party_id"),
+                                "operator_id": g.column("operator_id"),
+                                "account": pa.array(["owner_share"] * n, pa.string()),
+                                "amount_fen": g.column("owner_share_sum")}, schema=_POSTINGS))
+    return _sorted(pa.concat_tables(tables))
 
 
-def _post(conn: Connection, actor: Actor, st: dict, entries: dict[tuple, int], ref: str, memo: str) -> int:
-    now = datetime.now(UTC)
-    rows = [{"settlement_id": st["settlement_id"], "year": st["year"], "party_kind": k[0], "party_id": k[1],
-             "operator_id": k[2], "account": k[3], "amount_fen": int(v), "ref": ref, "memo": memo,
-             "created_by": actor.name, "created_at": now} for k, v in sorted(entries.items()) if v]
-    if rows:
-        conn.execute(ledger_entries.insert(), rows)
-    return len(rows)
+def _post(conn: Connection, actor: Actor, st: dict, entries: pa.Table, ref: str, memo: str) -> int:
+    """Append the non-zero postings to the ledger in key order, in bulk (COPY on PostgreSQL)."""
+    entries = _sorted(entries.filter(pc.not_equal(entries.column("amount_fen"), 0)))
+    n = entries.num_rows
+    if n:
+        now = datetime.now(UTC)
+        const = {"settlement_id": (st["settlement_id"], pa.string()), "year": (int(st["year"]), pa.int64()),
+                 "ref": (ref, pa.string()), "memo": (memo, pa.string()), "created_by": (actor.name, pa.string()),
+                 "created_at": (now, pa.timestamp("us", tz="UTC"))}
+        data = pa.table({**{k: entries.column(k) for k in _POSTINGS.names},
+                         **{k: pa.repeat(pa.scalar(v, t), n) for k, (v, t) in const.items()}})
+        bulk.insert_arrow(conn, ledger_entries, data)
+    return n
 
 
 def transition(conn: Connection, actor: Actor, settlement_id: str, action: str, reason: str | None = None) -> dict:
@@ -806,7 +839,7 @@ def _pay(conn: Connection, actor: Actor, st: dict, ref: str) -> int:
          .where(ledger_entries.c.settlement_id == st["settlement_id"], ledger_entries.c.party_kind == "operator")
          .group_by(ledger_entries.c.party_id))
     due = {("operator", op, op, "payment"): -int(total) for op, total in conn.execute(q) if int(total)}
-    return _post(conn, actor, st, due, ref, "paid by the grid company" if ref == "payment" else "balance settled")
+    return _post(conn, actor, st, _entries(due), ref, "paid by the grid company" if ref == "payment" else "balance settled")
 
 
 def pay_balances(conn: Connection, actor: Actor, settlement_id: str) -> dict:
@@ -832,10 +865,14 @@ def resettle(conn: Connection, actor: Actor, settlement_id: str, ref: str, memo:
     old_lines = {(r["event_id"], r["unit_id"], r["kind"]): r["line_id"] for r in lines(conn, settlement_id)}
     alloc = _allocate(conn, rs, now_current, line_ids=old_lines, v2g_sessions=_sessions_of(st))
     revision = st["revision"] + 1
-    _store(conn, settlement_id, revision, alloc)
+    _store(conn, settlement_id, revision, int(st["year"]), alloc)
     before = _postings(conn, settlement_id, st["revision"])
     after = _postings(conn, settlement_id, revision)
-    diff = {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)}
+    both = before.rename_columns([*_KEYS, "before"]).join(after.rename_columns([*_KEYS, "after"]), keys=_KEYS,
+                                                          join_type="full outer", use_threads=False)
+    diff = _sorted(pa.table({**{k: both.column(k) for k in _KEYS}, "amount_fen": pc.subtract(
+        pc.fill_null(both.column("after"), 0), pc.fill_null(both.column("before"), 0))}, schema=_POSTINGS))
+    diff = diff.filter(pc.not_equal(diff.column("amount_fen"), 0))
     posted = 0
     if st["state"] in ("approved", "paid"):
         posted = _post(conn, actor, st, diff, ref, memo)
@@ -846,8 +883,9 @@ def resettle(conn: Connection, actor: Actor, settlement_id: str, ref: str, memo:
                  before={"revision": st["revision"]}, after={"revision": revision, "ledger_entries": posted},
                  reason=memo)
     return {"revision": revision, "ledger_entries": posted,
-            "differences": [{"party_kind": k[0], "party_id": k[1], "operator_id": k[2], "account": k[3],
-                             "amount": str(from_fen(v))} for k, v in sorted(diff.items()) if v]}
+            "differences": [{"party_kind": kind, "party_id": party, "operator_id": op, "account": acc,
+                             "amount": str(from_fen(v))}
+                            for kind, party, op, acc, v in zip(*diff.to_pydict().values(), strict=True)]}
 
 
 def preview(conn: Connection, settlement_id: str, replace: dict[str, str]) -> dict:

@@ -1,5 +1,9 @@
 """Evaluation, settlement, ledger and disputes (issue 7, migration 0006), on ``store.schema.metadata``.
 
+``settlement_files`` (migration 0013) records the files a settlement revision wrote beside the
+database: its owner parties as one Arrow IPC file (``store.settlement_files``); revisions stored
+before keep their owner parties as rows of ``settlement_parties``.
+
 Money is stored as integer fen (``*_fen``): exact on both databases; services turn it into
 ``Decimal`` yuan. ``ledger_entries`` is append-only: the service never updates or deletes a row
 (corrections are new rows) and migration 0006 adds triggers that refuse UPDATE and DELETE.
@@ -125,6 +129,23 @@ settlement_parties = Table(
     Column("amounts", JSON, nullable=False),             # name → fen (int), see services.settlement
     PrimaryKeyConstraint("settlement_id", "revision", "party_kind", "party_id", "operator_id", "contract",
                          name="pk_settlement_parties"),
+)
+
+# files of a settlement revision beside the database (name 'owners': one row per owner, operator and
+# contract), with their SHA-256: read back only if unchanged (store.settlement_files)
+settlement_files = Table(
+    "settlement_files",
+    metadata,
+    Column("settlement_id", String(ID), ForeignKey("settlements.settlement_id"), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("name", String(24), nullable=False),          # owners
+    Column("path", String(400), nullable=False),         # relative to store.settlement_files.files_root
+    Column("format", String(24), nullable=False),        # arrow-ipc
+    Column("sha256", String(64), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("settlement_id", "revision", "name", name="pk_settlement_files"),
 )
 
 ledger_entries = Table(
