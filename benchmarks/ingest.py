@@ -209,10 +209,11 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=50_000)
     ap.add_argument("--points", type=int, default=None)
     ap.add_argument("--window", type=int, default=400, help="messages the publisher may run ahead")
+    ap.add_argument("--db", default="openvpp_bench_ingest", help="scratch PostgreSQL database (dropped after)")
     args = ap.parse_args()
     n_points = args.points or (300_000 if args.quick else 3_000_000)
     city_dir = city(args.devices)
-    name = "openvpp_bench_ingest"
+    name = args.db
     url = pg_database(name)
     host, port = BROKER.split(":")
     try:

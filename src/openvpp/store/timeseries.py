@@ -1,8 +1,10 @@
 """Telemetry time series: idempotent raw writes, daily partitions, retention, rollups.
 
-PostgreSQL: a batch is COPY'd into a session-local staging table, then one statement inserts it
-into ``telemetry_raw`` (``ON CONFLICT DO NOTHING``: a re-sent point is a no-op). SQLite (the
-embedded default): ``INSERT OR IGNORE`` from a staging table.
+PostgreSQL: a batch is COPY'd in binary straight into its day's partition; when the primary key
+refuses it (a point already stored or repeated: a re-sent batch), the COPY is rolled back to a
+savepoint and the batch goes through a staging table and ``INSERT ... ON CONFLICT DO NOTHING``,
+which stores only the new points. SQLite (the embedded default): ``INSERT OR IGNORE`` from a
+staging table.
 
 Writes only mark the minutes they touch as dirty; :func:`refresh_rollups` (run every few seconds
 by the ingest worker) recomputes those minutes from the raw points, the quarter-hours above them
@@ -13,14 +15,12 @@ points in many batches is aggregated once, after it closes.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
+import psycopg
 from sqlalchemy import (
     Connection,
     Select,
@@ -168,29 +168,6 @@ def write_points(conn: Connection, batch: RawBatch, received_at: datetime | None
     return WriteResult(inserted, len(batch) - inserted)
 
 
-def _nullable(a: np.ndarray) -> pa.Array:
-    a = np.asarray(a, np.float64)
-    return pa.array(a, mask=np.isnan(a))
-
-
-def stage_csv(batch: RawBatch) -> bytes:
-    """The batch as headerless CSV in the staging table's column order (empty = NULL)."""
-    t = pa.table({
-        "device_id": pa.array(batch.device, pa.string()),
-        "ts_ms": pa.array(np.asarray(batch.ts_ms, np.int64)),
-        "power_kw": pa.array(np.asarray(batch.p_kw, np.float64)),
-        "reactive_kvar": _nullable(batch.q_kvar),
-        "energy_kwh": _nullable(batch.e_kwh),
-        "reactive_kvarh": _nullable(batch.eq_kvarh),
-        "soc": _nullable(batch.soc),
-        "quality": pa.array(np.asarray(batch.quality, np.int16)),
-        "source": pa.array(batch.source, pa.string()),
-    })
-    buf = io.BytesIO()
-    pacsv.write_csv(t, buf, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
-    return buf.getvalue()
-
-
 def minute_buckets(ts_ms: np.ndarray, quality: np.ndarray | None = None) -> np.ndarray:
     """Distinct 1-minute bucket starts (epoch ms) of the points that count in rollups (quality < 2)."""
     ts = np.asarray(ts_ms, np.int64)
@@ -199,16 +176,79 @@ def minute_buckets(ts_ms: np.ndarray, quality: np.ndarray | None = None) -> np.n
     return np.unique(ts - ts % 60_000)
 
 
-STAGE_COLUMNS = "device_id, ts_ms, power_kw, reactive_kvar, energy_kwh, reactive_kvarh, soc, quality, source"
-_PG_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS telemetry_stage (device_id text COLLATE \"C\", ts_ms bigint, "
-             "power_kw float8, reactive_kvar float8, energy_kwh float8, reactive_kvarh float8, soc float8, "
-             "quality int2, source text)")
-_PG_INSERT = """
-INSERT INTO telemetry_raw (device_id, ts, power_kw, reactive_kvar, energy_kwh, reactive_kvarh, soc, quality,
-                           source, received_at)
-SELECT device_id, to_timestamp(ts_ms / 1000.0), power_kw, reactive_kvar, energy_kwh, reactive_kvarh, soc, quality,
-       source, %(received_at)s
-FROM telemetry_stage
+#: the columns of :func:`copy_binary`'s rows, fixed-size first (the order COPY is told)
+COPY_COLUMNS = ("ts", "power_kw", "reactive_kvar", "energy_kwh", "reactive_kvarh", "soc", "quality", "received_at",
+                "device_id", "source")
+PG_EPOCH_US = 946_684_800_000_000          # 2000-01-01 UTC, PostgreSQL's timestamp origin, in Unix µs
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)     # signature, flags, header extension length
+_COPY_TRAILER = b"\xff\xff"
+
+
+def _utf8(values: np.ndarray) -> np.ndarray:
+    """Strings as a NumPy bytes array (UTF-8)."""
+    values = np.asarray(values, dtype=object)
+    try:
+        return values.astype("S")
+    except UnicodeEncodeError:
+        return np.array([v.encode() for v in values], dtype=object).astype("S")
+
+
+def copy_binary(batch: RawBatch, received_at: datetime) -> bytes:
+    """The batch in PostgreSQL's binary COPY format, one row per point, columns ``COPY_COLUMNS``.
+
+    Binary COPY spares the server parsing text timestamps and floats (about a third of its work on a
+    keyed table). A row's size depends on which optional values it has (NaN = NULL, no bytes) and
+    on the byte lengths of its two texts, so rows are grouped by that shape: each group is one
+    NumPy record array, filled column by column. COPY does not care about row order.
+    """
+    n = len(batch)
+    dev, src = _utf8(batch.device), _utf8(batch.source)
+    dev_len, src_len = np.char.str_len(dev).astype(np.int64), np.char.str_len(src).astype(np.int64)
+    optional = [np.asarray(a, np.float64) for a in (batch.q_kvar, batch.e_kwh, batch.eq_kvarh, batch.soc)]
+    shape = dev_len << 24 | src_len << 8
+    for bit, a in enumerate(optional):
+        shape |= (~np.isnan(a)).astype(np.int64) << bit
+    ts_us = np.asarray(batch.ts_ms, np.int64) * 1000 - PG_EPOCH_US
+    received_us = round(received_at.timestamp() * 1_000_000) - PG_EPOCH_US
+    p_kw = np.asarray(batch.p_kw, np.float64)
+    quality = np.asarray(batch.quality, np.int16)
+    kinds, group = np.unique(shape, return_inverse=True)
+    parts = [_COPY_HEADER]
+    for g, kind in enumerate(kinds.tolist()):
+        rows = slice(None) if len(kinds) == 1 else np.flatnonzero(group == g)
+        d_len, s_len, present = kind >> 24, (kind >> 8) & 0xFFFF, [kind >> bit & 1 for bit in range(4)]
+        fields = [("nf", ">i2"), ("l_ts", ">i4"), ("ts", ">i8"), ("l_p", ">i4"), ("p", ">f8")]
+        for k, has in enumerate(present):
+            fields += [(f"l_o{k}", ">i4")] + ([(f"o{k}", ">f8")] if has else [])
+        fields += [("l_q", ">i4"), ("q", ">i2"), ("l_r", ">i4"), ("r", ">i8"), ("l_d", ">i4")]
+        fields += [("d", f"S{d_len}")] if d_len else []
+        fields += [("l_s", ">i4")] + ([("s", f"S{s_len}")] if s_len else [])
+        rec = np.empty(n if len(kinds) == 1 else len(rows), np.dtype(fields))
+        rec["nf"] = len(COPY_COLUMNS)
+        rec["l_ts"], rec["ts"] = 8, ts_us[rows]
+        rec["l_p"], rec["p"] = 8, p_kw[rows]
+        for k, has in enumerate(present):
+            rec[f"l_o{k}"] = 8 if has else -1
+            if has:
+                rec[f"o{k}"] = optional[k][rows]
+        rec["l_q"], rec["q"] = 2, quality[rows]
+        rec["l_r"], rec["r"] = 8, received_us
+        rec["l_d"], rec["l_s"] = d_len, s_len
+        if d_len:
+            rec["d"] = dev[rows]
+        if s_len:
+            rec["s"] = src[rows]
+        parts.append(rec.tobytes())
+    parts.append(_COPY_TRAILER)
+    return b"".join(parts)
+
+
+_PG_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS telemetry_stage_b (ts timestamptz, power_kw float8, "
+             "reactive_kvar float8, energy_kwh float8, reactive_kvarh float8, soc float8, quality int2, "
+             "received_at timestamptz, device_id text COLLATE \"C\", source text)")
+_PG_INSERT = f"""
+INSERT INTO telemetry_raw ({", ".join(COPY_COLUMNS)})
+SELECT {", ".join(COPY_COLUMNS)} FROM telemetry_stage_b
 ON CONFLICT DO NOTHING
 """
 # DO UPDATE (not DO NOTHING) locks an existing marker: a refresh that takes it waits for this commit
@@ -219,24 +259,51 @@ ON CONFLICT (step_s, bucket) DO UPDATE SET step_s = EXCLUDED.step_s
 """
 
 
+def _copy(cur, sql: str, payload: bytes) -> None:
+    with cur.copy(sql) as cp:
+        view = memoryview(payload)
+        for i in range(0, len(view), 8 << 20):
+            cp.write(view[i:i + (8 << 20)])
+
+
+def _take(batch: RawBatch, rows: np.ndarray) -> RawBatch:
+    return RawBatch(*(getattr(batch, f)[rows] for f in RawBatch.__dataclass_fields__))
+
+
 def _write_pg(conn: Connection, batch: RawBatch, received_at: datetime) -> int:
+    """Fast path: binary COPY straight into each day's partition, under a savepoint. The primary key
+    refuses the whole COPY if any point is already stored (or repeated in the batch): then the
+    savepoint is rolled back and the batch goes through a staging table and
+    ``INSERT ... ON CONFLICT DO NOTHING``, which stores only the new points. Either way the key
+    decides, so a redelivered batch is never stored twice."""
     raw = conn.connection.driver_connection
-    info = conn.connection.info
+    day = (np.asarray(batch.ts_ms, np.int64) + LOCAL_OFFSET_MS) // DAY_MS
+    days = np.unique(day)
     with raw.cursor() as cur:
-        if not info.get("telemetry_stage"):
-            cur.execute(_PG_STAGE)
-            info["telemetry_stage"] = True
-        cur.execute("TRUNCATE telemetry_stage")   # a temp table is never vacuumed: empty it, do not DELETE
-        payload = stage_csv(batch)
-        with cur.copy(f"COPY telemetry_stage ({STAGE_COLUMNS}) FROM STDIN (FORMAT csv)") as cp:
-            view = memoryview(payload)
-            for i in range(0, len(view), 8 << 20):
-                cp.write(view[i:i + (8 << 20)])
-        cur.execute(_PG_INSERT, {"received_at": received_at})
-        inserted = cur.rowcount
+        cur.execute("SAVEPOINT telemetry_copy")
+        try:
+            for d in days.tolist():
+                part = batch if len(days) == 1 else _take(batch, np.flatnonzero(day == d))
+                _copy(cur, f"COPY {partition_name(d)} ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT binary)",
+                      copy_binary(part, received_at))
+            inserted = len(batch)
+        except psycopg.errors.UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT telemetry_copy")
+            inserted = _write_pg_dedupe(cur, batch, received_at)
+        cur.execute("RELEASE SAVEPOINT telemetry_copy")
         if inserted:
             cur.execute(_PG_DIRTY, {"buckets": minute_buckets(batch.ts_ms, batch.quality).tolist()})
     return int(inserted)
+
+
+def _write_pg_dedupe(cur, batch: RawBatch, received_at: datetime) -> int:
+    """The batch through a session-local staging table: only the points not stored yet are inserted."""
+    cur.execute(_PG_STAGE)   # every time: a rolled-back transaction takes a table created in it along
+    cur.execute("TRUNCATE telemetry_stage_b")   # a temp table is never vacuumed: empty it, do not DELETE
+    _copy(cur, f"COPY telemetry_stage_b ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT binary)",
+          copy_binary(batch, received_at))
+    cur.execute(_PG_INSERT)
+    return cur.rowcount
 
 
 def ts_text(ts_ms: np.ndarray) -> np.ndarray:
@@ -397,8 +464,12 @@ def refresh_rollups(conn: Connection, closed_before_ms: int | None = None, max_b
         with raw.cursor() as cur:
             cur.execute("SET LOCAL work_mem = '64MB'")
             if minutes:
+                # a fresh day's partition has no statistics yet: the planner, expecting a handful of
+                # rows, sorts millions on disk to group them; hashing them is 2-3 times faster
+                cur.execute("SET LOCAL enable_sort = off")
                 cur.execute(_PG_MINUTES, {"lo": min(minutes), "hi": max(minutes) + timedelta(minutes=1),
                                           "buckets": minutes})
+                cur.execute("SET LOCAL enable_sort = on")
             if quarters:
                 cur.execute(_PG_QUARTERS, {"lo": quarters[0], "hi": quarters[-1] + timedelta(minutes=15),
                                            "buckets": quarters})
