@@ -175,13 +175,15 @@ def test_dispatcher_publishes_an_event_and_watches_declarations_clearing_and_liv
     expect(disp.locator("#events-view h1")).to_have_text("Events")
     disp.click("#event-new")
     _arrived(disp, "events-view", "#/events/new")
-    _fill_form(disp, day, start, start, deadline)
+    bad = max(start, 1)                        # an empty window (end options run 1..96, so not 0)
+    _fill_form(disp, day, bad, bad, deadline)
     disp.click("#ev-create")
     errors = disp.locator("#event-form-errors")
     expect(errors).to_contain_text("start_slot/end_slot")
     expect(errors).to_contain_text("need 0 <= start_slot < end_slot <= 96")
     _shot(disp, "events_01_form_error")
 
+    disp.select_option("#ev-start", str(start))
     disp.select_option("#ev-end", str(end))
     disp.click("#ev-create")
     expect(disp.locator("#event-detail")).to_have_attribute("data-state", "draft")
@@ -205,8 +207,9 @@ def test_dispatcher_publishes_an_event_and_watches_declarations_clearing_and_liv
     _arrived(disp, "events-view", "#/events?state=declaring")
     row = disp.locator(f"#events-list tbody tr[data-id='{event_id}']")
     expect(row).to_have_attribute("data-state", "declaring")
+    # the end is named by its slot: an hour ending at midnight reads 24:00, on the same day
     expect(row.locator("td[data-col=window]")).to_have_text(f"{day} {window_start:%H:%M}–"
-                                                            f"{(window_start + timedelta(hours=1)):%H:%M}")
+                                                            f"{end // 4:02d}:{end % 4 * 15:02d}")
     expect(row.locator("td[data-col=scope]")).to_have_text("GZ")
     disp.select_option("#event-f-state", "draft")
     disp.click("#event-f-apply")
