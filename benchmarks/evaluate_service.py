@@ -16,6 +16,7 @@ from datetime import date, timedelta
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import func, select
 
 from _common import CACHE, city, drop_pg_database, pg_database, result
@@ -102,9 +103,11 @@ def write_meters(conn, root, rng: np.random.Generator) -> tuple[int, list[date]]
 def reference(conn, head: dict, source: FileMeterSource, rs: rules.RuleSet) -> tuple[float, dict[str, float]]:
     """The same evaluation's kernels on arrays already in memory: (seconds, credited kWh per operator)."""
     inputs = head["inputs"]
-    units = sorted(inputs["members"])
-    ids = [x for u in units for x in inputs["members"][u]]
-    codes = np.repeat(np.arange(len(units)), [len(inputs["members"][u]) for u in units])
+    members = eva.files.read(conn, head["evaluation_id"], eva.RESOURCES_FILE, ["key_id", "unit_id"])
+    ids = members.column("key_id").to_pylist()
+    unit_of = pc.cast(members.column("unit_id"), pa.string())
+    units = sorted(set(unit_of.to_pylist()))
+    codes = pc.index_in(unit_of, value_set=pa.array(units, pa.string())).to_numpy(zero_copy_only=False)
     first = date.fromisoformat(inputs["first_day"])
     held, (lo, hi) = np.array(inputs["read"]["days"]), inputs["read"]["slots"]
     data = source.read_part(ids, first, held.tolist(), slice(lo, hi))

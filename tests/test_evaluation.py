@@ -229,13 +229,14 @@ def test_a_later_evaluation_pays_the_members_of_the_first(loaded, tmp_path):
     with db.get_engine(loaded.database_url).begin() as conn:
         src = eva.StoreMeterSource(conn)
         v1 = eva.evaluate(conn, DISP, eid, src, history_days=8, now=AFTER)
-        assert v1["inputs"]["members"] == {"OP02@GZ-HZ-S01": B_IDS} and v1["inputs"]["members_from"] is None
+        assert eva.member_ids(conn, v1) == B_IDS and v1["inputs"]["members_from"] is None
+        assert v1["inputs"]["member_set"]["count"] == len(B_IDS) and "members" not in v1["inputs"]
         conn.execute(update(resources).where(resources.c.resource_id == "R4").values(state="suspended"))
         ev = eva.events.get(conn, eid)
         now_members = eva.members_of(conn, ev, ["OP02@GZ-HZ-S01"], slot_start_utc(DAY, START))
         assert now_members.column("resource_id").to_pylist() == ["GB1", "GB2", "R5"]
         v2 = eva.evaluate(conn, DISP, eid, src, history_days=8, now=AFTER)
-        assert v2["inputs"]["members"] == v1["inputs"]["members"]
+        assert v2["inputs"]["member_set"] == v1["inputs"]["member_set"] and eva.member_ids(conn, v2) == B_IDS
         assert v2["inputs"]["members_from"] == v1["evaluation_id"]
         assert v2["telemetry_sha256"] == v1["telemetry_sha256"] and v2["totals"] == v1["totals"]
         assert [r["key_id"] for r in eva.rows(conn, v2["evaluation_id"], "resource") if r["slot"] == START] == B_IDS
@@ -268,6 +269,14 @@ def test_rollup_files_serve_the_evaluation_as_the_store_does(loaded, tmp_path):
         assert by_file["totals"]["credited"] == by_store["totals"]["credited"] == 750.0
         assert by_file["units"] == by_store["units"]
         assert by_file["meter_source"] == "rollup-files:rollups"
+        # what a dispute checks: the whole window read again hashes, cut to the plan, to what was recorded
+        # (the file source reads slot-major and the plan says so: the hash takes the bytes in that order)
+        plan, ids_read = by_file["inputs"]["read"], eva.member_ids(conn, by_file)
+        assert plan["order"] == "slot-major" and ids_read == ["GB1", "GB2", "R4", "R5"]
+        whole = exported.read(ids_read, first, 9)
+        assert eva.fingerprint(ids_read, first, whole.values, None, read=plan) == by_file["telemetry_sha256"]
+        whole.values[1, plan["days"][0], plan["slots"][0]] += 1.0
+        assert eva.fingerprint(ids_read, first, whole.values, None, read=plan) != by_file["telemetry_sha256"]
     assert all(meter_files.verify(root).values())
     (root / f"{DAY.isoformat()}.arrow").write_bytes(b"not the export")
     assert meter_files.verify(root)[DAY.isoformat()] is False

@@ -223,6 +223,9 @@ def _positive(name: str, value: int) -> int:
     return int(value)
 
 
+_SLOT_MAJOR_CHUNK = 1 << 17        # meters per block of a slot-major load: long contiguous runs per slot
+
+
 def _chunk(load: np.ndarray) -> int:
     return max(64, _CHUNK_BYTES // (SLOTS_PER_DAY * load.dtype.itemsize))
 
@@ -271,7 +274,11 @@ def _masked_mean(load: np.ndarray, selected: np.ndarray) -> np.ndarray:
     per-slot counts.
     """
     n_meters, n_days, n_slots = load.shape
-    out = np.zeros((n_meters, n_slots), dtype=load.dtype)
+    # a slot-major load (meters innermost: the (meter, day, slot) view of a rollup-file read) gets a
+    # slot-major result, so every sum below runs along contiguous meters
+    slot_major = n_meters > 1 and load.strides[0] == load.itemsize
+    out = (np.zeros((n_slots, n_meters), dtype=load.dtype).T if slot_major
+           else np.zeros((n_meters, n_slots), dtype=load.dtype))
     shared = selected.shape[0] == 1
     days = np.flatnonzero(selected.any(axis=0))
     whole = selected.all(axis=0)
@@ -279,7 +286,7 @@ def _masked_mean(load: np.ndarray, selected: np.ndarray) -> np.ndarray:
     if not count.any():
         out.fill(np.nan)
         return out
-    step = _chunk(load)
+    step = _SLOT_MAJOR_CHUNK if slot_major else _chunk(load)
     with np.errstate(invalid="ignore", divide="ignore"):
         for lo in range(0, n_meters, step):
             hi = min(lo + step, n_meters)

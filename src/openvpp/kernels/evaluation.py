@@ -217,7 +217,8 @@ def v2g_discharge(credited_kwh: np.ndarray, metered_kw: np.ndarray, is_v2g: np.n
     out = np.zeros_like(e)
     rows = np.flatnonzero(np.asarray(is_v2g, dtype=bool))          # only the chargers: a few of a city
     if rows.size:
-        exported = np.maximum(-np.nan_to_num(np.asarray(metered_kw, dtype=np.float64)[rows], nan=0.0), 0.0) * SLOT_H
+        exported = np.maximum(-np.nan_to_num(np.asarray(np.asarray(metered_kw)[rows], dtype=np.float64), nan=0.0),
+                              0.0) * SLOT_H
         out[rows] = np.minimum(np.maximum(e[rows], 0.0), exported)
     return out
 
@@ -264,8 +265,8 @@ def evaluate(baseline_kw: np.ndarray, metered_kw: np.ndarray, codes: np.ndarray,
     resp = response_kw(base, meter, direction)
     # a resource not measured (or without a baseline) counts nowhere in its unit: sums run on one
     # scratch buffer with those elements zeroed (no NaN-free copy of every input)
-    gaps = np.flatnonzero(np.isnan(resp))
-    buf = np.empty_like(resp)
+    gaps = np.flatnonzero(np.isnan(resp))                 # flat indices in C order
+    buf = np.empty(resp.shape, dtype=resp.dtype)          # C order whatever the inputs' layout: a view
     flat = buf.reshape(-1)
 
     joint = _joint(rows, resp.shape[1])

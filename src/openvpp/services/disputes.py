@@ -251,12 +251,6 @@ def _chain(conn: Connection, head: dict) -> list[dict]:
     return chain[::-1]
 
 
-def _members(head: dict) -> list[str]:
-    """Resource ids in the order the evaluation read them: units sorted, members as stored."""
-    members = head["inputs"]["members"]
-    return [rid for u in sorted(members) for rid in members[u]]
-
-
 def reevaluate(conn: Connection, actor: Actor, dispute_id: str, source: eva.MeterSource) -> dict:
     """The center re-evaluates the event with the evidence over ``source``; shows the difference.
 
@@ -283,7 +277,7 @@ def reevaluate(conn: Connection, actor: Actor, dispute_id: str, source: eva.Mete
     earlier = _merge(*(_corrections(get(conn, e["dispute_id"])["evidence"], ev) for e in chain[1:]))
     mine = _corrections(d["evidence"], ev)
     inputs = before["inputs"]
-    ids = _members(before)
+    ids = eva.member_ids(conn, before)
     first_day = date.fromisoformat(str(inputs["first_day"]))
     n_days = int(inputs["history_days"]) + 1
     kind = eva.kind_of(before["product"])

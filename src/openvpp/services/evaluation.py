@@ -329,8 +329,9 @@ def _scope_filter(conn: Connection, ev: dict):
 def members_of(conn: Connection, ev: dict, unit_ids: Sequence[str], at: datetime) -> pa.Table:
     """Resources of the trading units ``OPERATOR@SUBSTATION`` at instant ``at``, in one query: the
     operator's then (open link or a closed one covering ``at``), under the clearing node, inside the
-    event's scope and pool. Columns :data:`MEMBER_TYPES`, sorted by unit then resource; capability
-    is the verified kW in the event's direction, else the declared adjustable kW."""
+    event's scope and pool. Columns :data:`MEMBER_TYPES`, sorted by resource then unit (the order of
+    the meter files, which then read without a scattered gather); capability is the verified kW in
+    the event's direction, else the declared adjustable kW."""
     units = sorted(set(unit_ids))
     if not units:
         return pa.table({k: pa.array([], t) for k, t in MEMBER_TYPES.items()})
@@ -361,7 +362,7 @@ def members_of(conn: Connection, ev: dict, unit_ids: Sequence[str], at: datetime
         inside = engine.reg.resource_id[engine.mask(ev["pool_id"])].tolist()
         t = t.filter(pc.is_in(t.column("resource_id"), value_set=pa.array(inside, pa.string())))
     t = t.select(list(MEMBER_TYPES)).cast(pa.schema(MEMBER_TYPES.items()))
-    t = t.take(pc.sort_indices(t, sort_keys=[("unit_id", "ascending"), ("resource_id", "ascending")]))
+    t = t.take(pc.sort_indices(t, sort_keys=[("resource_id", "ascending"), ("unit_id", "ascending")]))
     # a resource counted twice in a unit (an open and a closed link to the same operator) counts once
     rid, uid = t.column("resource_id"), t.column("unit_id")
     if t.num_rows > 1:
@@ -370,6 +371,33 @@ def members_of(conn: Connection, ev: dict, unit_ids: Sequence[str], at: datetime
         if pc.any(same).as_py():
             t = t.filter(pa.concat_arrays([pa.array([True]), pc.invert(same).combine_chunks()]))
     return t
+
+
+def members_sha256(members: pa.Table) -> str:
+    """SHA-256 of the members' (resource, unit) pairs in their order (an evaluation's ``member_set``)."""
+    h = hashlib.sha256()
+    for name in ("resource_id", "unit_id"):
+        col = pc.cast(members.column(name), pa.string()).combine_chunks()
+        if col.offset or col.null_count:          # the buffers below must hold exactly these strings
+            col = pa.array(col.to_pylist(), pa.string())
+        h.update(name.encode())
+        for buf in col.buffers()[1:]:             # offsets and characters
+            if buf is not None:
+                h.update(buf)
+    return h.hexdigest()
+
+
+def member_ids(conn: Connection, head: dict) -> list[str]:
+    """Resource ids of an evaluation in the order it read their meters: its resource file's rows
+    (``inputs.member_set``), or, for evaluations stored before the file, the units' lists in
+    ``inputs.members``."""
+    listed = head["inputs"].get("members")
+    if listed is not None:
+        return [rid for u in sorted(listed) for rid in listed[u]]
+    t = files.read(conn, head["evaluation_id"], RESOURCES_FILE, ["key_id"])
+    if t is None:
+        raise NotFound("evaluation file", f"{head['evaluation_id']}/{RESOURCES_FILE}")
+    return t.column("key_id").to_pylist()
 
 
 def members_at(conn: Connection, ev: dict, unit_id: str, at: datetime) -> list[dict]:
@@ -440,7 +468,10 @@ def fingerprint(ids: Sequence[str], first_day: date, *arrays: np.ndarray | None,
 
     ``read`` is the evaluation's ``inputs["read"]`` (the days and slots it read; evaluations stored
     before it hashed the whole window as float64): arrays of the whole window ((n, n_days, 96)) are
-    cut to those days and slots first, then hashed in their own dtype with the plan.
+    cut to those days and slots first, then hashed in their own dtype with the plan. With
+    ``"order": "slot-major"`` in the plan (evaluations since the rollup files are read slot-major) the
+    bytes are taken day by day, slot by slot, every meter of a slot together: the order a file source
+    holds them in, so hashing a million meters copies nothing; other sources' arrays are reordered.
     """
     h = hashlib.sha256()
     h.update("\x1f".join(ids).encode())
@@ -452,13 +483,14 @@ def fingerprint(ids: Sequence[str], first_day: date, *arrays: np.ndarray | None,
         return h.hexdigest()
     days = np.asarray(read["days"], dtype=np.int64)
     lo, hi = (int(x) for x in read["slots"])
-    h.update(json.dumps({"days": days.tolist(), "slots": [lo, hi]}).encode())
+    order = {"order": read["order"]} if read.get("order") else {}
+    h.update(json.dumps({"days": days.tolist(), "slots": [lo, hi], **order}).encode())
     for a in arrays:
         if a is None:
             continue
         if a.shape[1:] != (days.size, hi - lo):
             a = a[:, days, lo:hi]
-        a = np.ascontiguousarray(a)
+        a = np.ascontiguousarray(a.transpose(1, 2, 0) if read.get("order") == "slot-major" else a)
         h.update(a.dtype.str.encode())
         h.update(memoryview(a).cast("B"))
     return h.hexdigest()
@@ -601,7 +633,7 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
     held = np.flatnonzero(need)
     rebound_w = int(carbon["rebound_window_slots"])
     lo, hi = max(0, start - max(rebound_w, ADJUSTMENT_LEAD)), min(SLOTS_PER_DAY, end + rebound_w)
-    plan = {"days": held.tolist(), "slots": [lo, hi]}
+    plan = {"days": held.tolist(), "slots": [lo, hi], "order": "slot-major"}
     quantity = "reactive_kvar" if kind == "reactive" else "power_kw"
     data = _read_part(source, ids, first_day, held.tolist(), slice(lo, hi), quantity, kind == "reserve")
     if data.values.shape != (n, held.size, hi - lo) or (kind == "reserve" and (
@@ -634,7 +666,8 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
         out = same_day_adjustment(base_day, met_day, slice(start, end), pre_event_slots(start),
                                   held_slots=slice(lo, hi), **adj)
         base_day, adjust_value = out.power_kw, out.value
-    base_w, met_w = base_day[:, window], met_day[:, window]
+    # the window's slots as (meters, slots) float64 in C order, whatever the source's layout
+    base_w, met_w = (np.ascontiguousarray(a[:, window], dtype=np.float64) for a in (base_day, met_day))
     types = members.column("resource_type")
     capability = pc.fill_null(members.column("capability_kw"), np.nan).to_numpy(zero_copy_only=False)
 
@@ -696,8 +729,9 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
         "days_used_min": int(np.min(days_used)) if n else None, "device_instructions": cleared_r is not None,
         "carbon": carbon, "read": plan, "calendar": cal, "weather": weather_record,
         "members_from": stored[1] if stored else None})
-    bounds = np.searchsorted(codes, np.arange(len(units) + 1))
-    inputs["members"] = {u: ids[bounds[k]:bounds[k + 1]] for k, u in enumerate(units)}
+    # the members themselves are the resource file's first columns (member_ids); recorded here: how
+    # many and a SHA-256 of (resource, unit) in the order read
+    inputs["member_set"] = {"count": n, "sha256": members_sha256(members), "file": RESOURCES_FILE}
     inputs["adjustment_values"] = None if adjust_value is None else {
         r: _num(x) for r, x in zip(ids, adjust_value.tolist(), strict=True)}
     status = "candidate" if candidate_for else "current"

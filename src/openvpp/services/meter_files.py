@@ -213,14 +213,15 @@ class FileMeterSource:
         manifest = _manifest(self.root)
         kinds = [PREFIX[quantity]] + (["min"] if minutes else [])
         empty = {k: np.nan if k != "min" else 0.0 for k in kinds}     # no file, no column, no row: no data
-        out = {k: np.empty((n, len(days), width), dtype=np.float32) for k in kinds}
-        day_block = np.empty((width, n), dtype=np.float32)          # one day, slot-major, reused
+        # slot-major buffers (day, slot, meter): every column is taken into a contiguous row, and the
+        # caller gets the (meter, day, slot) view the kernels index (no transposed copy)
+        buf = {k: np.empty((len(days), width, n), dtype=np.float32) for k in kinds}
         for j, d in enumerate(days):
             day = first_day + timedelta(days=int(d))
             path = self.root / f"{day.isoformat()}.arrow"
             if not path.exists():
                 for k in kinds:
-                    out[k][:, j, :] = empty[k]
+                    buf[k][j] = empty[k]
                 continue
             table = ipc.open_file(pa.memory_map(str(path), "r")).read_all()
             pos = self._positions(ids_key, want, table.column("device_id").combine_chunks(),
@@ -229,17 +230,17 @@ class FileMeterSource:
                 names = _cols(k, lo, hi)
                 if names[0] not in table.column_names:
                     # no reactive columns: NaN; no coverage exported: covered where power is known
-                    out[k][:, j, :] = (np.where(np.isnan(out[PREFIX[quantity]][:, j, :]), 0.0, 15.0) if k == "min"
-                                       else empty[k])
+                    buf[k][j] = (np.where(np.isnan(buf[PREFIX[quantity]][j]), 0.0, 15.0) if k == "min"
+                                 else empty[k])
                     continue
                 take = None if pos is None else _taker(pos, empty[k])
                 for c, name in enumerate(names):
                     col = table.column(name).to_numpy()
                     if take is None:
-                        day_block[c] = col
+                        buf[k][j, c] = col
                     else:
-                        take(col, day_block[c])
-                out[k][:, j, :] = day_block.T                          # meters first: the kernels' layout
+                        take(col, buf[k][j, c])
+        out = {k: v.transpose(2, 0, 1) for k, v in buf.items()}
         return MeterData(out[PREFIX[quantity]], out.get("min"))
 
 
@@ -247,7 +248,8 @@ def _taker(pos: np.ndarray, absent: float):
     """A function that fills ``out`` (n,) with ``col[pos]``, ``absent`` where the id is not in the file
     (pos -1): one ``np.take`` when every id is there."""
     if (pos >= 0).all():
-        return lambda col, out: np.take(col, pos, out=out)
+        # mode="clip" (every position is valid): with the default "raise", numpy buffers ``out``
+        return lambda col, out: np.take(col, pos, out=out, mode="clip")
     got = np.flatnonzero(pos >= 0)
     src = pos[got]
 
