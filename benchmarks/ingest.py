@@ -141,7 +141,8 @@ def bare_copy(engine, arrays: dict) -> float:
 
 
 def idempotent_write(engine, arrays: dict) -> float:
-    """The store's write path alone on the same points, into an emptied telemetry_raw."""
+    """The store's write path alone on the same points, into an emptied telemetry_raw (new points:
+    the binary COPY into the partition; the key still checks every one)."""
     with engine.begin() as conn:
         conn.exec_driver_sql("TRUNCATE telemetry_raw, telemetry_dirty")
     n = len(arrays["device"])
@@ -242,7 +243,7 @@ def main() -> None:
               f"({off['batches']} database batches, {off['messages'] / off['batches']:.1f} messages each); rolling "
               f"them up afterwards: {off['tail_s']:.2f} s")
         print(f"plain COPY of the same points: {copy_s:.2f} s = {copy_rate:,.0f} points/s; the idempotent write "
-              f"alone (staging COPY + INSERT ... ON CONFLICT DO NOTHING, 100,000-point batches, no MQTT): "
+              f"alone (binary COPY into the day's partition, keyed; 100,000-point batches, no MQTT): "
               f"{write_s:.2f} s = {total / write_s:,.0f} points/s")
         result("ingest", complete, "points/s", copy_rate, total, target=100_000, rollups="on",
                stream_points_s=round(on["rate"], 1), stream_s=round(on["seconds"], 3),
