@@ -94,6 +94,7 @@ MEMBER_TYPES = {"resource_id": pa.string(), "unit_id": pa.string(), "operator_id
                 "owner_id": pa.string(), "resource_type": pa.string(), "capability_kw": pa.float64(),
                 "district_id": pa.string()}
 _HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluation-hash")
+_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluation-file")
 
 
 def kind_of(product: str) -> str:
@@ -701,10 +702,15 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
         curtailed = kev.curtailed(credited, reb, shifting)
 
     lap("evaluation kernels")
-    # store
+    # store: the resource file is built and written on a thread while the rows go in on this one
     version = (conn.execute(select(func.max(evaluations.c.version)).where(evaluations.c.event_id == event_id))
                .scalar() or 0) + 1
     evaluation_id = new_id("EVA")
+    resource_file = _WRITER.submit(
+        lambda root: files.write_file(root, evaluation_id, event_id, RESOURCES_FILE, _resource_table(
+            members, start, {"baseline_kw": base_w, "metered_kw": met_w, "response_kw": resp,
+                             "cleared_kw": cleared_rs, "credited": credited, "v2g_kwh": v2g,
+                             "curtailed_kwh": curtailed})), files.files_root(conn))
     telemetry_hash = hashed.result()
     lap("meter hash (beside the kernels)")
     unit_credited = kev.energy(unit_perf.credited_kw)
@@ -756,10 +762,8 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
          "ratio": unit_perf.ratio, "credited": unit_credited, "v2g_kwh": unit_v2g,
          "shortfall": kev.energy(unit_perf.shortfall_kw), "curtailed_kwh": unit_curt, "price_yuan": price_u}))
     lap("unit rows")
-    files.write(conn, evaluation_id, event_id, RESOURCES_FILE, _resource_table(
-        members, start, {"baseline_kw": base_w, "metered_kw": met_w, "response_kw": resp, "cleared_kw": cleared_rs,
-                         "credited": credited, "v2g_kwh": v2g, "curtailed_kwh": curtailed}))
-    lap("resource file")
+    files.insert_record(conn, resource_file.result())
+    lap("resource file (written beside the rows)")
     audit.record(conn, actor, "evaluation.run", "evaluation", evaluation_id,
                  after={"event_id": event_id, "version": version, "status": status, "baseline": spec.id,
                         "telemetry_sha256": telemetry_hash, "ruleset": rs.id, "credited": totals["credited"],

@@ -81,16 +81,24 @@ def write_arrow(path: Path, table: pa.Table) -> tuple[str, int]:
 
 def write(conn: Connection, evaluation_id: str, event_id: str, name: str, table: pa.Table) -> dict:
     """Write ``table`` as the evaluation's ``name`` file and record it; returns the record."""
-    root = files_root(conn)
+    return insert_record(conn, write_file(files_root(conn), evaluation_id, event_id, name, table))
+
+
+def write_file(root: Path, evaluation_id: str, event_id: str, name: str, table: pa.Table) -> dict:
+    """The file half of :func:`write`, without the database (so it may run on another thread while the
+    caller's transaction goes on): writes the file under ``root`` and returns the record to insert."""
     rel = Path(event_id) / f"{evaluation_id}.{name}.arrow"
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     sha, size = write_arrow(path, table)
-    record = {"evaluation_id": evaluation_id, "name": name, "path": rel.as_posix(), "format": FORMAT,
-              "sha256": sha, "bytes": size, "rows": table.num_rows,
-              "created_at": datetime.now(UTC)}
     st = path.stat()
-    _VERIFIED[(str(path), st.st_size, st.st_mtime_ns)] = record["sha256"]
+    _VERIFIED[(str(path), st.st_size, st.st_mtime_ns)] = sha
+    return {"evaluation_id": evaluation_id, "name": name, "path": rel.as_posix(), "format": FORMAT,
+            "sha256": sha, "bytes": size, "rows": table.num_rows, "created_at": datetime.now(UTC)}
+
+
+def insert_record(conn: Connection, record: dict) -> dict:
+    """Record a file :func:`write_file` wrote (on the caller's transaction); returns the record."""
     conn.execute(evaluation_files.insert().values(**record))
     return record
 
