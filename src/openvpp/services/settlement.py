@@ -59,6 +59,7 @@ from openvpp.store.columnar import select_arrow
 from openvpp.store.schema import contracts, operators, owners
 from openvpp.store.schema_events import events as events_t
 from openvpp.store.schema_settlement import (
+    evaluation_rows,
     evaluations,
     ledger_entries,
     settlement_lines,
@@ -159,7 +160,9 @@ def _owners_where(t: pa.Table, party_id: str | None = None, operator_id: str | N
 
 def _owner_party_rows(settlement_id: str, revision: int, t: pa.Table) -> list[dict]:
     """Owner parties of the owners file as ``settlement_parties`` rows give them (amounts in fen, then the
-    contract: scheme, share, tiers)."""
+    contract: scheme, share, tiers), sorted by owner, operator and contract (byte order)."""
+    if t.num_rows > 1:
+        t = t.take(pc.sort_indices(t, [(k, "ascending") for k in ("party_id", "operator_id", "contract")]))
     cols = t.select(["party_id", "operator_id", "contract", "revenue", "owner_share", "scheme", "share",
                      "tiers"]).to_pydict()
     return [{"settlement_id": settlement_id, "revision": revision, "party_kind": "owner", "party_id": o,
@@ -201,8 +204,7 @@ class _Contracts:
         self.rows: dict[tuple, list[dict]] = defaultdict(list)
         for r in conn.execute(select(contracts)).mappings():
             self.rows[(r["owner_id"], r["operator_id"])].append(dict(r))
-        t = select_arrow(conn, select(owners.c.owner_id, owners.c.revenue_share),
-                         {"owner_id": pa.string(), "revenue_share": pa.float64()})
+        t = _owner_shares(conn)
         #: owners on record and their default share, as columns (and as a dict, built when first asked)
         self.default_ids = t.column("owner_id").combine_chunks()
         self.default_shares = t.column("revenue_share").to_numpy()
@@ -234,6 +236,27 @@ class _Contracts:
         if owner_id not in self.default:
             raise NotFound("owner", owner_id)
         return {"contract_id": "default", "scheme": "fixed", "owner_share": self.default[owner_id], "tiers": None}
+
+
+def _owner_shares(conn: Connection) -> pa.Table:
+    """Every owner on record and its default share (``owner_id``, ``revenue_share``) as columns. On
+    PostgreSQL the ids come as one text per distinct share (owners share a few values): no share is
+    written as text and parsed back once per owner."""
+    types = {"owner_id": pa.string(), "revenue_share": pa.float64()}
+    if conn.dialect.name != "postgresql":
+        return select_arrow(conn, select(owners.c.owner_id, owners.c.revenue_share), types)
+    ids, shares = [], []
+    for share, count, text in conn.execute(select(owners.c.revenue_share, func.count(),
+                                                  func.string_agg(owners.c.owner_id, "\n"))
+                                           .group_by(owners.c.revenue_share)):
+        pieces = pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), "\n")).cast(pa.string())
+        if len(pieces) != count:                                  # an id holding a newline: row by row
+            return select_arrow(conn, select(owners.c.owner_id, owners.c.revenue_share), types)
+        ids.append(pieces)
+        shares.append(np.full(count, float(share)))
+    if not ids:
+        return pa.table({k: pa.array([], t) for k, t in types.items()})
+    return pa.table({"owner_id": pa.concat_arrays(ids), "revenue_share": np.concatenate(shares)})
 
 
 def _rate(price: float, cap: Decimal) -> Decimal:
@@ -279,10 +302,13 @@ def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], li
     event_v2g_kwh: dict[str, float] = defaultdict(float)     # per charger: discharge already paid in events
     owner_contract: dict[tuple, dict] = {}
     for eid in evaluation_ids:
-        head = eva.get(conn, eid)
+        head = conn.execute(select(evaluations.c.event_id, evaluations.c.product, evaluations.c.quantity_unit).where(
+            evaluations.c.evaluation_id == eid)).mappings().first()    # not its inputs (JSON)
+        if head is None:
+            raise NotFound("evaluation", eid)
         ev = events.get(conn, head["event_id"])
         kind = eva.kind_of(head["product"])
-        unit_rows = eva.rows(conn, eid, "unit")
+        unit_rows = _unit_rows(conn, eid)
         per_unit: dict[tuple, list[dict]] = defaultdict(list)
         for r in unit_rows:
             per_unit[(r["operator_id"], r["key_id"])].append(r)
@@ -366,18 +392,56 @@ def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], li
     return {"lines": out_lines, "parties": party_rows, "owners": owner_tbl, "summary": summary}
 
 
+def _unit_rows(conn: Connection, evaluation_id: str) -> list[dict]:
+    """An evaluation's unit rows (``evaluation.rows(..., "unit")``, sorted by unit and slot) with the
+    columns a settlement prices."""
+    r = evaluation_rows
+    q = (select(r.c.key_id, r.c.slot, r.c.operator_id, r.c.credited, r.c.v2g_kwh, r.c.shortfall, r.c.price_yuan)
+         .where(r.c.evaluation_id == evaluation_id, r.c.level == "unit").order_by(r.c.key_id, r.c.slot))
+    return [dict(row) for row in conn.execute(q).mappings()]
+
+
 # ---------------------------------------------------------------- owners' claims, columnar
 
 _CLAIMS = {"owner_id": pa.string(), "operator_id": pa.string(), "contract": pa.string(), "main": pa.float64(),
            "v2g": pa.float64(), "v2g_energy": pa.float64(), "abs": pa.float64(), "terms": pa.float64()}
+#: resources per block of the claims arithmetic (a block's arrays stay in the CPU caches)
+_BLOCK = 32_768
+
+
+def _codes(a: pa.Array | pa.ChunkedArray, distinct_dictionary: bool = False) -> tuple[np.ndarray, pa.Array]:
+    """Codes (int64, one per value) and the distinct values (strings; a null is a value too) of a string
+    column, plain or dictionary-encoded: a dictionary's codes are used, not a second hash of every value
+    (its own values are hashed once, unless ``distinct_dictionary`` says they are distinct already)."""
+    if isinstance(a, pa.ChunkedArray):
+        a = a.combine_chunks() if a.num_chunks else pa.array([], a.type)
+    if len(a) == 0:
+        return np.zeros(0, dtype=np.int64), pa.array([], pa.string())
+    if pa.types.is_dictionary(a.type):
+        values = a.dictionary.cast(pa.string())
+        if distinct_dictionary:
+            v_codes, distinct = np.arange(len(values), dtype=np.int64), values
+        else:
+            v_codes, distinct = _codes(values)              # a dictionary may repeat a value
+        if a.null_count:                                    # null codes: the null value's
+            nulls = np.flatnonzero(np.asarray(pc.is_null(distinct)))
+            if nulls.size == 0:
+                distinct = pa.concat_arrays([distinct, pa.nulls(1, pa.string())])
+            v_codes = np.append(v_codes, nulls[0] if nulls.size else len(distinct) - 1)
+        idx = pc.fill_null(a.indices, len(values)).to_numpy(zero_copy_only=False).astype(np.int64)
+        return v_codes[idx], distinct
+    d = pc.dictionary_encode(a.cast(pa.string()), null_encoding="encode")
+    return d.indices.to_numpy(zero_copy_only=False).astype(np.int64), d.dictionary
 
 
 def _resource_columns(conn: Connection, evaluation_id: str, unit_rows: list[dict]) -> dict:
-    """An evaluation's resources as columns: ``key_id``, ``operator_id``, ``owner_id`` (Arrow strings,
-    one per resource) and (resources, slots) float arrays ``credited``, ``v2g_kwh`` and ``price_yuan``
-    (its unit's price in the slot, 0 where the unit has none, as ``evaluation.rows`` gives it). From the
-    resource file; an evaluation stored before it (rows in ``evaluation_rows``) gives one row per
-    resource and slot as a one-slot "resource", in the same order."""
+    """An evaluation's resources as columns: ``key_id`` (Arrow strings, one per resource), ``op_idx`` and
+    ``own_idx`` (codes into the distinct ``ops`` and ``owns``), ``unit_idx`` (the row of ``price`` of the
+    resource's unit), (resources, slots) float arrays ``credited`` and ``v2g_kwh``, and ``price``: per
+    unit and slot the unit's price (0 where the unit has none, NaN where it is NULL, as ``evaluation.rows``
+    gives it; a last row of 0 for a unit without rows). From the resource file; an evaluation stored before
+    it (rows in ``evaluation_rows``) gives one row per resource and slot as a one-slot "resource", in the
+    same order, each with its own price row."""
     t = eva.resource_table(conn, evaluation_id, ["key_id", "unit_id", "operator_id", "owner_id", "credited",
                                                  "v2g_kwh"])
     if t is None:
@@ -386,8 +450,11 @@ def _resource_columns(conn: Connection, evaluation_id: str, unit_rows: list[dict
         def num(k: str) -> np.ndarray:
             return np.array([np.nan if r[k] is None else r[k] for r in rows], dtype=np.float64).reshape(-1, 1)
 
-        return {**{k: pa.array([r[k] for r in rows], pa.string()) for k in ("key_id", "operator_id", "owner_id")},
-                **{k: num(k) for k in ("credited", "v2g_kwh", "price_yuan")}, "slots": 1}
+        op_idx, ops = _codes(pa.array([r["operator_id"] for r in rows], pa.string()))
+        own_idx, owns = _codes(pa.array([r["owner_id"] for r in rows], pa.string()))
+        return {"key_id": pa.array([r["key_id"] for r in rows], pa.string()), "op_idx": op_idx,
+                "ops": ops.to_pylist(), "own_idx": own_idx, "owns": owns, "unit_idx": np.arange(len(rows)),
+                "credited": num("credited"), "v2g_kwh": num("v2g_kwh"), "price": num("price_yuan"), "slots": 1}
     first, s = int(t.schema.metadata[b"first_slot"]), int(t.schema.metadata[b"slots"])
     n = t.num_rows
     units: dict[str, dict[int, float | None]] = {}
@@ -399,23 +466,47 @@ def _resource_columns(conn: Connection, evaluation_id: str, unit_rows: list[dict
         for slot, p in units[u].items():
             if first <= slot < first + s:
                 price[i, slot - first] = np.nan if p is None else p
-    where = pc.index_in(t.column("unit_id").cast(pa.string()), value_set=pa.array(names, pa.string()))
-    where = pc.fill_null(where, len(names)).to_numpy()
+    unit_codes, unit_values = _codes(t.column("unit_id"))
+    row_of = pc.fill_null(pc.index_in(unit_values, value_set=pa.array(names, pa.string())), len(names))
+    op_idx, ops = _codes(t.column("operator_id"))
+    own_idx, owns = _codes(t.column("owner_id"))
 
     def per(k: str) -> np.ndarray:
         flat = t.column(k).combine_chunks().flatten() if n else pa.array([], pa.float64())
         return flat.to_numpy(zero_copy_only=False).astype(np.float64, copy=False).reshape(n, s)
 
-    return {"key_id": t.column("key_id").combine_chunks().cast(pa.string()),
-            "operator_id": t.column("operator_id").combine_chunks().cast(pa.string()),
-            "owner_id": t.column("owner_id").combine_chunks().cast(pa.string()),
-            "credited": per("credited"), "v2g_kwh": per("v2g_kwh"), "price_yuan": price[where], "slots": s}
+    return {"key_id": t.column("key_id").combine_chunks().cast(pa.string()), "op_idx": op_idx,
+            "ops": ops.to_pylist(), "own_idx": own_idx, "owns": owns,
+            "unit_idx": row_of.to_numpy(zero_copy_only=False).astype(np.int64)[unit_codes],
+            "credited": per("credited"), "v2g_kwh": per("v2g_kwh"), "price": price, "slots": s}
 
 
-def _codes(a: pa.Array) -> tuple[np.ndarray, list]:
-    """Codes (int64, one per value) and the distinct values (nulls included) of a string array."""
-    d = pc.dictionary_encode(a, null_encoding="encode")
-    return d.indices.to_numpy(zero_copy_only=False).astype(np.int64), d.dictionary.to_pylist()
+def _claim_terms(cols: dict, cap: float, v2g_rate: float, eligible_op: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Per resource, float yuan: Σ over slots of (credited − V2G kWh) × the capped rate of its unit
+    (0 for an operator not eligible), Σ V2G kWh × the V2G rate, and Σ|term| of both (the float error
+    bound); and whether any V2G kWh is not 0. A block of resources at a time."""
+    credited, v2g, unit_idx = cols["credited"], cols["v2g_kwh"], cols["unit_idx"]
+    n = credited.shape[0]
+    rate = rates(cols["price"], cap)                 # per unit and slot
+    any_v2g = bool(np.any(v2g != 0))
+    main_r, abs_m = np.empty(n), np.empty(n)
+    v2g_r, abs_v = np.zeros(n), np.zeros(n)
+    with np.errstate(invalid="ignore"):
+        for a in range(0, n, _BLOCK):
+            b = min(a + _BLOCK, n)
+            terms = (credited[a:b] - v2g[a:b] if any_v2g else credited[a:b]) * rate[unit_idx[a:b]]
+            main_r[a:b] = terms.sum(axis=1)
+            abs_m[a:b] = np.abs(terms, out=terms).sum(axis=1)
+            if any_v2g:
+                terms = v2g[a:b] * v2g_rate
+                v2g_r[a:b] = terms.sum(axis=1)
+                abs_v[a:b] = np.abs(terms, out=terms).sum(axis=1)
+    off = ~eligible_op[cols["op_idx"]]
+    if off.any():
+        main_r[off] = 0.0
+        abs_m[off] = 0.0
+    return main_r, v2g_r, abs_m + abs_v, any_v2g
 
 
 def _owner_claims(conn: Connection, cols: dict, day: date, kind: str, cap: Decimal, v2g_rate: Decimal,
@@ -424,31 +515,19 @@ def _owner_claims(conn: Connection, cols: dict, day: date, kind: str, cap: Decim
     """One evaluation's claims per (owner, operator, contract) in float yuan (``main`` = credited less
     V2G kWh x the capped rate, 0 for an operator not eligible to a reserve subsidy; ``v2g`` = V2G kWh x
     the V2G rate), with Σ|term| and the number of terms (``abs``, ``terms``: the float error bound of
-    :func:`_owner_parties`). Resources of an owner with no contract with the operator take the owner's
-    default share as a group (one ``np.unique``); contracts are looked up per owner-operator pair, and
-    per resource for the resources named by a contract. Adds each charger's V2G kWh (slot by slot) to
-    ``event_v2g_kwh`` and the contracts met (other than the default) to ``contracts_seen``."""
+    :func:`_owner_parties`); owner, operator and contract as dictionary columns. Resources of an owner
+    with no contract with the operator take the owner's default share as a group (one hash of the
+    owner-operator codes); contracts are looked up per owner-operator pair, and per resource for the
+    resources named by a contract. Adds each charger's V2G kWh (slot by slot) to ``event_v2g_kwh`` and the
+    contracts met (other than the default) to ``contracts_seen``."""
     key_id, s = cols["key_id"], cols["slots"]
     n = len(key_id)
     if n == 0:
         return None
-    op_idx, ops = _codes(cols["operator_id"])
-    own_idx, owns = _codes(cols["owner_id"])
+    op_idx, ops, own_idx, owns = cols["op_idx"], cols["ops"], cols["own_idx"], cols["owns"]
     ok = np.array([kind != "reserve" or _eligible(conn, eligible, op) for op in ops], dtype=bool)
-    credited, v2g = cols["credited"], cols["v2g_kwh"]
-    any_v2g = bool(np.any(v2g != 0))
-    with np.errstate(invalid="ignore"):
-        main_t = (credited - v2g if any_v2g else credited) * rates(cols["price_yuan"], float(cap))  # a new array
-        if not ok.all():
-            main_t[~ok[op_idx]] = 0.0
-        main_r = main_t.sum(axis=1)
-        abs_r = np.abs(main_t, out=main_t).sum(axis=1)
-        if any_v2g:
-            v2g_t = v2g * float(v2g_rate)
-            v2g_r = v2g_t.sum(axis=1)
-            abs_r += np.abs(v2g_t).sum(axis=1)
-        else:
-            v2g_r = np.zeros(n)
+    main_r, v2g_r, abs_r, any_v2g = _claim_terms(cols, float(cap), float(v2g_rate), ok)
+    v2g = cols["v2g_kwh"]
     for i in np.flatnonzero((v2g != 0).any(axis=1) if any_v2g else []).tolist():  # kWh already paid as V2G
         k = key_id[i].as_py()
         for x in v2g[i].tolist():
@@ -457,37 +536,45 @@ def _owner_claims(conn: Connection, cols: dict, day: date, kind: str, cap: Decim
                if finder.resource_ids else np.zeros(n, dtype=bool))
     extra: dict[str, list] = {k: [] for k in _CLAIMS}
     for i in np.flatnonzero(special).tolist():                       # resources named by a contract
-        owner, op = owns[own_idx[i]], ops[op_idx[i]]
+        owner, op = owns[int(own_idx[i])].as_py(), ops[op_idx[i]]
         c = finder.find(owner, op, day, key_id[i].as_py())
         contracts_seen.setdefault((owner, op, str(c["contract_id"])), c)
         for k, v in (("owner_id", owner), ("operator_id", op), ("contract", str(c["contract_id"])),
                      ("main", main_r[i]), ("v2g", v2g_r[i]), ("v2g_energy", 0.0), ("abs", abs_r[i]),
                      ("terms", 2.0 * s)):
             extra[k].append(v)
-    rest = np.flatnonzero(~special)
+    rest = np.flatnonzero(~special) if extra["owner_id"] else slice(None)
     n_ops = max(len(ops), 1)
-    pairs, inv = np.unique(own_idx[rest] * n_ops + op_idx[rest], return_inverse=True)
+    pair = pc.dictionary_encode(pa.array(own_idx[rest] * n_ops + op_idx[rest]))
+    inv = pair.indices.to_numpy(zero_copy_only=False)
+    pairs = pair.dictionary.to_numpy(zero_copy_only=False)
     p_own, p_op = pairs // n_ops, pairs % n_ops
-    owner_col = pa.array(owns, pa.string()).take(pa.array(p_own))
-    has = (np.flatnonzero(np.asarray(pc.is_in(owner_col, value_set=pa.array(finder.owner_ids, pa.string()))))
+    owner_col = pa.DictionaryArray.from_arrays(pa.array(p_own.astype(np.int32)), owns)
+    op_col = pa.DictionaryArray.from_arrays(pa.array(p_op.astype(np.int32)), pa.array(ops, pa.string()))
+    has = (np.flatnonzero(np.asarray(pc.is_in(owner_col.dictionary, value_set=pa.array(finder.owner_ids,
+                                                                                          pa.string())))[p_own])
            if finder.owner_ids else np.zeros(0, dtype=np.int64))
-    contract: pa.Array = pa.repeat("default", pairs.size)         # the owner's default share (checked later)
+    contract_col: pa.Array = pa.DictionaryArray.from_arrays(pa.array(np.zeros(pairs.size, np.int32)),
+                                                            pa.array(["default"], pa.string()))
     if has.size:
         named = np.full(pairs.size, "default", dtype=object)
         for j in has.tolist():                                       # owners with contracts: as access does
-            owner, op = owns[p_own[j]], ops[p_op[j]]
+            owner, op = owns[int(p_own[j])].as_py(), ops[p_op[j]]
             c = finder.find(owner, op, day, None)
             named[j] = str(c["contract_id"])
             contracts_seen.setdefault((owner, op, named[j]), c)
-        contract = pa.array(named, pa.string())
+        contract_col = pa.array(named, pa.string()).dictionary_encode()
     sums = {k: np.bincount(inv, weights=w[rest], minlength=pairs.size)
             for k, w in (("main", main_r), ("v2g", v2g_r), ("abs", abs_r))}
-    return pa.concat_tables([
-        pa.table({"owner_id": owner_col, "operator_id": pa.array(ops, pa.string()).take(pa.array(p_op)),
-                  "contract": contract.cast(pa.string()), "main": sums["main"], "v2g": sums["v2g"],
-                  "v2g_energy": np.zeros(pairs.size), "abs": sums["abs"],
-                  "terms": np.bincount(inv, minlength=pairs.size) * 2.0 * s}, schema=pa.schema(_CLAIMS)),
-        pa.table(extra, schema=pa.schema(_CLAIMS))])
+    dict_schema = pa.schema([pa.field(k, pa.dictionary(pa.int32(), pa.string())) if t == pa.string()
+                             else pa.field(k, t) for k, t in _CLAIMS.items()])
+    grouped = pa.table({"owner_id": owner_col, "operator_id": op_col, "contract": contract_col,
+                        "main": sums["main"], "v2g": sums["v2g"], "v2g_energy": np.zeros(pairs.size),
+                        "abs": sums["abs"], "terms": np.bincount(inv, minlength=pairs.size) * 2.0 * s},
+                       schema=dict_schema)
+    if not extra["owner_id"]:
+        return grouped
+    return pa.concat_tables([grouped, pa.table(extra, schema=pa.schema(_CLAIMS)).cast(dict_schema)])
 
 
 def _exact_owner_gross(conn: Connection, want: set[tuple], plans: list[tuple], caps: dict, v2g_rate: Decimal,
@@ -499,19 +586,21 @@ def _exact_owner_gross(conn: Connection, want: set[tuple], plans: list[tuple], c
     owners_wanted = pa.array(sorted({k[0] for k in want if k[0] is not None}), pa.string())
     for eid, day, kind, unit_rows in plans:
         cols = _resource_columns(conn, eid, unit_rows)
-        sel = np.flatnonzero(np.asarray(pc.fill_null(pc.is_in(cols["owner_id"], value_set=owners_wanted), False))
-                             | np.asarray(pc.is_null(cols["owner_id"])))
+        owns, ops = cols["owns"], cols["ops"]
+        wanted = (np.asarray(pc.fill_null(pc.is_in(owns, value_set=owners_wanted), False))
+                  | np.asarray(pc.is_null(owns)))
+        sel = np.flatnonzero(wanted[cols["own_idx"]])
         keys = cols["key_id"].take(pa.array(sel, pa.int64())).to_pylist()
         for pos in sorted(range(sel.size), key=lambda p: keys[p]):
             i = int(sel[pos])
-            owner, op, rid = cols["owner_id"][i].as_py(), cols["operator_id"][i].as_py(), keys[pos]
+            owner, op, rid = owns[int(cols["own_idx"][i])].as_py(), ops[cols["op_idx"][i]], keys[pos]
             c = finder.find(owner, op, day, rid)
             key = (owner, op, str(c["contract_id"]))
             if key not in want:
                 continue
             g = out[key]
             for cr, v, p in zip(cols["credited"][i].tolist(), cols["v2g_kwh"][i].tolist(),
-                                cols["price_yuan"][i].tolist(), strict=True):
+                                cols["price"][cols["unit_idx"][i]].tolist(), strict=True):
                 if kind != "reserve" or _eligible(conn, eligible, op):
                     g["main"] += yuan(cr - v) * _rate(p, caps[kind])
                 g["v2g"] += yuan(v) * v2g_rate
@@ -522,33 +611,55 @@ def _exact_owner_gross(conn: Connection, want: set[tuple], plans: list[tuple], c
     return out
 
 
+def _ranked(values: pa.Array) -> np.ndarray:
+    """The rank of each of the distinct ``values`` in byte order (nulls last), as int64."""
+    order = pc.sort_indices(values).to_numpy(zero_copy_only=False)
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[order] = np.arange(len(values))
+    return rank
+
+
 def _owner_parties(conn: Connection, tables: list[pa.Table], sessions: dict, contracts_seen: dict,
                    finder: _Contracts, main_factor: Decimal, v2g_factor: Decimal, plans: list[tuple], caps: dict,
                    v2g_rate: Decimal, eligible: dict) -> tuple[pa.Table, dict[str, Decimal]]:
-    """Owners' revenue and contract share to the fen per (owner, operator, contract), and the shares'
-    total per operator — the same fen as the ``Decimal`` path row by row (revenue = claims x the pro
-    rata factors + metered V2G energy value; ``owner_part`` of it; both rounded half-up): summed in
-    float with a bound on the float error (``kernels.settlement.sum_error_yuan``), and every group whose
-    revenue or share falls within that bound of a half fen (or is not finite) recomputed exactly in
-    ``Decimal`` from its rows (:func:`_exact_owner_gross`)."""
+    """Owners' revenue and contract share to the fen per (owner, operator, contract) — owners in the order
+    the evaluations' resources first name them (readers sort, :func:`parties`), each owner's groups by
+    operator and contract — and the shares' total per operator — the same fen as the ``Decimal`` path row by row (revenue = claims x
+    the pro rata factors + metered V2G energy value; ``owner_part`` of it; both rounded half-up): summed
+    in float with a bound on the float error (``kernels.settlement.sum_error_yuan``), and every group
+    whose revenue or share falls within that bound of a half fen (or is not finite) recomputed exactly in
+    ``Decimal`` from its rows (:func:`_exact_owner_gross`). The groups are found on the codes of the
+    owner, operator and contract columns, not by hashing or sorting their strings again."""
     srows = [(k[0], k[1], k[2], 0.0, float(g["v2g"]), float(g["v2g_energy"]),
               abs(float(g["v2g"])) + abs(float(g["v2g_energy"])), 2.0) for k, g in sessions.items()]
-    tables = [*tables, pa.table({k: [r[i] for r in srows] for i, k in enumerate(_CLAIMS)},
-                                schema=pa.schema(_CLAIMS))]
-    g = (pa.concat_tables(tables).group_by(["owner_id", "operator_id", "contract"], use_threads=False)
-         .aggregate([(k, "sum") for k in ("main", "v2g", "v2g_energy", "abs", "terms")]))
-    g = g.take(pc.sort_indices(g, [("owner_id", "ascending"), ("operator_id", "ascending"),
-                                   ("contract", "ascending")]))
-    n = g.num_rows
-    col = {k: g.column(f"{k}_sum").to_numpy() for k in ("main", "v2g", "v2g_energy", "abs", "terms")}
-    owner_ids, op_ids, contract_ids = (g.column(k) for k in ("owner_id", "operator_id", "contract"))
-    is_default = np.asarray(pc.equal(g.column("contract"), "default")) if n else np.zeros(0, dtype=bool)
+    dict_schema = pa.schema([pa.field(k, pa.dictionary(pa.int32(), pa.string())) if t == pa.string()
+                             else pa.field(k, t) for k, t in _CLAIMS.items()])
+    tables = [t for t in [*tables, pa.table({k: [r[i] for r in srows] for i, k in enumerate(_CLAIMS)},
+                                            schema=pa.schema(_CLAIMS)).cast(dict_schema)] if t.num_rows]
+    claims = pa.concat_tables(tables) if tables else dict_schema.empty_table()
+    codes, values = {}, {}
+    for k in ("owner_id", "operator_id", "contract"):
+        # each table's dictionaries are distinct values (from _codes or a cast), as are their unification
+        codes[k], values[k] = _codes(claims.column(k), distinct_dictionary=True)
+    n_op, n_c = max(len(values["operator_id"]), 1), max(len(values["contract"]), 1)
+    key = ((codes["owner_id"] * n_op + _ranked(values["operator_id"])[codes["operator_id"]]) * n_c
+           + _ranked(values["contract"])[codes["contract"]])
+    keys, inv = np.unique(key, return_inverse=True)      # owners as first met, then by operator and contract
+    n = keys.size
+    col = {k: np.bincount(inv, weights=claims.column(k).to_numpy(), minlength=n)
+           for k in ("main", "v2g", "v2g_energy", "abs", "terms")}
+    first = np.zeros(n, dtype=np.int64)
+    first[inv] = np.arange(inv.size)                                 # a row of each group (all have its codes)
+    g_codes = {k: codes[k][first] for k in codes}
+    owner_ids, op_ids, contract_ids = (values[k].take(pa.array(g_codes[k])) for k in ("owner_id", "operator_id",
+                                                                                       "contract"))
+    default_code = np.flatnonzero(np.asarray(pc.fill_null(pc.equal(values["contract"], "default"), False)))
+    is_default = (np.isin(g_codes["contract"], default_code) if n else np.zeros(0, dtype=bool))
     share = np.full(n, np.nan)
-    scheme = np.full(n, "fixed", dtype=object)
-    tiers = np.full(n, None, dtype=object)                           # JSON text of tiered contracts' tiers
     d_share = np.append(finder.default_shares.astype(np.float64), np.nan)
-    where = pc.fill_null(pc.index_in(g.column("owner_id"), value_set=finder.default_ids), len(d_share) - 1)
-    where = where.to_numpy()
+    owner_values = values["owner_id"]
+    where = pc.fill_null(pc.index_in(owner_values, value_set=finder.default_ids), len(d_share) - 1)
+    where = where.to_numpy(zero_copy_only=False)[g_codes["owner_id"]]
     unknown = np.flatnonzero(is_default & (where == len(d_share) - 1))
     if unknown.size:                                                 # the default share needs the owner on record
         raise NotFound("owner", owner_ids[int(unknown[0])].as_py())
@@ -559,10 +670,13 @@ def _owner_parties(conn: Connection, tables: list[pa.Table], sessions: dict, con
     own_f = rev_f * share
     scale = np.ones(n)
     others = np.flatnonzero(~is_default).tolist()
+    scheme = tiers = None
+    if others:
+        scheme = np.full(n, "fixed", dtype=object)
+        tiers = np.full(n, None, dtype=object)                      # JSON text of tiered contracts' tiers
     contract_of: dict[int, dict] = {}
     for i in others:                                                  # contracts: few
-        key = (owner_ids[i].as_py(), op_ids[i].as_py(), contract_ids[i].as_py())
-        c = contracts_seen[key]
+        c = contracts_seen[(owner_ids[i].as_py(), op_ids[i].as_py(), contract_ids[i].as_py())]
         contract_of[i] = c
         scheme[i] = c["scheme"]
         share[i] = np.nan if c.get("owner_share") is None else float(c["owner_share"])
@@ -577,27 +691,26 @@ def _owner_parties(conn: Connection, tables: list[pa.Table], sessions: dict, con
     own_fen, unsure_own = fen_half_up(own_f, err * scale)
     redo = np.flatnonzero(unsure | unsure_own).tolist()
     if redo:
-        keys = {i: (owner_ids[i].as_py(), op_ids[i].as_py(), contract_ids[i].as_py()) for i in redo}
-        exact = _exact_owner_gross(conn, set(keys.values()), plans, caps, v2g_rate, eligible, finder, sessions)
-        for i, key in keys.items():
-            c = contract_of.get(i) or {"scheme": "fixed", "owner_share": finder.default.get(key[0])}
-            if key[2] == "default" and key[0] not in finder.default:
-                raise NotFound("owner", key[0])
-            e = exact[key]
+        keys_of = {i: (owner_ids[i].as_py(), op_ids[i].as_py(), contract_ids[i].as_py()) for i in redo}
+        exact = _exact_owner_gross(conn, set(keys_of.values()), plans, caps, v2g_rate, eligible, finder, sessions)
+        for i, k in keys_of.items():
+            c = contract_of.get(i) or {"scheme": "fixed", "owner_share": finder.default.get(k[0])}
+            if k[2] == "default" and k[0] not in finder.default:
+                raise NotFound("owner", k[0])
+            e = exact[k]
             revenue = e["main"] * main_factor + e["v2g"] * v2g_factor + e["v2g_energy"]
             part, _ = split_fen(round_statement(revenue),
                                 owner_part(revenue, c["scheme"], c.get("owner_share"), c.get("tiers")))
             rev_fen[i], own_fen[i] = fen(revenue), fen(part)
-    out = pa.table({"party_id": g.column("owner_id"), "operator_id": g.column("operator_id"),
-                    "contract": g.column("contract"), "revenue": pa.array(rev_fen, pa.int64()),
-                    "owner_share": pa.array(own_fen, pa.int64()), "scheme": pa.array(scheme, pa.string()),
-                    "share": pa.array(share, mask=~np.isfinite(share)), "tiers": pa.array(tiers, pa.string())})
+    out = pa.table({"party_id": owner_ids, "operator_id": op_ids, "contract": contract_ids,
+                    "revenue": pa.array(rev_fen, pa.int64()), "owner_share": pa.array(own_fen, pa.int64()),
+                    "scheme": pa.repeat("fixed", n) if scheme is None else pa.array(scheme, pa.string()),
+                    "share": pa.array(share, mask=~np.isfinite(share)),
+                    "tiers": pa.nulls(n, pa.string()) if tiers is None else pa.array(tiers, pa.string())})
     totals: dict[str, Decimal] = defaultdict(lambda: ZERO)
-    if n:
-        for op, total in zip(*out.group_by("operator_id", use_threads=False).aggregate(
-                [("owner_share", "sum")]).select(["operator_id", "owner_share_sum"]).to_pydict().values(),
-                strict=True):
-            totals[op] = from_fen(total)
+    op_names = values["operator_id"].to_pylist()
+    for j in np.unique(g_codes["operator_id"]).tolist():              # operators: few
+        totals[op_names[j]] = from_fen(int(own_fen[g_codes["operator_id"] == j].sum()))
     return out, totals
 
 
