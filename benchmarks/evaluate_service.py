@@ -189,16 +189,20 @@ def service(n: int, settle_max: int, keep: bool) -> None:
         assert diff < 1e-6 * max(1.0, max(abs(v) for v in ref_ops.values())), "service and kernels disagree"
         settle_s = None
         if n <= settle_max:
+            settle_prof: dict[str, float] = {}
             t0 = time.perf_counter()
             with engine.begin() as conn:
-                st = settlement.compute(conn, CENTER, DAY.year)
+                st = settlement.compute(conn, CENTER, DAY.year, profile=settle_prof)
+                t_commit = time.perf_counter()
             settle_s = time.perf_counter() - t0
+            settle_prof["commit"] = time.perf_counter() - t_commit
             with engine.connect() as conn:
                 n_parties = conn.execute(select(func.count()).select_from(settlement_parties).where(
                     settlement_parties.c.settlement_id == st["settlement_id"])).scalar()   # operators (rows)
                 n_parties += settlement_files.record(conn, st["settlement_id"], 0, "owners")["rows"]  # owners
             print(f"yearly settlement (services.settlement.compute): {settle_s:.3f} s, {st['settlement_id']}: "
                   f"{n_parties:,} parties (operators and owner-operator-contract), factor {st['summary']['main']['factor']}")
+            print("settlement: " + ", ".join(f"{k} {v:.3f}" for k, v in settle_prof.items()))
         else:
             print(f"yearly settlement not run at {n:,} resources (--settle-max {settle_max:,})")
         value = first_total + (settle_s or 0.0)
@@ -208,6 +212,7 @@ def service(n: int, settle_max: int, keep: bool) -> None:
               f"target {TARGET_S} s: {met}")
         result("evaluate_settle_service", value, "s", ref_s, n, evaluation_s=round(first_total, 4),
                reevaluation_s=round(runs[1][1], 4), settlement_s=None if settle_s is None else round(settle_s, 4),
+               settlement_steps=None if settle_s is None else {k: round(v, 4) for k, v in settle_prof.items()},
                steps={k: round(v, 4) for k, v in runs[0][2].items()}, units=n_units, slots=END - START,
                file_mb=round(rec["bytes"] / 1e6, 1), reference_is="baseline + evaluation kernels on the same arrays "
                "in memory", target_s=TARGET_S)

@@ -32,6 +32,7 @@ import csv
 import html
 import io
 import json
+import time
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -272,10 +273,25 @@ def _eligible(conn: Connection, cache: dict, operator_id: str) -> bool:
     return cache[operator_id]
 
 
+class _Laps:
+    """Seconds between successive calls, by name, added into ``profile`` (nothing when it is None)."""
+
+    def __init__(self, profile: dict[str, float] | None):
+        self.profile = profile
+        self.t = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.profile is not None:
+            now = time.perf_counter()
+            self.profile[name] = self.profile.get(name, 0.0) + now - self.t
+            self.t = now
+
+
 def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], line_ids: dict | None = None,
-              v2g_sessions: tuple[int, datetime] | None = None) -> dict:
+              v2g_sessions: tuple[int, datetime] | None = None, lap: _Laps | None = None) -> dict:
     """Lines, operator and owner parties and a summary from the given evaluations (nothing written);
     with ``v2g_sessions`` = (year, until) also the metered V2G sessions (``_v2g_sessions``)."""
+    lap = lap or _Laps(None)
     sub = rs.section("subsidy")
     caps = {k: yuan(sub[CAP_KEY[k]]) for k in MAIN_KINDS}
     v2g_rate = yuan(sub["v2g_discharge_yuan_per_kwh"])
@@ -290,6 +306,7 @@ def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], li
     line_ids = line_ids or {}
     eligible: dict[str, bool] = {}
     finder = _Contracts(conn)
+    lap("contracts and owners' shares")
 
     out_lines: list[dict] = []
     gross: dict[str, dict[str, Decimal]] = defaultdict(lambda: {k: ZERO for k in KINDS})
@@ -301,6 +318,13 @@ def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], li
     owner_gross: dict[tuple, dict[str, Decimal]] = defaultdict(lambda: {"main": ZERO, "v2g": ZERO, "v2g_energy": ZERO})
     event_v2g_kwh: dict[str, float] = defaultdict(float)     # per charger: discharge already paid in events
     owner_contract: dict[tuple, dict] = {}
+    rates_met: dict[tuple, Decimal] = {}                     # (price, cap) -> capped rate: prices repeat
+
+    def rate_of(price: float, cap: Decimal) -> Decimal:
+        if (price, cap) not in rates_met:
+            rates_met[(price, cap)] = _rate(price, cap)
+        return rates_met[(price, cap)]
+
     for eid in evaluation_ids:
         head = conn.execute(select(evaluations.c.event_id, evaluations.c.product, evaluations.c.quantity_unit).where(
             evaluations.c.evaluation_id == eid)).mappings().first()    # not its inputs (JSON)
@@ -316,9 +340,10 @@ def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], li
             ok = kind != "reserve" or _eligible(conn, eligible, op)
             parts: dict[str, tuple[float, Decimal, set]] = {}
             q = sum(r["credited"] - r["v2g_kwh"] for r in rs_rows)
-            amt = sum((yuan(r["credited"] - r["v2g_kwh"]) * _rate(r["price_yuan"], caps[kind]) for r in rs_rows),
+            slot_rates = [rate_of(r["price_yuan"], caps[kind]) for r in rs_rows]
+            amt = sum((yuan(r["credited"] - r["v2g_kwh"]) * rt for r, rt in zip(rs_rows, slot_rates, strict=True)),
                       ZERO)
-            parts[kind] = (q, amt if ok else ZERO, {_rate(r["price_yuan"], caps[kind]) for r in rs_rows})
+            parts[kind] = (q, amt if ok else ZERO, set(slot_rates))
             v2g_q = sum(r["v2g_kwh"] for r in rs_rows)
             if v2g_q > 0:
                 parts["v2g"] = (v2g_q, sum((yuan(r["v2g_kwh"]) * v2g_rate for r in rs_rows), ZERO), {v2g_rate})
@@ -339,10 +364,13 @@ def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], li
                                   head["quantity_unit"],
                                   "rate_yuan": str(rate_set.pop()) if len(rate_set) == 1 else None,
                                   "amount_fen": fen(amount), "note": note})
+        lap("unit lines")
         # owners: their resources' claims, on the resource file's columns
         cols = _resource_columns(conn, eid, unit_rows)
+        lap("resource file")
         t = _owner_claims(conn, cols, ev["day"], kind, caps[kind], v2g_rate, eligible, finder, event_v2g_kwh,
                           owner_contract)
+        lap("owners' claims")
         if t is not None:
             owner_tables.append(t)
         plans.append((eid, ev["day"], kind, unit_rows))
@@ -355,8 +383,10 @@ def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], li
     ops = sorted(gross)
     main = prorata_fen([sum((gross[o][k] for k in MAIN_KINDS), ZERO) for o in ops], budget_main)
     v2g = prorata_fen([gross[o]["v2g"] for o in ops], budget_v2g)
+    lap("V2G sessions and pro rata")
     owner_tbl, owner_totals = _owner_parties(conn, owner_tables, owner_gross, owner_contract, finder, main.factor,
                                              v2g.factor, plans, caps, v2g_rate, eligible)
+    lap("owner parties to the fen")
     party_rows: list[dict] = []
     for i, op in enumerate(ops):
         g = gross[op]
@@ -398,7 +428,8 @@ def _unit_rows(conn: Connection, evaluation_id: str) -> list[dict]:
     r = evaluation_rows
     q = (select(r.c.key_id, r.c.slot, r.c.operator_id, r.c.credited, r.c.v2g_kwh, r.c.shortfall, r.c.price_yuan)
          .where(r.c.evaluation_id == evaluation_id, r.c.level == "unit").order_by(r.c.key_id, r.c.slot))
-    return [dict(row) for row in conn.execute(q).mappings()]
+    names = [c.name for c in q.selected_columns]
+    return [dict(zip(names, row, strict=True)) for row in conn.execute(q)]
 
 
 # ---------------------------------------------------------------- owners' claims, columnar
@@ -792,8 +823,10 @@ OWNERS_SCHEMA = pa.schema({"party_id": pa.string(), "operator_id": pa.string(), 
                            "share": pa.float64(), "tiers": pa.string()})
 
 
-def _store(conn: Connection, settlement_id: str, revision: int, year: int, alloc: dict) -> None:
+def _store(conn: Connection, settlement_id: str, revision: int, year: int, alloc: dict,
+           lap: _Laps | None = None) -> None:
     """Lines and operators' parties as rows; owners' parties as the revision's owners file."""
+    lap = lap or _Laps(None)
     if alloc["lines"]:
         conn.execute(settlement_lines.insert(), [{**r, "settlement_id": settlement_id, "revision": revision}
                                                  for r in alloc["lines"]])
@@ -802,8 +835,10 @@ def _store(conn: Connection, settlement_id: str, revision: int, year: int, alloc
              "amounts": audit._plain(p["amounts"])} for p in alloc["parties"]]
     if rows:
         conn.execute(settlement_parties.insert(), rows)
+    lap("lines and operator parties (rows)")
     settlement_files.write(conn, settlement_id, revision, year, "owners",
                            alloc["owners"].select(OWNERS_SCHEMA.names).cast(OWNERS_SCHEMA))
+    lap("owners file")
 
 
 def _owner_party_amounts(t: pa.Table) -> dict[tuple, dict]:
@@ -837,8 +872,11 @@ def _center(actor: Actor) -> None:
         raise Forbidden("settlements are computed and signed by the city management center (city_admin)")
 
 
-def compute(conn: Connection, actor: Actor, year: int, ruleset: str = rules.DEFAULT_RULESET) -> dict:
-    """Compute (or recompute, while computed or reviewed) the yearly settlement."""
+def compute(conn: Connection, actor: Actor, year: int, ruleset: str = rules.DEFAULT_RULESET,
+            profile: dict[str, float] | None = None) -> dict:
+    """Compute (or recompute, while computed or reviewed) the yearly settlement. ``profile``, if given,
+    receives the seconds of each step (a profile; benchmarks/evaluate_service.py)."""
+    lap = _Laps(profile)
     _center(actor)
     if not 2000 <= int(year) <= 2100:
         raise InvalidInput(Violation("year", "must be a calendar year", year))
@@ -849,7 +887,8 @@ def compute(conn: Connection, actor: Actor, year: int, ruleset: str = rules.DEFA
                        "disputes, which append to the ledger")
     done, pending = _year_evaluations(conn, year)
     now = datetime.now(UTC)
-    alloc = _allocate(conn, rs, done, v2g_sessions=(int(year), now))
+    lap("year's evaluations")
+    alloc = _allocate(conn, rs, done, v2g_sessions=(int(year), now), lap=lap)
     settlement_id = new_id("STL")
     if live is not None:
         conn.execute(settlements.update().where(settlements.c.settlement_id == live["settlement_id"]).values(
@@ -860,11 +899,13 @@ def compute(conn: Connection, actor: Actor, year: int, ruleset: str = rules.DEFA
     conn.execute(settlements.insert().values(settlement_id=settlement_id, year=int(year), state="computed",
                                              revision=0, ruleset=rs.id, summary=audit._plain(summary),
                                              created_by=actor.name, created_at=now, updated_at=now))
-    _store(conn, settlement_id, 0, int(year), alloc)
+    _store(conn, settlement_id, 0, int(year), alloc, lap)
     audit.record(conn, actor, "settlement.compute", "settlement", settlement_id,
                  after={"year": year, "ruleset": rs.id, "evaluations": len(done), "pending": len(pending),
                         "main": summary["main"], "v2g": summary["v2g"]})
-    return get(conn, settlement_id)
+    out = get(conn, settlement_id)
+    lap("settlement row and audit")
+    return out
 
 
 #: ledger postings as columns: a key (party kind, party, operator, account) and an amount in fen
