@@ -537,3 +537,44 @@ def test_evaluation_stored_as_rows_settles_to_the_same_fen(golden, monkeypatch):
         assert len(eva.rows(conn, head["evaluation_id"], "resource")) == len(rows)
         sid2 = stl.compute(conn, ADMIN, 2025, ruleset=g.ruleset)["settlement_id"]
         assert (owner_parties(conn, sid2), {op: amounts(conn, sid2, "operator", op) for op in OP}) == from_file
+
+
+def test_two_events_owner_claims_meet_in_one_party_and_agree_with_every_group_exact(golden, monkeypatch):
+    """The golden event and a second one a week later, OP01 and OP03 cleared again with the same meter
+    readings: each owner's claims of the two evaluations (two resource files, each with its own owner
+    codes) meet in one party per operator and contract. Claims 11,400 + 4,650 + 4,500 = 20,550 yuan,
+    factor 10000/20550: OW1 (GA1 in both events) 2 x 2550 = 5100 x f = 2481.751824 -> 2481.75,
+    x 0.7 = 1737.226277 -> 1737.23; OW2 (GB1, GB2 only in the first) 2250 x f = 1094.890510 -> 1094.89,
+    x 0.5 = 547.445255 -> 547.45. Then every group recomputed row by row in Decimal: the same fen."""
+    g = golden
+    day2 = DAY + timedelta(days=7)
+    ids = list(GOLDEN_METER) + list(OTHERS)
+    power = np.zeros((len(ids), HISTORY + 8, 96))
+    for i, rid in enumerate(ids):
+        power[i] = GOLDEN_METER[rid][0] if rid in GOLDEN_METER else OTHERS[rid]
+        if rid in GOLDEN_METER:
+            power[i, HISTORY, START:END] = GOLDEN_METER[rid][1]          # the first event's day
+            power[i, -1, START:END] = GOLDEN_METER[rid][1]               # the second's
+    source2 = eva.ArrayMeterSource(ids, DAY - timedelta(days=HISTORY), power)
+    evaluate(g)
+    eid2 = run_event(g.settings, {"OP01@GZ-TH-S01": ("OP01", 2000.0), "OP03@GZ-HZ-S01": ("OP03", 1500.0)}, day=day2)
+    with g.begin() as conn:
+        eva.evaluate(conn, DISP, eid2, source2, now=slot_start_utc(day2, END) + timedelta(hours=1))
+    with g.begin() as conn:
+        st = stl.compute(conn, ADMIN, 2025, ruleset=g.ruleset)
+        assert st["summary"]["main"]["claims"] == "20550.00" and len(st["summary"]["evaluations"]) == 2
+        sid = st["settlement_id"]
+        every = stl.parties(conn, sid, "owner")
+        fast = owner_parties(conn, sid)
+        ops = {op: amounts(conn, sid, "operator", op) for op in OP}
+    assert len(every) == len(fast) == 4                                # one party per owner, operator, contract
+    assert (fast[("OW1", "OP01", "default")]["revenue"], fast[("OW1", "OP01", "default")]["owner_share"]) == (
+        248175, 173723)
+    assert (fast[("OW2", "OP02", "default")]["revenue"], fast[("OW2", "OP02", "default")]["owner_share"]) == (
+        109489, 54745)
+    assert sum(ops[op]["payable"] for op in OP) == D("10000.00")
+    monkeypatch.setattr(stl, "sum_error_yuan", lambda abs_sum, n: np.full(np.shape(abs_sum), 1e6))
+    with g.begin() as conn:
+        sid2 = stl.compute(conn, ADMIN, 2025, ruleset=g.ruleset)["settlement_id"]
+        assert owner_parties(conn, sid2) == fast
+        assert {op: amounts(conn, sid2, "operator", op) for op in OP} == ops
