@@ -8,6 +8,8 @@ import os
 from decimal import Decimal as D
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 from sqlalchemy import delete, func, select
 
@@ -138,3 +140,32 @@ def test_a_revision_stored_before_0013_reads_from_its_rows_the_same(golden):
                               .order_by(ledger_entries.c.entry_id)).all()
         assert [tuple(r) for r in posted] == [tuple(p.values()) for p in postings if p["amount_fen"]]
         assert stl.balance(conn, sid, "owner", "OW3") == D("1021.05")
+
+
+# ---------------------------------------------------------------- the codes the owners' claims are grouped on
+
+
+def test_pairs_of_owner_and_operator_codes_equal_the_distinct_pairs():
+    """``_pairs``: owners with one operator take their own place, the others' extra operators are hashed;
+    either way every row's pair is its (owner, operator) and each distinct pair appears once."""
+    rng = np.random.default_rng(7)
+    for n_own, n_op, n in ((50, 1, 400), (50, 3, 400), (1000, 14, 20_000), (5, 60, 10)):
+        own = rng.integers(0, n_own, n)
+        op = np.where(rng.random(n) < 0.8, own % n_op, rng.integers(0, n_op, n))   # mostly one operator
+        inv, p_own, p_op = stl._pairs(own, op, n_own + 3, n_op)              # codes never met are allowed
+        assert list(zip(p_own[inv].tolist(), p_op[inv].tolist(), strict=True)) == list(
+            zip(own.tolist(), op.tolist(), strict=True))
+        assert len(set(zip(p_own.tolist(), p_op.tolist(), strict=True))) == p_own.size == len(
+            set(zip(own.tolist(), op.tolist(), strict=True)))
+
+
+def test_codes_of_plain_and_dictionary_columns_with_nulls_and_repeated_values():
+    plain = pa.array(["b", None, "a", "b", None], pa.string())
+    dictionary = pa.DictionaryArray.from_arrays(pa.array([0, None, 2, 1, 3], pa.int32()),
+                                                pa.array(["b", "b", "a", "c"], pa.string()))
+    for column, want in ((plain, ["b", None, "a", "b", None]), (dictionary, ["b", None, "a", "b", "c"]),
+                         (pa.chunked_array([dictionary.slice(0, 2), dictionary.slice(2)]),
+                          ["b", None, "a", "b", "c"])):
+        codes, values = stl._codes(column)
+        assert values.take(pa.array(codes)).to_pylist() == want
+        assert len(set(values.to_pylist())) == len(values)                  # distinct, a null among them

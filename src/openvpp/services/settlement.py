@@ -366,7 +366,7 @@ def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], li
                                   "amount_fen": fen(amount), "note": note})
         lap("unit lines")
         # owners: their resources' claims, on the resource file's columns
-        cols = _resource_columns(conn, eid, unit_rows)
+        cols = _resource_columns(conn, eid, unit_rows, finder.default_ids)
         lap("resource file")
         t = _owner_claims(conn, cols, ev["day"], kind, caps[kind], v2g_rate, eligible, finder, event_v2g_kwh,
                           owner_contract)
@@ -465,9 +465,12 @@ def _codes(a: pa.Array | pa.ChunkedArray, distinct_dictionary: bool = False) -> 
     return d.indices.to_numpy(zero_copy_only=False).astype(np.int64), d.dictionary
 
 
-def _resource_columns(conn: Connection, evaluation_id: str, unit_rows: list[dict]) -> dict:
+def _resource_columns(conn: Connection, evaluation_id: str, unit_rows: list[dict],
+                      on_record: pa.Array | None = None) -> dict:
     """An evaluation's resources as columns: ``key_id`` (Arrow strings, one per resource), ``op_idx`` and
-    ``own_idx`` (codes into the distinct ``ops`` and ``owns``), ``unit_idx`` (the row of ``price`` of the
+    ``own_idx`` (codes into the distinct ``ops`` and ``owns``; with ``on_record``, the owners on record
+    (distinct ids), ``owns`` starts with them in their order, so an owner's code is its row there when it
+    has one — one hash of both columns), ``unit_idx`` (the row of ``price`` of the
     resource's unit), (resources, slots) float arrays ``credited`` and ``v2g_kwh``, and ``price``: per
     unit and slot the unit's price (0 where the unit has none, NaN where it is NULL, as ``evaluation.rows``
     gives it; a last row of 0 for a unit without rows). From the resource file; an evaluation stored before
@@ -500,7 +503,14 @@ def _resource_columns(conn: Connection, evaluation_id: str, unit_rows: list[dict
     unit_codes, unit_values = _codes(t.column("unit_id"))
     row_of = pc.fill_null(pc.index_in(unit_values, value_set=pa.array(names, pa.string())), len(names))
     op_idx, ops = _codes(t.column("operator_id"))
-    own_idx, owns = _codes(t.column("owner_id"))
+    owner_col = t.column("owner_id")
+    if on_record is not None and not pa.types.is_dictionary(owner_col.type) and n:
+        both = pc.dictionary_encode(pa.chunked_array([on_record, *owner_col.cast(pa.string()).chunks]).combine_chunks(),
+                                    null_encoding="encode")
+        own_idx = both.indices.slice(len(on_record)).to_numpy(zero_copy_only=False).astype(np.int64)
+        owns = both.dictionary
+    else:
+        own_idx, owns = _codes(owner_col)
 
     def per(k: str) -> np.ndarray:
         flat = t.column(k).combine_chunks().flatten() if n else pa.array([], pa.float64())
@@ -575,37 +585,54 @@ def _owner_claims(conn: Connection, cols: dict, day: date, kind: str, cap: Decim
                      ("terms", 2.0 * s)):
             extra[k].append(v)
     rest = np.flatnonzero(~special) if extra["owner_id"] else slice(None)
-    n_ops = max(len(ops), 1)
-    pair = pc.dictionary_encode(pa.array(own_idx[rest] * n_ops + op_idx[rest]))
-    inv = pair.indices.to_numpy(zero_copy_only=False)
-    pairs = pair.dictionary.to_numpy(zero_copy_only=False)
-    p_own, p_op = pairs // n_ops, pairs % n_ops
+    inv, p_own, p_op = _pairs(own_idx[rest], op_idx[rest], len(owns), len(ops))
+    n_pairs = p_own.size
     owner_col = pa.DictionaryArray.from_arrays(pa.array(p_own.astype(np.int32)), owns)
     op_col = pa.DictionaryArray.from_arrays(pa.array(p_op.astype(np.int32)), pa.array(ops, pa.string()))
     has = (np.flatnonzero(np.asarray(pc.is_in(owner_col.dictionary, value_set=pa.array(finder.owner_ids,
                                                                                           pa.string())))[p_own])
            if finder.owner_ids else np.zeros(0, dtype=np.int64))
-    contract_col: pa.Array = pa.DictionaryArray.from_arrays(pa.array(np.zeros(pairs.size, np.int32)),
+    contract_col: pa.Array = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n_pairs, np.int32)),
                                                             pa.array(["default"], pa.string()))
     if has.size:
-        named = np.full(pairs.size, "default", dtype=object)
+        named = np.full(n_pairs, "default", dtype=object)
         for j in has.tolist():                                       # owners with contracts: as access does
             owner, op = owns[int(p_own[j])].as_py(), ops[p_op[j]]
             c = finder.find(owner, op, day, None)
             named[j] = str(c["contract_id"])
             contracts_seen.setdefault((owner, op, named[j]), c)
         contract_col = pa.array(named, pa.string()).dictionary_encode()
-    sums = {k: np.bincount(inv, weights=w[rest], minlength=pairs.size)
+    sums = {k: np.bincount(inv, weights=w[rest], minlength=n_pairs)
             for k, w in (("main", main_r), ("v2g", v2g_r), ("abs", abs_r))}
     dict_schema = pa.schema([pa.field(k, pa.dictionary(pa.int32(), pa.string())) if t == pa.string()
                              else pa.field(k, t) for k, t in _CLAIMS.items()])
     grouped = pa.table({"owner_id": owner_col, "operator_id": op_col, "contract": contract_col,
-                        "main": sums["main"], "v2g": sums["v2g"], "v2g_energy": np.zeros(pairs.size),
-                        "abs": sums["abs"], "terms": np.bincount(inv, minlength=pairs.size) * 2.0 * s},
+                        "main": sums["main"], "v2g": sums["v2g"], "v2g_energy": np.zeros(n_pairs),
+                        "abs": sums["abs"], "terms": np.bincount(inv, minlength=n_pairs) * 2.0 * s},
                        schema=dict_schema)
     if not extra["owner_id"]:
         return grouped
     return pa.concat_tables([grouped, pa.table(extra, schema=pa.schema(_CLAIMS)).cast(dict_schema)])
+
+
+def _pairs(own: np.ndarray, op: np.ndarray, n_own: int, n_op: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (owner, operator) code pairs of the rows: each row's pair, and the pairs' owner and
+    operator codes. One operator of each owner is found by a scatter of the codes; the rows of that
+    pair take the owner's place, and only the rows of an owner's other operators are hashed (as integers)."""
+    one = np.full(n_own, -1, dtype=np.int64)
+    one[own] = op                                          # an operator of each owner
+    used = np.flatnonzero(one >= 0)
+    pos = np.zeros(n_own, dtype=np.int64)
+    pos[used] = np.arange(used.size)
+    inv, p_own, p_op = pos[own], used, one[used]
+    other = np.flatnonzero(one[own] != op)
+    if other.size:
+        n_op = max(n_op, 1)
+        pair = pc.dictionary_encode(pa.array(own[other] * n_op + op[other]))
+        pairs = pair.dictionary.to_numpy(zero_copy_only=False)
+        inv[other] = used.size + pair.indices.to_numpy(zero_copy_only=False)
+        p_own, p_op = np.concatenate([p_own, pairs // n_op]), np.concatenate([p_op, pairs % n_op])
+    return inv, p_own, p_op
 
 
 def _exact_owner_gross(conn: Connection, want: set[tuple], plans: list[tuple], caps: dict, v2g_rate: Decimal,
@@ -688,9 +715,12 @@ def _owner_parties(conn: Connection, tables: list[pa.Table], sessions: dict, con
     is_default = (np.isin(g_codes["contract"], default_code) if n else np.zeros(0, dtype=bool))
     share = np.full(n, np.nan)
     d_share = np.append(finder.default_shares.astype(np.float64), np.nan)
-    owner_values = values["owner_id"]
-    where = pc.fill_null(pc.index_in(owner_values, value_set=finder.default_ids), len(d_share) - 1)
-    where = where.to_numpy(zero_copy_only=False)[g_codes["owner_id"]]
+    owner_values, n_rec = values["owner_id"], len(finder.default_ids)
+    if len(owner_values) >= n_rec and owner_values.slice(0, n_rec).equals(finder.default_ids):
+        where = np.minimum(g_codes["owner_id"], n_rec)               # the owners on record come first
+    else:
+        where = pc.fill_null(pc.index_in(owner_values, value_set=finder.default_ids), n_rec)
+        where = where.to_numpy(zero_copy_only=False)[g_codes["owner_id"]]
     unknown = np.flatnonzero(is_default & (where == len(d_share) - 1))
     if unknown.size:                                                 # the default share needs the owner on record
         raise NotFound("owner", owner_ids[int(unknown[0])].as_py())
