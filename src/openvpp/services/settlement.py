@@ -526,23 +526,29 @@ def _claim_terms(cols: dict, cap: float, v2g_rate: float, eligible_op: np.ndarra
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """Per resource, float yuan: Σ over slots of (credited − V2G kWh) × the capped rate of its unit
     (0 for an operator not eligible), Σ V2G kWh × the V2G rate, and Σ|term| of both (the float error
-    bound); and whether any V2G kWh is not 0. A block of resources at a time."""
+    bound, which holds for any order of the additions); and whether any V2G kWh is not 0. A block of
+    resources at a time, each row summed as a product with a vector of ones (BLAS: ten times numpy's
+    reduction over 8 slots)."""
     credited, v2g, unit_idx = cols["credited"], cols["v2g_kwh"], cols["unit_idx"]
-    n = credited.shape[0]
+    n, s = credited.shape
+    ones = np.ones(s)
     rate = rates(cols["price"], cap)                 # per unit and slot
-    any_v2g = bool(np.any(v2g != 0))
     main_r, abs_m = np.empty(n), np.empty(n)
     v2g_r, abs_v = np.zeros(n), np.zeros(n)
+    any_v2g = False
     with np.errstate(invalid="ignore"):
         for a in range(0, n, _BLOCK):
             b = min(a + _BLOCK, n)
-            terms = (credited[a:b] - v2g[a:b] if any_v2g else credited[a:b]) * rate[unit_idx[a:b]]
-            main_r[a:b] = terms.sum(axis=1)
-            abs_m[a:b] = np.abs(terms, out=terms).sum(axis=1)
-            if any_v2g:
-                terms = v2g[a:b] * v2g_rate
-                v2g_r[a:b] = terms.sum(axis=1)
-                abs_v[a:b] = np.abs(terms, out=terms).sum(axis=1)
+            vb = v2g[a:b]
+            block_v2g = bool(np.any(vb != 0))
+            any_v2g |= block_v2g
+            terms = (credited[a:b] - vb if block_v2g else credited[a:b]) * rate[unit_idx[a:b]]
+            main_r[a:b] = terms @ ones
+            abs_m[a:b] = np.abs(terms, out=terms) @ ones
+            if block_v2g:
+                terms = vb * v2g_rate
+                v2g_r[a:b] = terms @ ones
+                abs_v[a:b] = np.abs(terms, out=terms) @ ones
     off = ~eligible_op[cols["op_idx"]]
     if off.any():
         main_r[off] = 0.0
