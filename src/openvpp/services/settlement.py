@@ -686,9 +686,9 @@ def _ranked(values: pa.Array) -> np.ndarray:
 def _owner_parties(conn: Connection, tables: list[pa.Table], sessions: dict, contracts_seen: dict,
                    finder: _Contracts, main_factor: Decimal, v2g_factor: Decimal, plans: list[tuple], caps: dict,
                    v2g_rate: Decimal, eligible: dict) -> tuple[pa.Table, dict[str, Decimal]]:
-    """Owners' revenue and contract share to the fen per (owner, operator, contract) — owners in the order
-    the evaluations' resources first name them (readers sort, :func:`parties`), each owner's groups by
-    operator and contract — and the shares' total per operator — the same fen as the ``Decimal`` path row by row (revenue = claims x
+    """Owners' revenue and contract share to the fen per (owner, operator, contract) — in the order of the
+    claims when each row is a group of its own, else by owner code (readers sort, :func:`parties`), operator
+    and contract — and the shares' total per operator — the same fen as the ``Decimal`` path row by row (revenue = claims x
     the pro rata factors + metered V2G energy value; ``owner_part`` of it; both rounded half-up): summed
     in float with a bound on the float error (``kernels.settlement.sum_error_yuan``), and every group
     whose revenue or share falls within that bound of a half fen (or is not finite) recomputed exactly in
@@ -708,8 +708,14 @@ def _owner_parties(conn: Connection, tables: list[pa.Table], sessions: dict, con
     n_op, n_c = max(len(values["operator_id"]), 1), max(len(values["contract"]), 1)
     key = ((codes["owner_id"] * n_op + _ranked(values["operator_id"])[codes["operator_id"]]) * n_c
            + _ranked(values["contract"])[codes["contract"]])
-    keys, inv = np.unique(key, return_inverse=True)      # owners as first met, then by operator and contract
-    n = keys.size
+    space = len(values["owner_id"]) * n_op * n_c
+    seen = np.zeros(space if key.size > 0 and space <= 1 << 24 else 0, dtype=bool)
+    seen[key if seen.size else []] = True
+    if seen.size and np.count_nonzero(seen) == key.size:   # every row a group of its own (one evaluation)
+        n, inv = key.size, np.arange(key.size)
+    else:                                                   # by owner code, then operator and contract
+        keys, inv = np.unique(key, return_inverse=True)
+        n = keys.size
     col = {k: np.bincount(inv, weights=claims.column(k).to_numpy(), minlength=n)
            for k in ("main", "v2g", "v2g_energy", "abs", "terms")}
     first = np.zeros(n, dtype=np.int64)
