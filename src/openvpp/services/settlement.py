@@ -429,7 +429,7 @@ def _unit_rows(conn: Connection, evaluation_id: str) -> list[dict]:
     q = (select(r.c.key_id, r.c.slot, r.c.operator_id, r.c.credited, r.c.v2g_kwh, r.c.shortfall, r.c.price_yuan)
          .where(r.c.evaluation_id == evaluation_id, r.c.level == "unit").order_by(r.c.key_id, r.c.slot))
     names = [c.name for c in q.selected_columns]
-    return [dict(zip(names, row, strict=True)) for row in conn.execute(q)]
+    return [dict(zip(names, row, strict=True)) for row in conn.execute(q).all()]
 
 
 # ---------------------------------------------------------------- owners' claims, columnar
