@@ -822,9 +822,10 @@ def _resource_table(members: pa.Table, start: int, values: dict[str, np.ndarray]
     n = members.num_rows
     s = next(iter(values.values())).shape[1]
     cols: dict[str, pa.Array] = {"key_id": members.column("resource_id").combine_chunks()}
-    for k in ("unit_id", "operator_id", "resource_type", "district_id"):
+    # dictionary-encoded: the settlement groups on the codes (owner_id too: ~600,000 owners of a
+    # million resources, hashed once here, on the file's thread, instead of by every settlement)
+    for k in ("unit_id", "operator_id", "resource_type", "district_id", "owner_id"):
         cols[k] = pc.dictionary_encode(members.column(k)).combine_chunks()
-    cols["owner_id"] = members.column("owner_id").combine_chunks()
     cols["capability_kw"] = members.column("capability_kw").combine_chunks()
     for k, v in values.items():
         flat = np.ascontiguousarray(v).reshape(n * s)
