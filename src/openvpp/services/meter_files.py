@@ -176,7 +176,9 @@ class FileMeterSource:
     """The evaluation's ``MeterSource`` over daily rollup files (``write_day`` / ``export_day``).
 
     Reads only the days and slots asked for (``read_part``), memory-mapped; devices missing from a
-    day's file, and days without a file, read as NaN (minutes 0). Values are float32 as exported.
+    day's file, and days without a file, read as NaN (minutes 0). Values are float32 as exported, in a
+    slot-major buffer (day, slot, meter): the arrays returned are its (meter, day, slot) views, not
+    C-ordered copies (the kernels accept either; ``evaluation.fingerprint`` hashes them slot-major).
     """
 
     def __init__(self, root: Path | str, name: str | None = None):

@@ -35,10 +35,48 @@ _VERIFIED: dict[tuple[str, int, int], str] = {}   # (path, size, mtime_ns) -> sh
 
 def files_root(conn: Connection) -> Path:
     """Where result files live: beside a SQLite file, else ``$OPENVPP_HOME/evaluations/<database name>``."""
+    return root_beside(conn, "evaluations")
+
+
+def root_beside(conn: Connection, folder: str) -> Path:
+    """A folder of hashed files beside the database: ``<directory of the SQLite file>/<folder>`` or, on a
+    server database, ``$OPENVPP_HOME/<folder>/<database name>`` (this module's and
+    ``store.settlement_files``')."""
     url = conn.engine.url
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        return Path(url.database).resolve().parent / "evaluations"
-    return Settings.from_env().home / "evaluations" / (url.database or "default")
+        return Path(url.database).resolve().parent / folder
+    return Settings.from_env().home / folder / (url.database or "default")
+
+
+def remember(path: Path, sha256: str) -> None:
+    """A file this process just wrote and hashed: its next read skips the re-hash while it is unchanged."""
+    st = path.stat()
+    _VERIFIED[(str(path), st.st_size, st.st_mtime_ns)] = sha256
+
+
+def read_checked(path: Path, sha256: str, size: int, what: str) -> pa.Table:
+    """The Arrow IPC file at ``path`` (memory-mapped) if it still has the recorded size and SHA-256
+    (checked once per process while the file is unchanged); ``Conflict`` naming ``what`` if it is
+    missing or altered."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise Conflict(f"{what} is missing (recorded sha256 {sha256[:12]}, {size} bytes)") from None
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if _VERIFIED.get(key) != sha256:
+        sha = _sha256(path) if st.st_size == size else None
+        if sha != sha256:
+            raise Conflict(f"{what} is not the one written ({st.st_size} bytes, sha256 {(sha or '?')[:12]}; "
+                           f"recorded {size} bytes, {sha256[:12]}): refused")
+        _VERIFIED[key] = sha
+    return ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+
+
+def orphans_below(root: Path, known: set[str]) -> list[Path]:
+    """Arrow files under ``root`` whose relative path is not in ``known`` (no row records them)."""
+    if not root.exists():
+        return []
+    return sorted(p for p in root.rglob("*.arrow") if p.relative_to(root).as_posix() not in known)
 
 
 class HashingFile:
@@ -91,8 +129,7 @@ def write_file(root: Path, evaluation_id: str, event_id: str, name: str, table: 
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     sha, size = write_arrow(path, table)
-    st = path.stat()
-    _VERIFIED[(str(path), st.st_size, st.st_mtime_ns)] = sha
+    remember(path, sha)
     return {"evaluation_id": evaluation_id, "name": name, "path": rel.as_posix(), "format": FORMAT,
             "sha256": sha, "bytes": size, "rows": table.num_rows, "created_at": datetime.now(UTC)}
 
@@ -115,20 +152,7 @@ def read(conn: Connection, evaluation_id: str, name: str, columns: list[str] | N
     if rec is None:
         return None
     path = files_root(conn) / rec["path"]
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise Conflict(f"evaluation {evaluation_id}: its {name} file {path} is missing (recorded sha256 "
-                       f"{rec['sha256'][:12]}, {rec['bytes']} bytes)") from None
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if _VERIFIED.get(key) != rec["sha256"]:
-        sha = _sha256(path) if st.st_size == rec["bytes"] else None
-        if sha != rec["sha256"]:
-            raise Conflict(f"evaluation {evaluation_id}: its {name} file {path} is not the one written "
-                           f"({st.st_size} bytes, sha256 {(sha or '?')[:12]}; recorded {rec['bytes']} bytes, "
-                           f"{rec['sha256'][:12]}): refused")
-        _VERIFIED[key] = sha
-    table = ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+    table = read_checked(path, rec["sha256"], rec["bytes"], f"evaluation {evaluation_id}: its {name} file {path}")
     return table.select(columns) if columns is not None else table
 
 
@@ -142,8 +166,4 @@ def _sha256(path: Path) -> str:
 
 def orphans(conn: Connection) -> list[Path]:
     """Files under the root that no ``evaluation_files`` row records (a rolled-back evaluation's)."""
-    root = files_root(conn)
-    if not root.exists():
-        return []
-    known = {r[0] for r in conn.execute(select(evaluation_files.c.path))}
-    return sorted(p for p in root.rglob("*.arrow") if p.relative_to(root).as_posix() not in known)
+    return orphans_below(files_root(conn), {r[0] for r in conn.execute(select(evaluation_files.c.path))})

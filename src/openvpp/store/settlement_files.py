@@ -18,29 +18,21 @@ replaces it).
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.ipc as ipc
 from sqlalchemy import Connection, select
 
-from openvpp.core.errors import Conflict
-from openvpp.core.settings import Settings
-from openvpp.store.evaluation_files import write_arrow
+from openvpp.store.evaluation_files import orphans_below, read_checked, remember, root_beside, write_arrow
 from openvpp.store.schema_settlement import settlement_files
 
 FORMAT = "arrow-ipc"
-_VERIFIED: dict[tuple[str, int, int], str] = {}   # (path, size, mtime_ns) -> sha256 checked in this process
 
 
 def files_root(conn: Connection) -> Path:
     """Where settlement files live: beside a SQLite file, else ``$OPENVPP_HOME/settlements/<database name>``."""
-    url = conn.engine.url
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        return Path(url.database).resolve().parent / "settlements"
-    return Settings.from_env().home / "settlements" / (url.database or "default")
+    return root_beside(conn, "settlements")
 
 
 def write(conn: Connection, settlement_id: str, revision: int, year: int, name: str, table: pa.Table) -> dict:
@@ -50,11 +42,10 @@ def write(conn: Connection, settlement_id: str, revision: int, year: int, name: 
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     sha, size = write_arrow(path, table)
+    remember(path, sha)
     record = {"settlement_id": settlement_id, "revision": int(revision), "name": name, "path": rel.as_posix(),
               "format": FORMAT, "sha256": sha, "bytes": size, "rows": table.num_rows,
               "created_at": datetime.now(UTC)}
-    st = path.stat()
-    _VERIFIED[(str(path), st.st_size, st.st_mtime_ns)] = sha
     conn.execute(settlement_files.insert().values(**record))
     return record
 
@@ -72,33 +63,10 @@ def read(conn: Connection, settlement_id: str, revision: int, name: str) -> pa.T
     if rec is None:
         return None
     path = files_root(conn) / rec["path"]
-    what = f"settlement {settlement_id} revision {revision}: its {name} file {path}"
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise Conflict(f"{what} is missing (recorded sha256 {rec['sha256'][:12]}, {rec['bytes']} bytes)") from None
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if _VERIFIED.get(key) != rec["sha256"]:
-        sha = _sha256(path) if st.st_size == rec["bytes"] else None
-        if sha != rec["sha256"]:
-            raise Conflict(f"{what} is not the one written ({st.st_size} bytes, sha256 {(sha or '?')[:12]}; "
-                           f"recorded {rec['bytes']} bytes, {rec['sha256'][:12]}): refused")
-        _VERIFIED[key] = sha
-    return ipc.open_file(pa.memory_map(str(path), "r")).read_all()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(16 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return read_checked(path, rec["sha256"], rec["bytes"],
+                        f"settlement {settlement_id} revision {revision}: its {name} file {path}")
 
 
 def orphans(conn: Connection) -> list[Path]:
     """Files under the root that no ``settlement_files`` row records (a rolled-back computation's)."""
-    root = files_root(conn)
-    if not root.exists():
-        return []
-    known = {r[0] for r in conn.execute(select(settlement_files.c.path))}
-    return sorted(p for p in root.rglob("*.arrow") if p.relative_to(root).as_posix() not in known)
+    return orphans_below(files_root(conn), {r[0] for r in conn.execute(select(settlement_files.c.path))})
