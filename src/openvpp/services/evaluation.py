@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from openvpp.core import rules
 from openvpp.core.calendar import calendar_record, day_kinds
 from openvpp.core.errors import Forbidden, InvalidInput, NotFound, TransitionRefused, Violation
 from openvpp.core.ids import new_id
+from openvpp.core.laps import Laps
 from openvpp.core.timeslots import SLOT_MINUTES, SLOTS_PER_DAY, local_midnight_utc, slot_start_utc
 from openvpp.kernels import evaluation as kev
 from openvpp.kernels.baseline import BaselineSpec, pre_event_slots, same_day_adjustment
@@ -565,7 +565,7 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
     seconds of each step (benchmarks/evaluate_settle.py --service). Returns :func:`summary` of the
     stored evaluation.
     """
-    lap = _Laps(profile)
+    lap = Laps(profile)
     if actor.role not in CENTER_ROLES:
         raise Forbidden("evaluations are run by the center (city admin or dispatcher)")
     ev = events.get(conn, event_id)
@@ -772,20 +772,6 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
     out = summary(conn, evaluation_id)
     lap("audit and summary")
     return out
-
-
-class _Laps:
-    """Seconds between successive calls, by name, into ``profile`` (nothing when it is None)."""
-
-    def __init__(self, profile: dict[str, float] | None):
-        self.profile = profile
-        self.t = time.perf_counter()
-
-    def __call__(self, name: str) -> None:
-        if self.profile is not None:
-            now = time.perf_counter()
-            self.profile[name] = self.profile.get(name, 0.0) + now - self.t
-            self.t = now
 
 
 def _num(x: float) -> float | None:

@@ -32,7 +32,6 @@ import csv
 import html
 import io
 import json
-import time
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -46,6 +45,7 @@ from sqlalchemy import Connection, func, select
 from openvpp.core import rules
 from openvpp.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Violation
 from openvpp.core.ids import new_id
+from openvpp.core.laps import Laps
 from openvpp.core.money import FEN, round_statement, yuan
 from openvpp.kernels.settlement import fen_half_up, owner_part, prorata_fen, rates, split_fen, sum_error_yuan
 from openvpp.model import lifecycle
@@ -273,25 +273,11 @@ def _eligible(conn: Connection, cache: dict, operator_id: str) -> bool:
     return cache[operator_id]
 
 
-class _Laps:
-    """Seconds between successive calls, by name, added into ``profile`` (nothing when it is None)."""
-
-    def __init__(self, profile: dict[str, float] | None):
-        self.profile = profile
-        self.t = time.perf_counter()
-
-    def __call__(self, name: str) -> None:
-        if self.profile is not None:
-            now = time.perf_counter()
-            self.profile[name] = self.profile.get(name, 0.0) + now - self.t
-            self.t = now
-
-
 def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], line_ids: dict | None = None,
-              v2g_sessions: tuple[int, datetime] | None = None, lap: _Laps | None = None) -> dict:
+              v2g_sessions: tuple[int, datetime] | None = None, lap: Laps | None = None) -> dict:
     """Lines, operator and owner parties and a summary from the given evaluations (nothing written);
     with ``v2g_sessions`` = (year, until) also the metered V2G sessions (``_v2g_sessions``)."""
-    lap = lap or _Laps(None)
+    lap = lap or Laps(None)
     sub = rs.section("subsidy")
     caps = {k: yuan(sub[CAP_KEY[k]]) for k in MAIN_KINDS}
     v2g_rate = yuan(sub["v2g_discharge_yuan_per_kwh"])
@@ -866,9 +852,9 @@ OWNERS_SCHEMA = pa.schema({"party_id": pa.string(), "operator_id": pa.string(), 
 
 
 def _store(conn: Connection, settlement_id: str, revision: int, year: int, alloc: dict,
-           lap: _Laps | None = None) -> None:
+           lap: Laps | None = None) -> None:
     """Lines and operators' parties as rows; owners' parties as the revision's owners file."""
-    lap = lap or _Laps(None)
+    lap = lap or Laps(None)
     if alloc["lines"]:
         conn.execute(settlement_lines.insert(), [{**r, "settlement_id": settlement_id, "revision": revision}
                                                  for r in alloc["lines"]])
@@ -918,7 +904,7 @@ def compute(conn: Connection, actor: Actor, year: int, ruleset: str = rules.DEFA
             profile: dict[str, float] | None = None) -> dict:
     """Compute (or recompute, while computed or reviewed) the yearly settlement. ``profile``, if given,
     receives the seconds of each step (a profile; benchmarks/evaluate_service.py)."""
-    lap = _Laps(profile)
+    lap = Laps(profile)
     _center(actor)
     if not 2000 <= int(year) <= 2100:
         raise InvalidInput(Violation("year", "must be a calendar year", year))
