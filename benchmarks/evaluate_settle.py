@@ -29,15 +29,18 @@ PostgreSQL database (``openvpp_bench_evaluate``), one peak-shaving event (Tuesda
 14:00-16:00) cleared to every trading unit (operator x substation: every resource is a member)
 with awards written directly, and the meters' 15-minute means as daily rollup exports
 (``services.meter_files``: one Arrow file per day; synthetic loads; the days the GB/T method reads
-and the event day are written). Timed, each on its own committed transaction:
+and the event day are written). Timed, each on its own transaction:
 
 1. ``services.evaluation.evaluate`` — first evaluation (members from the registry in one query),
    with the seconds of each step (``profile``); the results stored (unit rows in
-   ``evaluation_rows``, the resource x slot file with its SHA-256);
-2. the same again: a re-evaluation (members from the first evaluation's file);
+   ``evaluation_rows``, the resource x slot file with its SHA-256). Run twice: in the fresh process
+   (rolled back; reported as the cold figure: on this VM memory a process touches for the first
+   time costs up to ~2 s per GB), then again, committed — what a long-lived evaluation worker pays,
+   the figure the product path counts;
+2. a re-evaluation (members from the first evaluation's file);
 3. the year's settlement, ``services.settlement.compute`` (statements' lines and parties), on the
    stored evaluation: owners' claims from the evaluation's resource file as columns, owner parties
-   written by COPY (``--settle-max`` skips it above a size).
+   as one hashed Arrow file (``--settle-max`` skips it above a size).
 
 Reference, same run: the same evaluation from the same arrays in memory (baseline and evaluation
 kernels only, what the service adds nothing to), checked against what the service stored (credit

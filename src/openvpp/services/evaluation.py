@@ -708,7 +708,8 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
     evaluation_id = new_id("EVA")
     resource_file = _WRITER.submit(
         lambda root: files.write_file(root, evaluation_id, event_id, RESOURCES_FILE, _resource_table(
-            members, start, {"baseline_kw": base_w, "metered_kw": met_w, "response_kw": resp,
+            # baseline and metered kW in the meter data's own dtype (float32 from the rollup files: exact)
+            members, start, {"baseline_kw": base_day[:, window], "metered_kw": met_day[:, window], "response_kw": resp,
                              "cleared_kw": cleared_rs, "credited": credited, "v2g_kwh": v2g,
                              "curtailed_kwh": curtailed})), files.files_root(conn))
     telemetry_hash = hashed.result()
