@@ -15,7 +15,7 @@ from openvpp.kernels.baseline import BaselineSpec
 from openvpp.services import access, meter_files, weather
 from openvpp.services import evaluation as eva
 from openvpp.sim import weather as sim_weather
-from openvpp.store import db, evaluation_files, timeseries
+from openvpp.store import db, evaluation_files, event_files, timeseries
 from openvpp.store.schema import resources
 from tests.test_settlement import ADMIN, AFTER, DAY, DISP, END, START, run_event, setup_city
 
@@ -240,6 +240,44 @@ def test_a_later_evaluation_pays_the_members_of_the_first(loaded, tmp_path):
         assert v2["inputs"]["members_from"] == v1["evaluation_id"]
         assert v2["telemetry_sha256"] == v1["telemetry_sha256"] and v2["totals"] == v1["totals"]
         assert [r["key_id"] for r in eva.rows(conn, v2["evaluation_id"], "resource") if r["slot"] == START] == B_IDS
+
+
+def test_members_are_taken_when_the_event_starts_executing(loaded, tmp_path):
+    """Executing the event keeps its units' members (as dispatched) in a hashed file; the first
+    evaluation pays those even after the registry moved on (GB1 suspended in between), and names where
+    they came from. An event executed before that file was kept takes the registry's members at its
+    first evaluation; an altered file is refused."""
+    setup_city(loaded, tmp_path)
+    write_unit_b(loaded)
+    eid = run_event(loaded, UNIT_B)
+    engine = db.get_engine(loaded.database_url)
+    with engine.begin() as conn:
+        rec = event_files.record(conn, eid, eva.MEMBERS_FILE)
+        assert rec is not None and rec["rows"] == len(B_IDS) and len(rec["sha256"]) == 64
+        kept, _ = event_files.read(conn, eid, eva.MEMBERS_FILE)
+        assert kept.column("resource_id").to_pylist() == B_IDS
+        assert set(kept.column("unit_id").to_pylist()) == set(UNIT_B)
+        conn.execute(update(resources).where(resources.c.resource_id == "GB1").values(state="suspended"))
+    with engine.connect() as conn:
+        tx = conn.begin()
+        out = eva.evaluate(conn, DISP, eid, eva.StoreMeterSource(conn), history_days=8, now=AFTER)
+        assert out["inputs"]["members_taken"]["from"] == "execution"
+        assert out["inputs"]["members_taken"]["sha256"] == rec["sha256"]
+        assert eva.member_ids(conn, out) == B_IDS and out["totals"]["credited"] == 750.0
+        tx.rollback()
+        # an event executed before the file was kept: the registry at its first evaluation (no GB1 now)
+        tx = conn.begin()
+        conn.execute(event_files.event_files.delete().where(event_files.event_files.c.event_id == eid))
+        out = eva.evaluate(conn, DISP, eid, eva.StoreMeterSource(conn), history_days=8, now=AFTER)
+        assert out["inputs"]["members_taken"]["from"] == "registry at the first evaluation"
+        assert eva.member_ids(conn, out) == ["GB2", "R4", "R5"]
+        tx.rollback()
+    with engine.connect() as conn:
+        path = event_files.files_root(conn) / rec["path"]
+    path.write_bytes(path.read_bytes()[:-8] + b"tampered")
+    with engine.begin() as conn, pytest.raises(Conflict) as err:
+        eva.evaluate(conn, DISP, eid, eva.StoreMeterSource(conn), history_days=8, now=AFTER)
+    assert "members file" in str(err.value) and "refused" in str(err.value)
 
 
 def test_rollup_files_serve_the_evaluation_as_the_store_does(loaded, tmp_path):

@@ -63,7 +63,7 @@ from openvpp.kernels.baseline import BaselineSpec, pre_event_slots, same_day_adj
 from openvpp.services import events
 from openvpp.services import pools as pool_svc
 from openvpp.services import weather as wx
-from openvpp.store import audit, bulk
+from openvpp.store import audit, bulk, event_files
 from openvpp.store import evaluation_files as files
 from openvpp.store.audit import Actor
 from openvpp.store.columnar import epoch_s, quarter_index, select_arrow
@@ -401,6 +401,30 @@ def member_ids(conn: Connection, head: dict) -> list[str]:
     return t.column("key_id").to_pylist()
 
 
+MEMBERS_FILE = "members"
+
+
+def snapshot_members(conn: Connection, ev: dict) -> dict | None:
+    """Take the members of every awarded trading unit as dispatched (:func:`members_of` at the window
+    start) and keep them as the event's members file; called when the event starts executing. The
+    event's first evaluation pays these resources, whatever the registry says by then. Returns the
+    file's record (None when nothing was awarded)."""
+    units = sorted({r[0] for r in conn.execute(select(awards.c.unit_id).where(
+        awards.c.event_id == ev["event_id"]).distinct())})
+    if not units:
+        return None
+    t = members_of(conn, ev, units, slot_start_utc(ev["day"], ev["start_slot"]))
+    return event_files.write(conn, ev["event_id"], MEMBERS_FILE, t)
+
+
+def _executed_members(conn: Connection, event_id: str) -> tuple[pa.Table, dict] | None:
+    """The members taken when the event started executing (:func:`snapshot_members`), if it was."""
+    got = event_files.read(conn, event_id, MEMBERS_FILE)
+    if got is None:
+        return None
+    return got[0].select(list(MEMBER_TYPES)).cast(pa.schema(MEMBER_TYPES.items())), got[1]
+
+
 def members_at(conn: Connection, ev: dict, unit_id: str, at: datetime) -> list[dict]:
     """Resources of one trading unit at instant ``at`` (:func:`members_of`), as dicts."""
     return members_of(conn, ev, [unit_id], at).to_pylist()
@@ -611,8 +635,18 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
 
     lap("event and awards")
     # members at the event time: those of the event's first evaluation, else from the registry now
+    # members: those of the event's first evaluation; else those taken when it started executing (as
+    # dispatched); else (events executed before that was kept) the registry's now
     stored = _stored_members(conn, event_id)
-    members = stored[0] if stored else members_of(conn, ev, units, slot_start_utc(ev["day"], start))
+    executed = None if stored else _executed_members(conn, event_id)
+    if stored:
+        members, taken = stored[0], {"from": "first evaluation", "evaluation_id": stored[1]}
+    elif executed:
+        members, taken = executed[0], {"from": "execution", "sha256": executed[1]["sha256"],
+                                       "at": executed[1]["created_at"]}
+    else:
+        members = members_of(conn, ev, units, slot_start_utc(ev["day"], start))
+        taken = {"from": "registry at the first evaluation"}
     members = members.filter(pc.is_in(members.column("unit_id"), value_set=pa.array(units, pa.string())))
     ids: list[str] = members.column("resource_id").to_pylist()
     codes = pc.index_in(members.column("unit_id"), value_set=pa.array(units, pa.string())).to_numpy(
@@ -620,7 +654,8 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
     n = len(ids)
     cleared_r = _device_cleared(conn, event_id, members.column("resource_id").combine_chunks()
                                 if n else pa.array([], pa.string()), start, end)
-    lap("members (stored)" if stored else "members (registry)")
+    lap("members (" + {"first evaluation": "stored", "execution": "taken at execution"}.get(
+        taken["from"], "registry") + ")")
 
     # what to read: the days the method may choose and the event day; the window and the hours around it
     first_day = ev["day"] - timedelta(days=history_days)
@@ -735,7 +770,7 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
         "excluded_days": excluded_days, "band": {"low": low, "high": high},
         "days_used_min": int(np.min(days_used)) if n else None, "device_instructions": cleared_r is not None,
         "carbon": carbon, "read": plan, "calendar": cal, "weather": weather_record,
-        "members_from": stored[1] if stored else None})
+        "members_from": stored[1] if stored else None, "members_taken": taken})
     # the members themselves are the resource file's first columns (member_ids); recorded here: how
     # many and a SHA-256 of (resource, unit) in the order read
     inputs["member_set"] = {"count": n, "sha256": members_sha256(members), "file": RESOURCES_FILE}

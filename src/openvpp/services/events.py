@@ -462,6 +462,9 @@ def execute(conn: Connection, actor: Actor, event_id: str, now: datetime | None 
                      "payload": audit._plain(payload)})
     if rows:
         conn.execute(instructions.insert(), rows)
+    # the units' members as dispatched: the evaluation pays these (imported here: evaluation reads events)
+    from openvpp.services.evaluation import snapshot_members
+    snapshot_members(conn, ev)
     after = _set_state(conn, actor, ev, "execute", None)
     by_op: dict[str, list] = {}
     for r in rows:

@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -103,4 +104,20 @@ outbox = Table(
     Column("payload", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_outbox_operator", "operator_id", "seq"),
+)
+
+# files of an event: the trading units' members as dispatched, taken when the event starts executing
+# (one Arrow IPC file, store.event_files; migration 0014)
+event_files = Table(
+    "event_files",
+    metadata,
+    Column("event_id", String(ID), ForeignKey("events.event_id"), nullable=False),
+    Column("name", String(24), nullable=False),          # members
+    Column("path", String(400), nullable=False),         # relative to store.event_files.files_root
+    Column("format", String(24), nullable=False),        # arrow-ipc
+    Column("sha256", String(64), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("event_id", "name", name="pk_event_files"),
 )
