@@ -31,7 +31,9 @@ with awards written directly, and the meters' 15-minute means as daily rollup ex
 (``services.meter_files``: one Arrow file per day; synthetic loads; the days the GB/T method reads
 and the event day are written). Timed, each on its own transaction:
 
-1. ``services.evaluation.evaluate`` — first evaluation (members from the registry in one query),
+0. not timed in the target, printed: executing the event — the operators' instructions and its
+   units' members taken as dispatched (one registry query, kept as the event's members file);
+1. ``services.evaluation.evaluate`` — first evaluation (members from the file taken at execution),
    with the seconds of each step (``profile``); the results stored (unit rows in
    ``evaluation_rows``, the resource x slot file with its SHA-256). Run twice: in the fresh process
    (rolled back; reported as the cold figure: on this VM memory a process touches for the first
