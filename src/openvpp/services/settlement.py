@@ -634,12 +634,16 @@ def _exact_owner_gross(conn: Connection, want: set[tuple], plans: list[tuple], c
     the metered V2G sessions'."""
     out: dict[tuple, dict[str, Decimal]] = defaultdict(lambda: {"main": ZERO, "v2g": ZERO, "v2g_energy": ZERO})
     owners_wanted = pa.array(sorted({k[0] for k in want if k[0] is not None}), pa.string())
+    ownerless_wanted = any(k[0] is None for k in want)
     for eid, day, kind, unit_rows in plans:
         cols = _resource_columns(conn, eid, unit_rows)
         owns, ops = cols["owns"], cols["ops"]
-        wanted = (np.asarray(pc.fill_null(pc.is_in(owns, value_set=owners_wanted), False))
-                  | np.asarray(pc.is_null(owns)))
+        wanted = np.asarray(pc.fill_null(pc.is_in(owns, value_set=owners_wanted), False))
+        if ownerless_wanted:          # resources without an owner only when such a group is asked for
+            wanted |= np.asarray(pc.is_null(owns))
         sel = np.flatnonzero(wanted[cols["own_idx"]])
+        ops_wanted = np.flatnonzero(np.isin(np.array(ops, dtype=object), [k[1] for k in want]))
+        sel = sel[np.isin(cols["op_idx"][sel], ops_wanted)]          # an owner's other operators: not asked
         keys = cols["key_id"].take(pa.array(sel, pa.int64())).to_pylist()
         for pos in sorted(range(sel.size), key=lambda p: keys[p]):
             i = int(sel[pos])
