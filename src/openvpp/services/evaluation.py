@@ -66,7 +66,7 @@ from openvpp.services import weather as wx
 from openvpp.store import audit, bulk, event_files
 from openvpp.store import evaluation_files as files
 from openvpp.store.audit import Actor
-from openvpp.store.columnar import epoch_s, quarter_index, select_arrow
+from openvpp.store.columnar import epoch_s, hash_strings, quarter_index, select_arrow
 from openvpp.store.schema import grid_nodes, resource_links, resources
 from openvpp.store.schema_events import awards, instructions
 from openvpp.store.schema_events import events as events_t
@@ -378,13 +378,8 @@ def members_sha256(members: pa.Table) -> str:
     """SHA-256 of the members' (resource, unit) pairs in their order (an evaluation's ``member_set``)."""
     h = hashlib.sha256()
     for name in ("resource_id", "unit_id"):
-        col = pc.cast(members.column(name), pa.string()).combine_chunks()
-        if col.offset or col.null_count:          # the buffers below must hold exactly these strings
-            col = pa.array(col.to_pylist(), pa.string())
         h.update(name.encode())
-        for buf in col.buffers()[1:]:             # offsets and characters
-            if buf is not None:
-                h.update(buf)
+        hash_strings(h, members.column(name))
     return h.hexdigest()
 
 
@@ -634,7 +629,6 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
         price_u[row[ok], col[ok]] = aw.column("price").to_numpy()[ok]
 
     lap("event and awards")
-    # members at the event time: those of the event's first evaluation, else from the registry now
     # members: those of the event's first evaluation; else those taken when it started executing (as
     # dispatched); else (events executed before that was kept) the registry's now
     stored = _stored_members(conn, event_id)

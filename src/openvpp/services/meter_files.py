@@ -47,7 +47,7 @@ from sqlalchemy import Connection, select
 from openvpp.core.errors import InvalidInput, Violation
 from openvpp.core.timeslots import SLOTS_PER_DAY, local_midnight_utc
 from openvpp.services.evaluation import MeterData, check_quantity
-from openvpp.store.columnar import epoch_s, quarter_index, select_arrow
+from openvpp.store.columnar import epoch_s, hash_strings, quarter_index, select_arrow
 from openvpp.store.evaluation_files import write_arrow
 from openvpp.store.schema_telemetry import telemetry_rollup
 
@@ -111,9 +111,7 @@ def write_day(root: Path | str, day: date, ids: Sequence[str], power_kw: np.ndar
 
 def _ids_sha(ids: pa.Array) -> str:
     h = hashlib.sha256()
-    for buf in ids.buffers()[1:]:
-        if buf is not None:
-            h.update(buf)
+    hash_strings(h, ids)
     return h.hexdigest()
 
 

@@ -63,3 +63,16 @@ def _pg_columns(conn: Connection, sql: str, types: dict[str, pa.DataType]) -> pa
             pieces = pc.if_else(nulls, pa.scalar(None, pa.string()), pieces)
         cols[name] = pieces if t == pa.string() else pc.cast(pieces, t)
     return pa.table(cols)
+
+
+def hash_strings(h, values: pa.Array | pa.ChunkedArray) -> None:
+    """Feed string ``values`` to the hash ``h`` (``hashlib``) as their Arrow offsets and characters, with
+    no copy to Python strings: a million ids in milliseconds. Equal strings in the same order feed equal
+    bytes (a sliced array is rebuilt first, so its buffers hold exactly its strings)."""
+    col = pc.cast(values, pa.string())
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if col.offset or col.null_count:
+        col = pa.array(col.to_pylist(), pa.string())
+    for buf in col.buffers()[1:]:
+        if buf is not None:
+            h.update(buf)
