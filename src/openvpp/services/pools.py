@@ -560,11 +560,18 @@ class PoolEngine:
         This engine's arrays are left as they were (``RegistryArrays.inserted``: new arrays with the
         new rows in their sorted places; the pools' masks likewise)."""
         reg, pos = self.reg.inserted(resource_ids)
-        out = copy.copy(self)
+        out = self.fork()
         out.reg = reg
         out.res = _resource_arrays(reg, registry_arrays.insert_at(self.res.flagged, pos, False),
                                    nodes=registry_arrays.insert_at(self.res.nodes, pos, -1))
         out.masks = registry_arrays.insert_at(self.masks, pos, False)
+        return out
+
+    def fork(self) -> PoolEngine:
+        """A copy to change while readers keep this one: the pool list, codes, index, node levels and
+        totals are its own (``set_pool``/``remove_pool`` change them in place); the large arrays stay
+        shared until replaced."""
+        out = copy.copy(self)
         out.sums = self.sums.copy()
         out.pools, out._codes, out._index = list(self.pools), list(self._codes), dict(self._index)
         out.node_levels = dict(self.node_levels)
@@ -730,7 +737,7 @@ class PoolCache:
             return None
         rows = registry_arrays.read_rows(conn, sorted(changed)) if changed else None
         read_s = time.perf_counter() - t0
-        out = copy.copy(engine)
+        out = engine.fork()
         if operators_changed:
             admitted = set(conn.execute(select(operators.c.operator_id)
                                         .where(operators.c.state == OperatorState.ADMITTED.value)).scalars())
