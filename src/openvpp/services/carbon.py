@@ -67,13 +67,12 @@ def report(conn: Connection, year: int | None = None, event_id: str | None = Non
     curtailed energy.
     """
     r = evaluation_rows
-    level = "resource" if scope is not None and scope.owner_id else "unit"
     q = (select(events.c.event_id, events.c.day, events.c.product, r.c.operator_id, evaluations.c.ruleset,
                 events.c.ruleset.label("ruleset_file"),
                 func.sum(r.c.credited).label("credited"), func.sum(r.c.curtailed_kwh).label("curtailed"))
          .select_from(r.join(evaluations, evaluations.c.evaluation_id == r.c.evaluation_id)
                       .join(events, events.c.event_id == evaluations.c.event_id))
-         .where(evaluations.c.status == "current", r.c.level == level)
+         .where(evaluations.c.status == "current", r.c.level == "unit")
          .group_by(events.c.event_id, events.c.day, events.c.product, r.c.operator_id, evaluations.c.ruleset,
                    events.c.ruleset)
          .order_by(events.c.day, events.c.event_id, r.c.operator_id))
@@ -85,13 +84,11 @@ def report(conn: Connection, year: int | None = None, event_id: str | None = Non
         operator_id = scope.operator_id
     if operator_id:
         q = q.where(r.c.operator_id == operator_id)
-    if scope is not None and scope.owner_id:
-        q = q.where(r.c.owner_id == scope.owner_id)
     rows = []
     used: dict[str, dict] = {}
     # an owner's resources: their results are in each evaluation's resource file (evaluation_rows before 0012)
-    found = eva.owner_rows(conn, scope.owner_id, year, event_id, operator_id) if level == "resource" \
-        else conn.execute(q)
+    found = eva.owner_rows(conn, scope.owner_id, year, event_id, operator_id) \
+        if scope is not None and scope.owner_id else conn.execute(q)
     for ev_id, day, product, op, ruleset, ruleset_file, credited, curtailed in found:
         if ruleset not in used:
             used[ruleset] = _factors_of(ruleset_file, ruleset)
