@@ -69,7 +69,7 @@ def _telemetry(draw):
     return np.array(values).reshape(n, t), pre
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 @given(_telemetry(), st.floats(-1000, 1000))
 def test_pre_window_mean_is_the_mean_of_the_steps_before_the_instruction(case, shift):
     data, pre = case

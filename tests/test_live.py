@@ -251,6 +251,7 @@ def test_pool_totals_from_membership_patterns_equal_masked_sums(p, n, data):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
 
 
+@settings(deadline=None)
 @given(st.floats(1, 1000), st.lists(st.tuples(st.integers(-1, 2), st.integers(-1, 1)), min_size=1, max_size=30))
 def test_a_device_expects_the_longest_interval_that_applies(default_s, rows):
     protocol, rtype = (np.array(x) for x in zip(*rows, strict=True))
