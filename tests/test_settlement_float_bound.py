@@ -39,3 +39,13 @@ def test_half_fen_sums_and_non_finite_values_are_flagged():
     assert unsure.tolist() == [True]
     fen, unsure = fen_half_up(np.array([0.3049, 12.344, np.nan, np.inf]), np.array([1e-9] * 4))
     assert unsure.tolist() == [False, False, True, True] and fen[:2].tolist() == [30, 1234]
+
+
+def test_the_bound_is_tight_enough_that_ordinary_sums_are_not_flagged():
+    """The bound must not be so wide that everything goes to the slow exact path: 300 products of about
+    1,000 yuan whose sum is 0.4 fen from a half fen are settled on the float path."""
+    prod = np.full(300, 1000.0)
+    prod[0] += 0.0009                              # the sum: 300,000.0009 yuan = 30,000,000.09 fen
+    err = sum_error_yuan(np.array([np.abs(prod).sum()]), np.array([2.0 * prod.size]))
+    fen, unsure = fen_half_up(np.array([float(np.bincount(np.zeros(300, dtype=np.int64), weights=prod)[0])]), err)
+    assert unsure.tolist() == [False] and fen.tolist() == [30_000_000]
