@@ -19,14 +19,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import func, select
 
-from _common import CACHE, city, drop_pg_database, pg_database, result
+from _common import CACHE, city, drop_pg_database, load_city, pg_database, result
 from openvpp.core import rules
 from openvpp.core.calendar import day_kinds
 from openvpp.core.timeslots import slot_start_utc
 from openvpp.kernels import evaluation as kev
 from openvpp.kernels.baseline import BaselineSpec
 from openvpp.services import evaluation as eva
-from openvpp.services import events, registry, settlement
+from openvpp.services import events, settlement
 from openvpp.services.meter_files import FileMeterSource, write_day
 from openvpp.store import bulk, db, settlement_files, timeseries
 from openvpp.store.audit import Actor
@@ -147,12 +147,8 @@ def service(n: int, settle_max: int, keep: bool) -> None:
     os.environ["OPENVPP_HOME"] = str(home)           # where the evaluation's result files go (PostgreSQL)
     url = pg_database(name)
     try:
-        db.upgrade(url)
-        engine = db.get_engine(url)
         t0 = time.perf_counter()
-        with engine.begin() as conn:
-            registry.load_city(conn, city_dir)
-        registry.finish_bulk(engine)
+        engine = load_city(url, city_dir)
         with engine.begin() as conn:
             eid, n_units, execute_s = make_event(conn, rng)
             n_meters, days = write_meters(conn, home / "rollups", rng)
