@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -227,23 +226,6 @@ def resources_transfer(resource_id: str, to_operator: str = typer.Option(..., "-
     except OpenVPPError as exc:
         _fail(exc)
     err.print(f"{resource_id} now with {to_operator}")
-
-
-def resources_export(out: Path, fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
-                     district_id: str | None = typer.Option(None, "--district"),
-                     resource_type: str | None = typer.Option(None, "--type"),
-                     operator_id: str | None = typer.Option(None, "--operator")) -> None:
-    """Export resources. Example: openvpp resources export haizhu.parquet --format parquet --district GZ-HZ"""
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    from openvpp.services import resources as svc
-
-    with _engine().connect() as conn:
-        table = svc.export_table(conn, CENTER, {"district_id": district_id, "resource_type": resource_type,
-                                                "operator_id": operator_id})
-    (pq.write_table if fmt == "parquet" else pacsv.write_csv)(table, str(out))
-    err.print(f"wrote {table.num_rows:,} resources to {out}")
 
 
 @verify_app.command("schedule")

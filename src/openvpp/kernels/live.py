@@ -10,7 +10,7 @@ import numpy as np
 
 from openvpp.kernels.aggregate import group_sum
 
-#: "never reported" in ``last_ts_ms`` (the same sentinel as ``services.telemetry.NO_TS``)
+#: "never reported" in ``last_ts_ms`` (``services.telemetry`` uses it too, for a missing or unparsable time)
 NO_TS = np.iinfo(np.int64).min
 SOC_EMPTY, SOC_FULL = 0.05, 0.95
 

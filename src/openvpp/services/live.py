@@ -40,7 +40,7 @@ from openvpp.core.errors import InvalidInput, NotFound, Violation
 from openvpp.core.memory import freeze_long_lived
 from openvpp.kernels import live as kl
 from openvpp.kernels.aggregate import group_sum
-from openvpp.kernels.live import SOC_EMPTY, SOC_FULL, live_flex  # noqa: F401  (imported from here by others)
+from openvpp.kernels.live import live_flex
 from openvpp.model.enums import ControlProtocol, ResourceType
 from openvpp.services.scope import Scope
 from openvpp.services.telemetry import (
@@ -55,7 +55,6 @@ from openvpp.store.schema import grid_nodes, operators
 from openvpp.store.schema_telemetry import telemetry_raw
 
 log = logging.getLogger("openvpp.live")
-assert kl.NO_TS == NO_TS
 
 #: live levels → registry column of the group code ("city" is everything)
 LEVELS = {"city": None, "district": "district_id", "substation": "substation_id", "feeder": "feeder_id",

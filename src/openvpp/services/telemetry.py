@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from openvpp.core.errors import Forbidden, InvalidInput, Violation
 from openvpp.core.timeslots import TZ as _TZ
+from openvpp.kernels.live import NO_TS  # "never reported" / unparsable time: one sentinel for both
 from openvpp.model.enums import Role
 from openvpp.services import registry_arrays
 from openvpp.store import bulk, timeseries
@@ -44,7 +45,6 @@ REASONS = ("unknown_device", "foreign_device", "bad_timestamp", "future_timestam
            "non_numeric", "over_capacity", "reactive_over_capacity", "soc_out_of_range", "bad_quality",
            "negative_counter")
 CODE = {name: i + 1 for i, name in enumerate(REASONS)}
-NO_TS = np.iinfo(np.int64).min
 ANY_OPERATOR = -100       # a city-wide sender: every device
 NO_OPERATOR = -1          # devices without an operator (topic segment "-")
 NO_SUCH_OPERATOR = -2
