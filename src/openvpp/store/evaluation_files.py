@@ -117,21 +117,23 @@ def write_arrow(path: Path, table: pa.Table) -> tuple[str, int]:
     return sink.h.hexdigest(), sink.n
 
 
-def write(conn: Connection, evaluation_id: str, event_id: str, name: str, table: pa.Table) -> dict:
-    """Write ``table`` as the evaluation's ``name`` file and record it; returns the record."""
-    return insert_record(conn, write_file(files_root(conn), evaluation_id, event_id, name, table))
-
-
 def write_file(root: Path, evaluation_id: str, event_id: str, name: str, table: pa.Table) -> dict:
-    """The file half of :func:`write`, without the database (so it may run on another thread while the
-    caller's transaction goes on): writes the file under ``root`` and returns the record to insert."""
-    rel = Path(event_id) / f"{evaluation_id}.{name}.arrow"
+    """Write ``table`` as the evaluation's ``name`` file under ``root``, without the database (so it may
+    run on another thread while the caller's transaction goes on); returns the record to insert."""
+    return {"evaluation_id": evaluation_id, "name": name,
+            **written(root, Path(event_id) / f"{evaluation_id}.{name}.arrow", table)}
+
+
+def written(root: Path, rel: Path, table: pa.Table) -> dict:
+    """Write ``table`` at ``root / rel`` (:func:`write_arrow`) and return the file's part of its record
+    (path relative to ``root``, format, SHA-256, bytes, rows, time): the evaluation, settlement and
+    event files' tables add their keys."""
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     sha, size = write_arrow(path, table)
     remember(path, sha)
-    return {"evaluation_id": evaluation_id, "name": name, "path": rel.as_posix(), "format": FORMAT,
-            "sha256": sha, "bytes": size, "rows": table.num_rows, "created_at": datetime.now(UTC)}
+    return {"path": rel.as_posix(), "format": FORMAT, "sha256": sha, "bytes": size, "rows": table.num_rows,
+            "created_at": datetime.now(UTC)}
 
 
 def insert_record(conn: Connection, record: dict) -> dict:

@@ -11,16 +11,13 @@ an altered file is refused, never read. A rolled-back transaction leaves the fil
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 from sqlalchemy import Connection, select
 
-from openvpp.store.evaluation_files import orphans_below, read_checked, remember, root_beside, write_arrow
+from openvpp.store.evaluation_files import orphans_below, read_checked, root_beside, written
 from openvpp.store.schema_events import event_files
-
-FORMAT = "arrow-ipc"
 
 
 def files_root(conn: Connection) -> Path:
@@ -30,13 +27,7 @@ def files_root(conn: Connection) -> Path:
 
 def write(conn: Connection, event_id: str, name: str, table: pa.Table) -> dict:
     """Write ``table`` as the event's ``name`` file and record it; returns the record."""
-    rel = Path(event_id) / f"{name}.arrow"
-    path = files_root(conn) / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sha, size = write_arrow(path, table)
-    remember(path, sha)
-    record = {"event_id": event_id, "name": name, "path": rel.as_posix(), "format": FORMAT, "sha256": sha,
-              "bytes": size, "rows": table.num_rows, "created_at": datetime.now(UTC)}
+    record = {"event_id": event_id, "name": name, **written(files_root(conn), Path(event_id) / f"{name}.arrow", table)}
     conn.execute(event_files.insert().values(**record))
     return record
 

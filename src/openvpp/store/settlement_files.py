@@ -18,16 +18,13 @@ replaces it).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 from sqlalchemy import Connection, select
 
-from openvpp.store.evaluation_files import orphans_below, read_checked, remember, root_beside, write_arrow
+from openvpp.store.evaluation_files import orphans_below, read_checked, root_beside, written
 from openvpp.store.schema_settlement import settlement_files
-
-FORMAT = "arrow-ipc"
 
 
 def files_root(conn: Connection) -> Path:
@@ -37,15 +34,9 @@ def files_root(conn: Connection) -> Path:
 
 def write(conn: Connection, settlement_id: str, revision: int, year: int, name: str, table: pa.Table) -> dict:
     """Write ``table`` as the revision's ``name`` file and record it; returns the record."""
-    root = files_root(conn)
     rel = Path(str(int(year))) / f"{settlement_id}.r{int(revision)}.{name}.arrow"
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sha, size = write_arrow(path, table)
-    remember(path, sha)
-    record = {"settlement_id": settlement_id, "revision": int(revision), "name": name, "path": rel.as_posix(),
-              "format": FORMAT, "sha256": sha, "bytes": size, "rows": table.num_rows,
-              "created_at": datetime.now(UTC)}
+    record = {"settlement_id": settlement_id, "revision": int(revision), "name": name,
+              **written(files_root(conn), rel, table)}
     conn.execute(settlement_files.insert().values(**record))
     return record
 
