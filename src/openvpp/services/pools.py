@@ -620,6 +620,7 @@ class PoolCache:
                  clock: Callable[[], float] = time.monotonic, max_changes: int = 50_000):
         self.window, self.max_age_s, self.clock, self.max_changes = window, max_age_s, clock, max_changes
         self._lock = threading.Lock()
+        self._freeze_due = False
         self._engine: PoolEngine | None = None
         self._base = 0
         self._ids: set[int] = set()     # watched entries above the base already in the engine
@@ -677,9 +678,17 @@ class PoolCache:
         self._engine, self._base, self._ids = engine, base, ids
         self._built_at = self.clock()
         self.builds += 1
-        freeze_long_lived()   # what the build imported and made lives on (core/memory.py)
+        self._freeze_due = True   # what the build imported and made lives on: frozen once the lock is free
         self.last = {"kind": kind, "seconds": seconds}
         return engine
+
+    def _freeze_if_built(self) -> None:
+        """After a build was installed, freeze what lives on (core/memory.py) — outside ``_lock``, so
+        the full collection it starts does not hold up every ``get``."""
+        with self._lock:
+            due, self._freeze_due = self._freeze_due, False
+        if due:
+            freeze_long_lived()
 
     def _build(self, conn: Connection) -> PoolEngine:
         return self._install(*self._load(conn), kind="build")
@@ -698,6 +707,7 @@ class PoolCache:
                     loaded = self._load(conn)
                 with self._lock:
                     self._install(*loaded, kind="refresh")
+                self._freeze_if_built()
             except Exception:   # the current engine stays; the next get tries again
                 log.exception("pool engine: the rebuild in the background failed")
                 with self._lock:
@@ -778,6 +788,11 @@ class PoolCache:
     def get(self, conn: Connection, pool_ids: Sequence[str] = ()) -> PoolEngine:
         """The current engine: updated first if the database changed, rebuilt if it lacks one of
         ``pool_ids`` or is older than ``max_age_s``."""
+        engine = self._get(conn, pool_ids)
+        self._freeze_if_built()
+        return engine
+
+    def _get(self, conn: Connection, pool_ids: Sequence[str]) -> PoolEngine:
         with self._lock:
             engine = self._engine
             if engine is None:
