@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import uuid
 from datetime import datetime, timedelta
 
 import pytest
@@ -30,7 +31,7 @@ from openvpp.sim.devices import DeviceFleet
 from openvpp.store import db
 from openvpp.store.audit import Actor
 from openvpp.store.schema import audit_log, resources
-from tests._fleet import reporting_fleet
+from tests._fleet import MOSQUITTO, reporting_fleet
 from tests.conftest import append_rows, chiller_rows
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -111,3 +112,29 @@ def test_a_trading_unit_test_reaches_the_devices_and_is_graded_from_their_teleme
     assert done["verified_kw"] == pytest.approx(test["declared_kw"], rel=0.1)
     assert done["grade"] in ("A", "B") and done["result"]["rechecked"]["OP01"]["trading_unit"] is True
     assert any("accepted the test instruction" in line for line in out["log"])
+
+
+def test_a_gateway_that_fails_in_transport_leaves_the_test_recorded_without_acks(settings, city_dir):
+    """The operator's system sends a verification test to its devices through a gateway whose
+    connection is gone (the real MQTT client, closed): the step goes on, and every device of that
+    gateway is recorded as not having acknowledged — the test is not lost."""
+    setup.load_city(settings, city_dir)
+    engine = db.get_engine(settings.database_url)
+    with engine.begin() as conn:
+        test = ver.schedule(conn, CITY, "trading_unit", UNIT, WINDOW, duration_h=0.5)
+
+    async def run() -> dict:
+        async with CommandChannel(f"mqtt://{MOSQUITTO}/openvpp-vt-{uuid.uuid4().hex[:10]}/v1") as ch:
+            pass                                            # closed: every publish now fails
+        agent = OperatorAgent(engine, OP1, lambda o, d, p: ch.send(o, d, p, timeout=1.0),
+                              lambda ids: {rid: {"online": True, "power_kw": 500.0} for rid in ids},
+                              send_gateway=lambda o, g, items: ch.send_gateway(o, g, items, timeout=1.0),
+                              clock=SimClock.at(WINDOW - timedelta(minutes=30), speed=1.0))
+        return await agent.step()
+
+    step = asyncio.run(run())
+    assert step["verification_tests"] == 1
+    with engine.connect() as conn:
+        delivered = conn.execute(select(audit_log.c.after).where(
+            audit_log.c.action == "verification.dispatch", audit_log.c.entity_id == test["test_id"])).scalar_one()
+    assert delivered["accepted"] == [] and delivered["no_ack"] == sorted(MEMBERS)

@@ -255,8 +255,11 @@ class OperatorAgent:
             for r in sent:
                 groups.setdefault(sites.get(r["resource_id"]) or r["resource_id"], []).append(r)
             for gateway, group in groups.items():
-                got = await self.send_gateway(self.actor.operator_id, gateway,
-                                              [(g["resource_id"], g["payload"]) for g in group])
+                try:
+                    got = await self.send_gateway(self.actor.operator_id, gateway,
+                                                  [(g["resource_id"], g["payload"]) for g in group])
+                except Exception:  # noqa: BLE001 - a transport error: no ack from that gateway's devices
+                    got = [None] * len(group)
                 acks.update({g["resource_id"]: a for g, a in zip(group, got, strict=True)})
         else:
             async def one(r: dict) -> None:
