@@ -59,14 +59,12 @@ def list_page(conn: Connection, actor: Actor, filters: dict[str, str] | None = N
         raise InvalidInput(Violation("limit", "must be between 1 and 1000", limit))
     if offset < 0:
         raise InvalidInput(Violation("offset", "must be >= 0", offset))
-    for name, value in (filters or {}).items():
-        if value not in (None, "") and name not in FILTERS:
-            raise InvalidInput(Violation(name, f"unknown filter; use one of {', '.join(FILTERS)}", value))
+    conditions = registry.check_filters(filters)
     search = (search or "").strip() or None   # surrounding spaces are no part of what is looked for
     found = text.matching_positions(search) if search and text is not None else None
     if reg is not None and (not search or found is not None):
         # the tenant fence is one more condition on the same columns (a filter outside it matches nothing)
-        mask = reg.matching(**(filters or {})) & reg.matching(operator_id=scope.operator_id, owner_id=scope.owner_id)
+        mask = reg.matching(**conditions) & reg.matching(operator_id=scope.operator_id, owner_id=scope.owner_id)
         if found is not None:
             hit = np.zeros(reg.n, bool)
             hit[found] = True
@@ -80,9 +78,8 @@ def list_page(conn: Connection, actor: Actor, filters: dict[str, str] | None = N
         return {"total": int(len(idx)), "limit": limit, "offset": offset, "scope": scope.label(), "items": items}
     base = select(resources.c.resource_id).select_from(
         resources.join(grid_nodes, grid_nodes.c.node_id == resources.c.ta_id))
-    for name, value in (filters or {}).items():
-        if value not in (None, ""):
-            base = base.where(FILTERS[name] == value)
+    for name, value in conditions.items():
+        base = base.where(FILTERS[name] == value)
     if search:
         like = f"%{search}%"
         base = base.where(resources.c.resource_id.like(like) | resources.c.name.like(like)
@@ -154,11 +151,7 @@ def export_table(conn: Connection, actor: Actor, filters: dict[str, str] | None 
     cols = [resources.c[n] for n in EXPORT_COLUMNS[:-3]] + [grid_nodes.c.district_id, grid_nodes.c.substation_id,
                                                               grid_nodes.c.feeder_id]
     q = select(*cols).select_from(resources.join(grid_nodes, grid_nodes.c.node_id == resources.c.ta_id))
-    for name, value in (filters or {}).items():
-        if value in (None, ""):
-            continue
-        if name not in FILTERS:
-            raise InvalidInput(Violation(name, f"unknown filter; use one of {', '.join(FILTERS)}", value))
+    for name, value in registry.check_filters(filters).items():
         q = q.where(FILTERS[name] == value)
     q = registry.apply_scope(q, scope).order_by(resources.c.resource_id)
     sql = str(q.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
