@@ -422,6 +422,9 @@ def _unit_rows(conn: Connection, evaluation_id: str) -> list[dict]:
 
 _CLAIMS = {"owner_id": pa.string(), "operator_id": pa.string(), "contract": pa.string(), "main": pa.float64(),
            "v2g": pa.float64(), "v2g_energy": pa.float64(), "abs": pa.float64(), "terms": pa.float64()}
+#: the same columns with the ids dictionary-encoded, as the claims tables are built
+_CLAIMS_CODED = pa.schema([pa.field(k, pa.dictionary(pa.int32(), pa.string())) if t == pa.string()
+                           else pa.field(k, t) for k, t in _CLAIMS.items()])
 #: resources per block of the claims arithmetic (a block's arrays stay in the CPU caches)
 _BLOCK = 32_768
 
@@ -596,15 +599,13 @@ def _owner_claims(conn: Connection, cols: dict, day: date, kind: str, cap: Decim
         contract_col = pa.array(named, pa.string()).dictionary_encode()
     sums = {k: np.bincount(inv, weights=w[rest], minlength=n_pairs)
             for k, w in (("main", main_r), ("v2g", v2g_r), ("abs", abs_r))}
-    dict_schema = pa.schema([pa.field(k, pa.dictionary(pa.int32(), pa.string())) if t == pa.string()
-                             else pa.field(k, t) for k, t in _CLAIMS.items()])
     grouped = pa.table({"owner_id": owner_col, "operator_id": op_col, "contract": contract_col,
                         "main": sums["main"], "v2g": sums["v2g"], "v2g_energy": np.zeros(n_pairs),
                         "abs": sums["abs"], "terms": np.bincount(inv, minlength=n_pairs) * 2.0 * s},
-                       schema=dict_schema)
+                       schema=_CLAIMS_CODED)
     if not extra["owner_id"]:
         return grouped
-    return pa.concat_tables([grouped, pa.table(extra, schema=pa.schema(_CLAIMS)).cast(dict_schema)])
+    return pa.concat_tables([grouped, pa.table(extra, schema=pa.schema(_CLAIMS)).cast(_CLAIMS_CODED)])
 
 
 def _pairs(own: np.ndarray, op: np.ndarray, n_own: int, n_op: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -686,11 +687,9 @@ def _owner_parties(conn: Connection, tables: list[pa.Table], sessions: dict, con
     owner, operator and contract columns, not by hashing or sorting their strings again."""
     srows = [(k[0], k[1], k[2], 0.0, float(g["v2g"]), float(g["v2g_energy"]),
               abs(float(g["v2g"])) + abs(float(g["v2g_energy"])), 2.0) for k, g in sessions.items()]
-    dict_schema = pa.schema([pa.field(k, pa.dictionary(pa.int32(), pa.string())) if t == pa.string()
-                             else pa.field(k, t) for k, t in _CLAIMS.items()])
     tables = [t for t in [*tables, pa.table({k: [r[i] for r in srows] for i, k in enumerate(_CLAIMS)},
-                                            schema=pa.schema(_CLAIMS)).cast(dict_schema)] if t.num_rows]
-    claims = pa.concat_tables(tables) if tables else dict_schema.empty_table()
+                                            schema=pa.schema(_CLAIMS)).cast(_CLAIMS_CODED)] if t.num_rows]
+    claims = pa.concat_tables(tables) if tables else _CLAIMS_CODED.empty_table()
     codes, values = {}, {}
     for k in ("owner_id", "operator_id", "contract"):
         # each table's dictionaries are distinct values (from _codes or a cast), as are their unification
