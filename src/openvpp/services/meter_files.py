@@ -48,7 +48,7 @@ from openvpp.core.errors import InvalidInput, Violation
 from openvpp.core.timeslots import SLOTS_PER_DAY, local_midnight_utc
 from openvpp.services.evaluation import MeterData, check_quantity
 from openvpp.store.columnar import epoch_s, hash_strings, quarter_index, select_arrow
-from openvpp.store.evaluation_files import write_arrow
+from openvpp.store.evaluation_files import sha256_file, write_arrow
 from openvpp.store.schema_telemetry import telemetry_rollup
 
 MANIFEST = "manifest.json"
@@ -161,11 +161,7 @@ def verify(root: Path | str) -> dict[str, bool]:
         path = root / e["file"]
         ok = path.exists() and path.stat().st_size == e["bytes"]
         if ok:
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                while chunk := f.read(16 << 20):
-                    h.update(chunk)
-            ok = h.hexdigest() == e["sha256"]
+            ok = sha256_file(path) == e["sha256"]
         out[day] = ok
     return out
 

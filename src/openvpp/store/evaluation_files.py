@@ -64,7 +64,7 @@ def read_checked(path: Path, sha256: str, size: int, what: str) -> pa.Table:
         raise Conflict(f"{what} is missing (recorded sha256 {sha256[:12]}, {size} bytes)") from None
     key = (str(path), st.st_size, st.st_mtime_ns)
     if _VERIFIED.get(key) != sha256:
-        sha = _sha256(path) if st.st_size == size else None
+        sha = sha256_file(path) if st.st_size == size else None
         if sha != sha256:
             raise Conflict(f"{what} is not the one written ({st.st_size} bytes, sha256 {(sha or '?')[:12]}; "
                            f"recorded {size} bytes, {sha256[:12]}): refused")
@@ -158,7 +158,8 @@ def read(conn: Connection, evaluation_id: str, name: str, columns: list[str] | N
     return table.select(columns) if columns is not None else table
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in 16 MB pieces."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(16 << 20):
