@@ -399,13 +399,12 @@ def member_ids(conn: Connection, head: dict) -> list[str]:
 MEMBERS_FILE = "members"
 
 
-def snapshot_members(conn: Connection, ev: dict) -> dict | None:
-    """Take the members of every awarded trading unit as dispatched (:func:`members_of` at the window
-    start) and keep them as the event's members file; called when the event starts executing. The
-    event's first evaluation pays these resources, whatever the registry says by then. Returns the
-    file's record (None when nothing was awarded)."""
-    units = sorted({r[0] for r in conn.execute(select(awards.c.unit_id).where(
-        awards.c.event_id == ev["event_id"]).distinct())})
+def snapshot_members(conn: Connection, ev: dict, unit_ids: Sequence[str]) -> dict | None:
+    """Take the members of the awarded trading units ``unit_ids`` as dispatched (:func:`members_of` at
+    the window start) and keep them as the event's members file; called when the event starts
+    executing, with the units it sends instructions to. The event's first evaluation pays these
+    resources, whatever the registry says by then. Returns the file's record (None without units)."""
+    units = sorted(set(unit_ids))
     if not units:
         return None
     t = members_of(conn, ev, units, slot_start_utc(ev["day"], ev["start_slot"]))

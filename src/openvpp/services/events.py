@@ -464,7 +464,7 @@ def execute(conn: Connection, actor: Actor, event_id: str, now: datetime | None 
         conn.execute(instructions.insert(), rows)
     # the units' members as dispatched: the evaluation pays these (imported here: evaluation reads events)
     from openvpp.services.evaluation import snapshot_members
-    snapshot_members(conn, ev)
+    snapshot_members(conn, ev, [r["unit_id"] for r in rows])
     after = _set_state(conn, actor, ev, "execute", None)
     by_op: dict[str, list] = {}
     for r in rows:
