@@ -48,17 +48,20 @@ def _pg_columns(conn: Connection, sql: str, types: dict[str, pa.DataType]) -> pa
     names = list(types)
     alias = ", ".join(f'"c{i}"' for i in range(len(names)))
     aggs = ", ".join(f"string_agg(coalesce(\"c{i}\"::text, '{_NULL}'), E'\\n')" for i in range(len(names)))
-    row = conn.exec_driver_sql(f"SELECT count(*), {aggs} FROM ({sql}) AS q({alias})").one()
-    n_rows = row[0]
+    counts = ", ".join(f'count("c{i}")' for i in range(len(names)))
+    row = conn.exec_driver_sql(f"SELECT count(*), {counts}, {aggs} FROM ({sql}) AS q({alias})").one()
+    n_rows, k = row[0], len(names)
     if not n_rows:
         return pa.table({n: pa.array([], t) for n, t in types.items()})
     cols = {}
     for i, (name, t) in enumerate(types.items()):
-        pieces = pc.list_flatten(pc.split_pattern(pa.array([row[1 + i]], pa.large_string()), "\n"))
+        pieces = pc.list_flatten(pc.split_pattern(pa.array([row[1 + k + i]], pa.large_string()), "\n"))
         if len(pieces) != n_rows:
             return bulk.query_arrow(conn, sql, types)
         pieces = pieces.cast(pa.string())
         nulls = pc.equal(pieces, _NULL)
+        if pc.sum(nulls).as_py() != n_rows - row[1 + i]:      # a value that is "\N" itself
+            return bulk.query_arrow(conn, sql, types)
         if pc.any(nulls).as_py():
             pieces = pc.if_else(nulls, pa.scalar(None, pa.string()), pieces)
         cols[name] = pieces if t == pa.string() else pc.cast(pieces, t)
