@@ -204,3 +204,41 @@ def owner_shares_fen(revenue_yuan: np.ndarray, factor: Decimal, owner_share: np.
         own_fen[i] = int(round_statement(exact * yuan(float(share[i]))) / FEN)
     return rev_fen, own_fen
 
+
+
+#: unit roundoff of float64 (2**-53), doubled for the few roundings a bound below leaves out
+_U2 = 2.0 ** -52
+
+
+def group_sum_split(groups: np.ndarray, n_groups: int, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per group, the sum of ``values`` (float) and a bound on its error against the exact sum of those
+    floats, a bound that does not grow with the group's size the way a running sum's does.
+
+    Each value is split into a whole multiple of a power of two ``q`` and a remainder of at most ``q``/2
+    (both exact). ``q`` is chosen so that the multiples' counts, summed over every value, stay below
+    2**53: their sums per group are exact in float64 in any order. Only the small remainders are summed
+    with rounding error, at most (m - 1) × u × Σ|remainder| for a group of m values, plus one rounding
+    of the final addition. ``groups`` (n,) are codes 0..n_groups-1. Returns (sums, error bounds), each
+    (n_groups,). Non-finite values give non-finite sums (and an infinite bound)."""
+    g = np.asarray(groups, dtype=np.int64)
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return np.zeros(n_groups), np.zeros(n_groups)
+    total = float(np.abs(v).sum())
+    if not np.isfinite(total):
+        return np.bincount(g, weights=v, minlength=n_groups), np.full(n_groups, np.inf)
+    if total == 0.0:
+        return np.zeros(n_groups), np.zeros(n_groups)
+    # 2**e >= total; the computed total is within n·u of the true Σ|v| (< a factor 2), so with
+    # q = 2**(e + 1 - 52) every |v|/q sums to at most 2**52, and the roundings to whole counts add
+    # at most n/2 more: all partial sums of counts are integers below 2**53, exact in float64
+    q = 2.0 ** max(int(np.ceil(np.log2(total))) + 1 - 52, -1074)     # not below the least float
+    whole = np.rint(v / q)                     # v / q: a power-of-two scaling, exact
+    rest = v - whole * q                       # |rest| <= q / 2, exact (see the docstring)
+    counts = np.bincount(g, minlength=n_groups)
+    hi = np.bincount(g, weights=whole, minlength=n_groups)
+    lo = np.bincount(g, weights=rest, minlength=n_groups)
+    lo_abs = np.bincount(g, weights=np.abs(rest), minlength=n_groups)
+    sums = hi * q + lo                          # hi * q exact; one rounding of the addition
+    err = np.maximum(counts - 1, 0) * _U2 * lo_abs + _U2 * np.abs(sums)
+    return sums, err

@@ -47,7 +47,15 @@ from openvpp.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Vio
 from openvpp.core.ids import new_id
 from openvpp.core.laps import Laps
 from openvpp.core.money import FEN, round_statement, yuan
-from openvpp.kernels.settlement import fen_half_up, owner_part, prorata_fen, rates, split_fen, sum_error_yuan
+from openvpp.kernels.settlement import (
+    fen_half_up,
+    group_sum_split,
+    owner_part,
+    prorata_fen,
+    rates,
+    split_fen,
+    sum_error_yuan,
+)
 from openvpp.model import lifecycle
 from openvpp.model.enums import Role
 from openvpp.services import admission, events
@@ -421,7 +429,8 @@ def _unit_rows(conn: Connection, evaluation_id: str) -> list[dict]:
 # ---------------------------------------------------------------- owners' claims, columnar
 
 _CLAIMS = {"owner_id": pa.string(), "operator_id": pa.string(), "contract": pa.string(), "main": pa.float64(),
-           "v2g": pa.float64(), "v2g_energy": pa.float64(), "abs": pa.float64(), "terms": pa.float64()}
+           "v2g": pa.float64(), "v2g_energy": pa.float64(), "abs": pa.float64(), "terms": pa.float64(),
+           "err": pa.float64()}
 #: the same columns with the ids dictionary-encoded, as the claims tables are built
 _CLAIMS_CODED = pa.schema([pa.field(k, pa.dictionary(pa.int32(), pa.string())) if t == pa.string()
                            else pa.field(k, t) for k, t in _CLAIMS.items()])
@@ -577,7 +586,7 @@ def _owner_claims(conn: Connection, cols: dict, day: date, kind: str, cap: Decim
         contracts_seen.setdefault((owner, op, str(c["contract_id"])), c)
         for k, v in (("owner_id", owner), ("operator_id", op), ("contract", str(c["contract_id"])),
                      ("main", main_r[i]), ("v2g", v2g_r[i]), ("v2g_energy", 0.0), ("abs", abs_r[i]),
-                     ("terms", 2.0 * s)):
+                     ("terms", 2.0 * s), ("err", 0.0)):
             extra[k].append(v)
     rest = np.flatnonzero(~special) if extra["owner_id"] else slice(None)
     inv, p_own, p_op = _pairs(own_idx[rest], op_idx[rest], len(owns), len(ops))
@@ -597,11 +606,16 @@ def _owner_claims(conn: Connection, cols: dict, day: date, kind: str, cap: Decim
             named[j] = str(c["contract_id"])
             contracts_seen.setdefault((owner, op, named[j]), c)
         contract_col = pa.array(named, pa.string()).dictionary_encode()
-    sums = {k: np.bincount(inv, weights=w[rest], minlength=n_pairs)
-            for k, w in (("main", main_r), ("v2g", v2g_r), ("abs", abs_r))}
+    # a group's sums of its resources' claims in two parts (group_sum_split), so that their float error
+    # does not grow with the group (a big owner's ~100,000 resources): each resource's own 2s terms
+    # (``terms``, the bound of sum_error_yuan) and the group sum's bound (``err``)
+    main_g, main_err = group_sum_split(inv, n_pairs, main_r[rest])
+    v2g_g, v2g_err = group_sum_split(inv, n_pairs, v2g_r[rest]) if any_v2g else (np.zeros(n_pairs),
+                                                                                 np.zeros(n_pairs))
     grouped = pa.table({"owner_id": owner_col, "operator_id": op_col, "contract": contract_col,
-                        "main": sums["main"], "v2g": sums["v2g"], "v2g_energy": np.zeros(n_pairs),
-                        "abs": sums["abs"], "terms": np.bincount(inv, minlength=n_pairs) * 2.0 * s},
+                        "main": main_g, "v2g": v2g_g, "v2g_energy": np.zeros(n_pairs),
+                        "abs": np.bincount(inv, weights=abs_r[rest], minlength=n_pairs),
+                        "terms": np.full(n_pairs, 2.0 * s), "err": main_err + v2g_err},
                        schema=_CLAIMS_CODED)
     if not extra["owner_id"]:
         return grouped
@@ -681,12 +695,14 @@ def _owner_parties(conn: Connection, tables: list[pa.Table], sessions: dict, con
     claims when each row is a group of its own, else by owner code (readers sort, :func:`parties`), operator
     and contract — and the shares' total per operator — the same fen as the ``Decimal`` path row by row (revenue = claims x
     the pro rata factors + metered V2G energy value; ``owner_part`` of it; both rounded half-up): summed
-    in float with a bound on the float error (``kernels.settlement.sum_error_yuan``), and every group
+    in float with a bound on the float error (``kernels.settlement.sum_error_yuan`` for each resource's
+    terms and the merge of evaluations, plus the group sums' own bound from ``group_sum_split``, which
+    does not grow with the group), and every group
     whose revenue or share falls within that bound of a half fen (or is not finite) recomputed exactly in
     ``Decimal`` from its rows (:func:`_exact_owner_gross`). The groups are found on the codes of the
     owner, operator and contract columns, not by hashing or sorting their strings again."""
     srows = [(k[0], k[1], k[2], 0.0, float(g["v2g"]), float(g["v2g_energy"]),
-              abs(float(g["v2g"])) + abs(float(g["v2g_energy"])), 2.0) for k, g in sessions.items()]
+              abs(float(g["v2g"])) + abs(float(g["v2g_energy"])), 2.0, 0.0) for k, g in sessions.items()]
     tables = [t for t in [*tables, pa.table({k: [r[i] for r in srows] for i, k in enumerate(_CLAIMS)},
                                             schema=pa.schema(_CLAIMS)).cast(_CLAIMS_CODED)] if t.num_rows]
     claims = pa.concat_tables(tables) if tables else _CLAIMS_CODED.empty_table()
@@ -706,7 +722,7 @@ def _owner_parties(conn: Connection, tables: list[pa.Table], sessions: dict, con
         keys, inv = np.unique(key, return_inverse=True)
         n = keys.size
     col = {k: np.bincount(inv, weights=claims.column(k).to_numpy(), minlength=n)
-           for k in ("main", "v2g", "v2g_energy", "abs", "terms")}
+           for k in ("main", "v2g", "v2g_energy", "abs", "terms", "err")}
     first = np.zeros(n, dtype=np.int64)
     first[inv] = np.arange(inv.size)                                 # a row of each group (all have its codes)
     g_codes = {k: codes[k][first] for k in codes}
@@ -727,7 +743,7 @@ def _owner_parties(conn: Connection, tables: list[pa.Table], sessions: dict, con
         raise NotFound("owner", owner_ids[int(unknown[0])].as_py())
     share[is_default] = d_share[where][is_default]
     rev_f = col["main"] * float(main_factor) + col["v2g"] * float(v2g_factor) + col["v2g_energy"]
-    err = sum_error_yuan(col["abs"], col["terms"])
+    err = sum_error_yuan(col["abs"], col["terms"]) + col["err"]
     rev_fen, unsure = fen_half_up(rev_f, err)
     own_f = rev_f * share
     scale = np.ones(n)
