@@ -13,7 +13,7 @@ from openvpp import __version__
 from openvpp.api import routes
 from openvpp.api.deps import CallerCache
 from openvpp.core.errors import OpenVPPError
-from openvpp.core.memory import freeze_long_lived
+from openvpp.core.memory import freeze_long_lived, retain_freed_memory
 from openvpp.core.settings import Settings
 from openvpp.services.live import check_config, reporting_intervals
 from openvpp.services.pools import PoolCache
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         freeze_long_lived()   # the libraries and routes, imported and built: out of the collector's view
+        retain_freed_memory()  # evaluations and settlements reuse what they freed (core/memory.py)
         yield
 
     app = FastAPI(

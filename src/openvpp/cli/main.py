@@ -572,8 +572,10 @@ def demo(resources: int = typer.Option(2000, "--resources", "-n", min=50),
     Example: openvpp demo            (then open http://127.0.0.1:8000)
     Example: openvpp demo --headless --json
     """
+    from openvpp.core.memory import retain_freed_memory
     from openvpp.sim.demo import run_demo
 
+    retain_freed_memory()
     try:
         summary, settings = run_demo(resources=resources, seed=seed, fresh=fresh,
                                      progress_factory=lambda: progress_bar(err), console=err)

@@ -108,8 +108,10 @@ def evaluate(event_id: str = typer.Argument(..., help="event id, e.g. EVT-01J...
 
     Example: openvpp evaluate EVT-01J5ABC --baseline high-x-of-y --param x=4 --param y=5
     """
+    from openvpp.core.memory import retain_freed_memory
     from openvpp.services import evaluation as eva
 
+    retain_freed_memory()           # the evaluation's arrays reuse what the meter read freed (core/memory.py)
     try:
         with _engine().begin() as conn:
             res = eva.evaluate(conn, _actor(), event_id, eva.StoreMeterSource(conn),
@@ -139,8 +141,10 @@ def settle(ctx: typer.Context,
     if year is None:
         err.print(ctx.get_help())
         raise typer.Exit(2)
+    from openvpp.core.memory import retain_freed_memory
     from openvpp.services import settlement as stl
 
+    retain_freed_memory()
     try:
         with _engine().begin() as conn:
             st = stl.compute(conn, _actor(), year, ruleset)

@@ -10,6 +10,7 @@
 | OPENVPP_TOKEN_MINUTES | 480 | access-token lifetime |
 | OPENVPP_BCRYPT_ROUNDS | 12 | password hash cost |
 | OPENVPP_ACCOUNT_CACHE_S | 2 | an API process re-reads a caller's account (disabled? role?) after this many seconds |
+| OPENVPP_RETAIN_MEMORY | 1 | a process that evaluates or settles keeps the memory it frees for reuse (``core.memory.retain_freed_memory``); 0 hands it back to the OS |
 """
 
 from __future__ import annotations
