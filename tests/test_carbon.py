@@ -16,7 +16,15 @@ from openvpp.services import carbon
 from openvpp.services import evaluation as eva
 from openvpp.services.scope import Scope
 from openvpp.store import db
-from tests.test_settlement import AFTER, DISP, END, meter_source, run_event, setup_city
+from tests.test_settlement import (
+    AFTER,
+    DISP,
+    END,
+    assert_file_matches_units,
+    meter_source,
+    run_event,
+    setup_city,
+)
 
 
 def test_rebound_is_not_curtailed_and_factors_come_from_the_rule_set(loaded, tmp_path):
@@ -31,6 +39,7 @@ def test_rebound_is_not_curtailed_and_factors_come_from_the_rule_set(loaded, tmp
         out = eva.evaluate(conn, DISP, eid, src, now=AFTER)
         assert out["totals"]["credited"] == pytest.approx(1500.0)
         assert out["totals"]["curtailed_kwh"] == pytest.approx(1300.0)
+        assert_file_matches_units(conn, out["evaluation_id"])
         assert out["inputs"]["carbon"]["rebound_window_slots"] == 8
         assert out["inputs"]["carbon"]["from_ruleset"] == ["rebound_window_slots", "shifting_types"]
         rep = carbon.report(conn, year=2025)
@@ -60,6 +69,7 @@ def test_valley_filling_curtails_nothing(loaded, tmp_path):
     with db.get_engine(loaded.database_url).begin() as conn:
         out = eva.evaluate(conn, DISP, eid, src, now=AFTER)
         assert out["direction"] == "up" and out["totals"]["credited"] == pytest.approx(1500.0)
+        assert_file_matches_units(conn, out["evaluation_id"])
         assert carbon.report(conn, event_id=eid)["rows"][0]["curtailed_kwh"] == 0.0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from sqlalchemy import update
 
@@ -348,6 +349,46 @@ def test_resource_results_are_a_file_checked_against_its_hash(loaded, tmp_path):
     path.write_bytes(bytes(data))
     with db.get_engine(loaded.database_url).connect() as conn, pytest.raises(Conflict, match="not the one written"):
         eva.rows(conn, out["evaluation_id"], "resource")
+
+
+def test_a_resource_file_of_format_1_reads_and_settles_as_format_2(loaded, tmp_path):
+    """Format 2 keeps fewer quantities and derives the response, the curtailed kWh and the V2G kWh on
+    reading; a file of format 1 (every quantity a fixed-size list, as evaluations before it stored
+    them), holding the same values, gives the same rows and the same settlement."""
+    from openvpp.services import settlement as stl
+    from openvpp.store.schema_evaluation import evaluation_files as ef_table
+    from tests.test_settlement import ADMIN, meter_source
+
+    setup_city(loaded, tmp_path)
+    eid = run_event(loaded, {"OP02@GZ-HZ-S01": ("OP02", 1000.0), "OP03@GZ-HZ-S01": ("OP03", 1500.0)})
+    src = meter_source({"GB1": [60.0] * 4, "GB2": [40.0] * 4})
+    src.data["power_kw"][list(src.pos).index("R5"), -1, START:END] = -60.0      # the V2G charger exports
+    src.data["power_kw"][list(src.pos).index("GC1"), -1, END:END + 2] = 2400.0    # rebound after the window
+    engine = db.get_engine(loaded.database_url)
+    with engine.begin() as conn:
+        out = eva.evaluate(conn, DISP, eid, src, now=AFTER)
+        v2 = eva.resource_table(conn, out["evaluation_id"])
+        assert v2.schema.metadata[b"format"] == b"2"
+        rows2 = eva.rows(conn, out["evaluation_id"], "resource")
+        assert out["totals"]["v2g_kwh"] > 0 and 0 < out["totals"]["curtailed_kwh"] < out["totals"]["credited"]
+        st2 = stl.compute(conn, ADMIN, 2025)
+        parties2 = [{k: v for k, v in p.items() if k != "settlement_id"} for p in stl.parties(conn, st2["settlement_id"])]
+        rec = evaluation_files.record(conn, out["evaluation_id"], "resources")
+        path = evaluation_files.files_root(conn) / rec["path"]
+        old = v2.select(["key_id", "unit_id", "operator_id", "resource_type", "district_id", "owner_id",
+                         "capability_kw", *eva.FILE_COLUMNS]).replace_schema_metadata(
+            {"first_slot": v2.schema.metadata[b"first_slot"], "slots": v2.schema.metadata[b"slots"]})
+        old = pa.table({k: old.column(k).combine_chunks() for k in old.column_names}).replace_schema_metadata(
+            old.schema.metadata)
+        sha, size = evaluation_files.write_arrow(path, old)
+        conn.execute(update(ef_table).where(ef_table.c.evaluation_id == out["evaluation_id"]).values(
+            sha256=sha, bytes=size))
+        v1 = eva.resource_table(conn, out["evaluation_id"])
+        assert b"format" not in v1.schema.metadata and v1.column("v2g_kwh").type == v2.column("v2g_kwh").type
+        assert eva.rows(conn, out["evaluation_id"], "resource") == rows2
+        st1 = stl.compute(conn, ADMIN, 2025)
+        assert [{k: v for k, v in p.items() if k != "settlement_id"}
+                for p in stl.parties(conn, st1["settlement_id"])] == parties2 and len(parties2) >= 4
 
 
 def test_the_simulated_citys_weather_serves_the_regression(loaded, tmp_path):

@@ -156,6 +156,26 @@ def evaluate(g: Golden, **kw) -> dict:
         return eva.evaluate(conn, DISP, g.event_id, g.source, now=AFTER, **kw)
 
 
+def assert_file_matches_units(conn, evaluation_id: str) -> None:
+    """The resource file, its kept and derived quantities alike (format 2 derives the response, the
+    curtailed kWh and the chargers' V2G kWh), summed per unit in the file's order as the evaluation
+    summed its arrays in memory, equals the unit rows it stored bit for bit: the derivation gives
+    the very values the evaluation computed."""
+    from openvpp.kernels import evaluation as kev
+
+    t = eva.resource_table(conn, evaluation_id)
+    first = int(t.schema.metadata[b"first_slot"])
+    units = eva.rows(conn, evaluation_id, "unit")
+    names = sorted({r["key_id"] for r in units})
+    codes = np.array([names.index(u) for u in t.column("unit_id").cast("string").to_pylist()], dtype=np.int64)
+    for k in ("response_kw", "curtailed_kwh", "v2g_kwh", "credited", "baseline_kw", "metered_kw"):
+        got = kev.group_slots(codes, len(names), eva._per_resource(t, k))
+        want = np.zeros_like(got)
+        for r in units:
+            want[names.index(r["key_id"]), r["slot"] - first] = r[k] if r[k] is not None else np.nan
+        np.testing.assert_array_equal(got, want, err_msg=k)
+
+
 def amounts(conn, sid: str, kind: str, party: str) -> dict:
     rows = stl.parties(conn, sid, kind, party)
     out: dict = {}
@@ -414,6 +434,7 @@ def test_reserve_pays_availability_only_to_minute_level_operators(loaded, tmp_pa
                                                      detail={}, checked_at=AFTER, checked_by="test"))
         out = eva.evaluate(conn, DISP, eid, src, now=AFTER)
         assert out["quantity_unit"] == "kW·h"
+        assert_file_matches_units(conn, out["evaluation_id"])
         assert out["totals"]["by_operator"]["OP01"]["credited"] == pytest.approx(2000.0)
         assert out["totals"]["by_operator"]["OP02"]["credited"] == pytest.approx(800.0)
         sid = stl.compute(conn, ADMIN, 2025)["settlement_id"]
@@ -433,6 +454,7 @@ def test_v2g_discharge_is_paid_under_its_own_budget(loaded, tmp_path):
     with db.get_engine(loaded.database_url).begin() as conn:
         out = eva.evaluate(conn, DISP, eid, src, now=AFTER)
         assert out["totals"]["v2g_kwh"] == pytest.approx(60.0)
+        assert_file_matches_units(conn, out["evaluation_id"])
         sid = stl.compute(conn, ADMIN, 2025)["settlement_id"]
         got = {r["kind"]: (r["quantity"], stl.from_fen(r["amount_fen"])) for r in stl.lines(conn, sid)}
         assert got == {"active": (pytest.approx(940.0), D("2820.00")), "v2g": (pytest.approx(60.0), D("300.00"))}

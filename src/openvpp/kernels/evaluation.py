@@ -37,8 +37,8 @@ from openvpp.kernels.baseline import response_kw
 TINY = 1e-9   # kW: weights summing to less are nothing to share by
 
 __all__ = ["Performance", "EventEvaluation", "response_kw", "group_slots", "performance", "allocate",
-           "split_cleared", "energy", "reserve_available", "rebound_kwh", "curtailed", "v2g_discharge",
-           "evaluate"]
+           "split_cleared", "energy", "reserve_available", "rebound_kwh", "curtailed", "curtailed_share",
+           "v2g_discharge", "evaluate"]
 
 
 class Performance(NamedTuple):
@@ -194,17 +194,29 @@ def rebound_kwh(baseline_kw: np.ndarray, metered_kw: np.ndarray, slots: np.ndarr
     return out * SLOT_H
 
 
-def curtailed(credited_kwh: np.ndarray, rebound: np.ndarray, shifting: np.ndarray) -> np.ndarray:
-    """Curtailed (not shifted) energy per resource and slot, (n, s) kWh.
+def curtailed_share(credited_kwh: np.ndarray, rebound: np.ndarray, shifting: np.ndarray) -> np.ndarray:
+    """The part of each resource's credited energy that was curtailed (not shifted), (n,) in 0..1.
 
-    The resource's credited energy less its rebound (taken from every slot in proportion), and
-    nothing at all for resources that only shift load (``shifting`` (n,) bool: storage, EV, ...).
-    """
+    Its credited energy less its rebound, as a share of the credited energy (0 when nothing was
+    credited), and 0 for resources that only shift load (``shifting`` (n,) bool: storage, EV, ...).
+    :func:`curtailed` is the credited energy times this share."""
     e = np.asarray(credited_kwh, dtype=np.float64)
     total = e.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         keep = np.where(total > 0, np.clip(1.0 - np.asarray(rebound, dtype=np.float64) / total, 0.0, 1.0), 0.0)
-    return np.where(np.asarray(shifting, dtype=bool)[:, None], 0.0, e * keep[:, None])
+    keep[np.asarray(shifting, dtype=bool)] = 0.0
+    return keep
+
+
+def curtailed(credited_kwh: np.ndarray, rebound: np.ndarray, shifting: np.ndarray) -> np.ndarray:
+    """Curtailed (not shifted) energy per resource and slot, (n, s) kWh.
+
+    The resource's credited energy less its rebound (taken from every slot in proportion), and
+    nothing at all for resources that only shift load (``shifting`` (n,) bool: storage, EV, ...):
+    the credited energy times :func:`curtailed_share`.
+    """
+    e = np.asarray(credited_kwh, dtype=np.float64)
+    return e * curtailed_share(e, rebound, shifting)[:, None]
 
 
 def v2g_discharge(credited_kwh: np.ndarray, metered_kw: np.ndarray, is_v2g: np.ndarray) -> np.ndarray:

@@ -720,26 +720,34 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
             out.unit_response_kw
     credited = np.multiply(credited_kw, kev.energy(1.0), out=credited_kw)     # kWh, in place (a million rows)
     v2g = np.zeros_like(credited)
-    curtailed = np.zeros_like(credited)
+    v2g_rows = np.zeros(0, dtype=np.int64)        # the only rows whose V2G kWh may not be 0
+    curtail_share = np.zeros(n)
     if kind == "active" and ev["direction"] == "down":
         is_v2g = pc.equal(types, "v2g_charger").to_numpy(zero_copy_only=False) if n else np.zeros(0, bool)
         shifting = pc.is_in(types, value_set=pa.array(list(carbon["shifting_types"]), pa.string())).to_numpy(
             zero_copy_only=False) if n else np.zeros(0, bool)
         v2g = kev.v2g_discharge(credited, met_w, is_v2g)
+        v2g_rows = np.flatnonzero(is_v2g)
         reb = kev.rebound_kwh(base_day, met_day, _rebound_slots(start, end, rebound_w) - lo)
-        curtailed = kev.curtailed(credited, reb, shifting)
+        curtail_share = kev.curtailed_share(credited, reb, shifting)
+    curtailed = credited * curtail_share[:, None]             # kev.curtailed, from the share the file keeps
 
     lap("evaluation kernels")
     # store: the resource file is built and written on a thread while the rows go in on this one
     version = (conn.execute(select(func.max(evaluations.c.version)).where(evaluations.c.event_id == event_id))
                .scalar() or 0) + 1
     evaluation_id = new_id("EVA")
+    # baseline and metered kW in the meter data's own dtype (float32 from the rollup files: exact); the
+    # response is theirs (their difference, derived on reading) but for reserve (the available kW)
+    slot_values = {"baseline_kw": base_day[:, window], "metered_kw": met_day[:, window], "cleared_kw": cleared_rs,
+                   "credited": credited}
+    response = "stored" if kind == "reserve" else RESPONSE_OF[ev["direction"]]
+    if response == "stored":
+        slot_values["response_kw"] = resp
     resource_file = _WRITER.submit(
         lambda root: files.write_file(root, evaluation_id, event_id, RESOURCES_FILE, _resource_table(
-            # baseline and metered kW in the meter data's own dtype (float32 from the rollup files: exact)
-            members, start, {"baseline_kw": base_day[:, window], "metered_kw": met_day[:, window], "response_kw": resp,
-                             "cleared_kw": cleared_rs, "credited": credited, "v2g_kwh": v2g,
-                             "curtailed_kwh": curtailed})), files.files_root(conn))
+            members, start, slot_values, response=response, v2g_kwh=v2g, v2g_rows=v2g_rows,
+            curtailed_share=curtail_share)), files.files_root(conn))
     telemetry_hash = hashed.result()
     lap("meter hash (beside the kernels)")
     unit_credited = kev.energy(unit_perf.credited_kw)
@@ -830,22 +838,79 @@ def _unit_rows(evaluation_id: str, units: list[str], operators: list[str], start
     return pa.table(cols)
 
 
-def _resource_table(members: pa.Table, start: int, values: dict[str, np.ndarray]) -> pa.Table:
-    """The resource file: one row per resource (its unit, operator, owner, type, capability and
-    district) and one fixed-size list per quantity over the window's slots (NaN = not measured)."""
+def _resource_table(members: pa.Table, start: int, values: dict[str, np.ndarray], response: str,
+                    v2g_kwh: np.ndarray, v2g_rows: np.ndarray, curtailed_share: np.ndarray) -> pa.Table:
+    """The resource file (format 2): one row per resource — its unit, operator, owner, type, capability
+    and district, the curtailed share of its credited energy — and one fixed-size list per quantity of
+    ``values`` over the window's slots (NaN = not measured); V2G kWh as a list only on the ``v2g_rows``
+    (chargers), empty elsewhere (all 0). What is not kept is derived on reading (:func:`resource_table`):
+    the response from baseline and metered as ``response`` says, unless it is ``"stored"``; the
+    curtailed kWh as credited × share. A million resources: about 230 MB (format 1, every quantity a
+    float list: 402 MB; writing new file pages is most of an evaluation's storing time)."""
     members = members.combine_chunks()
     n = members.num_rows
     s = next(iter(values.values())).shape[1]
     cols: dict[str, pa.Array] = {"key_id": members.column("resource_id").combine_chunks()}
     # dictionary-encoded: the settlement groups on the codes (owner_id too: ~600,000 owners of a
-    # million resources, hashed once here, on the file's thread, instead of by every settlement)
+    # million resources, hashed once here, on the file's thread, instead of by every settlement);
+    # 16-bit codes where the values are few (units, operators, types, districts)
     for k in ("unit_id", "operator_id", "resource_type", "district_id", "owner_id"):
-        cols[k] = pc.dictionary_encode(members.column(k)).combine_chunks()
+        d = pc.dictionary_encode(members.column(k)).combine_chunks()
+        if len(d.dictionary) < 2**15:
+            d = pa.DictionaryArray.from_arrays(d.indices.cast(pa.int16()), d.dictionary)
+        cols[k] = d
     cols["capability_kw"] = members.column("capability_kw").combine_chunks()
+    cols["curtailed_share"] = pa.array(np.asarray(curtailed_share, dtype=np.float64))
     for k, v in values.items():
         flat = np.ascontiguousarray(v).reshape(n * s)
         cols[k] = pa.FixedSizeListArray.from_arrays(pa.array(flat), s)
-    return pa.table(cols).replace_schema_metadata({"first_slot": str(start), "slots": str(s)})
+    rows = np.asarray(v2g_rows, dtype=np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    offsets[rows + 1] = s
+    cols["v2g_kwh"] = pa.ListArray.from_arrays(pa.array(np.cumsum(offsets, dtype=np.int32)),
+                                               pa.array(np.ascontiguousarray(v2g_kwh[rows], dtype=np.float64)
+                                                        .reshape(-1)))
+    return pa.table(cols).replace_schema_metadata({"first_slot": str(start), "slots": str(s), "format": "2",
+                                                   "response": response})
+
+
+#: how the response derives from the file's baseline and metered kW, per event direction
+RESPONSE_OF = {"down": "baseline-metered", "up": "metered-baseline"}
+
+
+def _derive(t: pa.Table, columns: Sequence[str]) -> pa.Table:
+    """A format-2 resource file with the quantities it does not keep added as fixed-size lists, in the
+    order ``columns`` asks (all of :data:`FILE_COLUMNS` after the stored ones when None)."""
+    meta = t.schema.metadata
+    s, n = int(meta[b"slots"]), t.num_rows
+
+    def fixed(a: np.ndarray) -> pa.Array:
+        return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(a, dtype=np.float64).reshape(n * s)),
+                                                 s)
+
+    made: dict[str, pa.Array] = {}
+    for k in columns:
+        if k in t.column_names and k != "v2g_kwh":
+            continue
+        if k == "response_kw":
+            how = meta[b"response"].decode()
+            base, met = _per_resource(t, "baseline_kw"), _per_resource(t, "metered_kw")
+            made[k] = fixed(kev.response_kw(base, met, "down" if how == "baseline-metered" else "up"))
+        elif k == "curtailed_kwh":
+            share = t.column("curtailed_share").to_numpy()
+            made[k] = fixed(_per_resource(t, "credited") * share[:, None])
+        elif k == "v2g_kwh":
+            lists = t.column("v2g_kwh").combine_chunks()
+            v2g = np.zeros((n, s))
+            rows = np.flatnonzero(np.asarray(pc.list_value_length(lists)) > 0)
+            if rows.size:
+                v2g[rows] = lists.flatten().to_numpy(zero_copy_only=False).reshape(rows.size, s)
+            made[k] = fixed(v2g)
+    out = t
+    for k, a in made.items():
+        out = (out.set_column(out.column_names.index(k), k, a) if k in out.column_names
+               else out.append_column(k, a))
+    return out
 
 
 def _jsonable(params: Mapping[str, Any]) -> dict:
@@ -877,11 +942,20 @@ def versions(conn: Connection, event_id: str) -> list[dict]:
 
 
 def resource_table(conn: Connection, evaluation_id: str, columns: list[str] | None = None) -> pa.Table | None:
-    """The evaluation's resource × slot results as Arrow (one row per resource, a list per quantity of
-    :data:`FILE_COLUMNS` over the window; ``first_slot`` in the schema's metadata; the ratio is
+    """The evaluation's resource × slot results as Arrow (one row per resource, a fixed-size list per
+    quantity of :data:`FILE_COLUMNS` over the window; ``first_slot`` in the schema's metadata; the ratio is
     response / cleared and the price the unit's), or None for an evaluation stored before migration
-    0012 (its rows are in ``evaluation_rows``). For columnar readers (settlement, reports)."""
-    return files.read(conn, evaluation_id, RESOURCES_FILE, columns)
+    0012 (its rows are in ``evaluation_rows``). For columnar readers (settlement, reports). A file of
+    format 2 keeps fewer quantities (:func:`_resource_table`); those asked for are derived here, equal
+    to what the evaluation computed, so every reader sees the same columns whatever the format."""
+    t = files.read(conn, evaluation_id, RESOURCES_FILE)
+    if t is None:
+        return None
+    if (t.schema.metadata or {}).get(b"format") == b"2":
+        want = list(columns) if columns is not None else [*t.column_names, *(
+            k for k in FILE_COLUMNS if k not in t.column_names)]
+        return _derive(t, [k for k in want if k in FILE_COLUMNS]).select(want)
+    return t.select(columns) if columns is not None else t
 
 
 def rows(conn: Connection, evaluation_id: str, level: str = "unit", operator_id: str | None = None,
