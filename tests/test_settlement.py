@@ -174,6 +174,12 @@ def assert_file_matches_units(conn, evaluation_id: str) -> None:
         for r in units:
             want[names.index(r["key_id"]), r["slot"] - first] = r[k] if r[k] is not None else np.nan
         np.testing.assert_array_equal(got, want, err_msg=k)
+    # the resources' cleared kW (kept, or derived from the units' as shared by capability) add up to the unit's
+    cleared = np.zeros((len(names), int(t.schema.metadata[b"slots"])))
+    for r in units:
+        cleared[names.index(r["key_id"]), r["slot"] - first] = r["cleared_kw"]
+    np.testing.assert_allclose(kev.group_slots(codes, len(names), eva._per_resource(t, "cleared_kw")), cleared,
+                               rtol=1e-12)
 
 
 def amounts(conn, sid: str, kind: str, party: str) -> dict:

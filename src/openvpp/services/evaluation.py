@@ -647,6 +647,8 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
     n = len(ids)
     cleared_r = _device_cleared(conn, event_id, members.column("resource_id").combine_chunks()
                                 if n else pa.array([], pa.string()), start, end)
+    # the resource file's member columns (ids, dictionary codes) built on the file's thread meanwhile
+    member_cols = _WRITER.submit(_member_columns, members)
     lap("members (" + {"first evaluation": "stored", "execution": "taken at execution"}.get(
         taken["from"], "registry") + ")")
 
@@ -739,15 +741,19 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
     evaluation_id = new_id("EVA")
     # baseline and metered kW in the meter data's own dtype (float32 from the rollup files: exact); the
     # response is theirs (their difference, derived on reading) but for reserve (the available kW)
-    slot_values = {"baseline_kw": base_day[:, window], "metered_kw": met_day[:, window], "cleared_kw": cleared_rs,
-                   "credited": credited}
+    # and the resources' cleared kW are the unit's shared by capability (kept as the units' cleared kW)
+    # unless the operator's device instructions gave their own
+    slot_values = {"baseline_kw": base_day[:, window], "metered_kw": met_day[:, window], "credited": credited}
     response = "stored" if kind == "reserve" else RESPONSE_OF[ev["direction"]]
     if response == "stored":
         slot_values["response_kw"] = resp
+    if cleared_r is not None:
+        slot_values["cleared_kw"] = cleared_rs
     resource_file = _WRITER.submit(
         lambda root: files.write_file(root, evaluation_id, event_id, RESOURCES_FILE, _resource_table(
-            members, start, slot_values, response=response, v2g_kwh=v2g, v2g_rows=v2g_rows,
-            curtailed_share=curtail_share)), files.files_root(conn))
+            member_cols.result(), start, slot_values, response=response, v2g_kwh=v2g, v2g_rows=v2g_rows,
+            curtailed_share=curtail_share, units_cleared=None if cleared_r is not None else (units, cleared_u))),
+        files.files_root(conn))
     telemetry_hash = hashed.result()
     lap("meter hash (beside the kernels)")
     unit_credited = kev.energy(unit_perf.credited_kw)
@@ -799,8 +805,6 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
          "ratio": unit_perf.ratio, "credited": unit_credited, "v2g_kwh": unit_v2g,
          "shortfall": kev.energy(unit_perf.shortfall_kw), "curtailed_kwh": unit_curt, "price_yuan": price_u}))
     lap("unit rows")
-    files.insert_record(conn, resource_file.result())
-    lap("resource file (written beside the rows)")
     audit.record(conn, actor, "evaluation.run", "evaluation", evaluation_id,
                  after={"event_id": event_id, "version": version, "status": status, "baseline": spec.id,
                         "telemetry_sha256": telemetry_hash, "ruleset": rs.id, "credited": totals["credited"],
@@ -808,6 +812,9 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
                  reason=reason)
     out = summary(conn, evaluation_id)
     lap("audit and summary")
+    # the resource file is recorded (and the transaction may commit) only once it is whole and hashed
+    files.insert_record(conn, resource_file.result())
+    lap("resource file (written beside the rows)")
     return out
 
 
@@ -838,28 +845,37 @@ def _unit_rows(evaluation_id: str, units: list[str], operators: list[str], start
     return pa.table(cols)
 
 
-def _resource_table(members: pa.Table, start: int, values: dict[str, np.ndarray], response: str,
-                    v2g_kwh: np.ndarray, v2g_rows: np.ndarray, curtailed_share: np.ndarray) -> pa.Table:
-    """The resource file (format 2): one row per resource — its unit, operator, owner, type, capability
-    and district, the curtailed share of its credited energy — and one fixed-size list per quantity of
-    ``values`` over the window's slots (NaN = not measured); V2G kWh as a list only on the ``v2g_rows``
-    (chargers), empty elsewhere (all 0). What is not kept is derived on reading (:func:`resource_table`):
-    the response from baseline and metered as ``response`` says, unless it is ``"stored"``; the
-    curtailed kWh as credited × share. A million resources: about 230 MB (format 1, every quantity a
-    float list: 402 MB; writing new file pages is most of an evaluation's storing time)."""
+def _member_columns(members: pa.Table) -> dict[str, pa.Array]:
+    """The resource file's first columns: the member ids, their unit, operator, type, district and owner
+    dictionary-encoded (the settlement groups on the codes — owner_id too: ~600,000 owners of a million
+    resources, hashed once here, on the file's thread, instead of by every settlement; 16-bit codes where
+    the values are few) and capability."""
     members = members.combine_chunks()
-    n = members.num_rows
-    s = next(iter(values.values())).shape[1]
     cols: dict[str, pa.Array] = {"key_id": members.column("resource_id").combine_chunks()}
-    # dictionary-encoded: the settlement groups on the codes (owner_id too: ~600,000 owners of a
-    # million resources, hashed once here, on the file's thread, instead of by every settlement);
-    # 16-bit codes where the values are few (units, operators, types, districts)
     for k in ("unit_id", "operator_id", "resource_type", "district_id", "owner_id"):
         d = pc.dictionary_encode(members.column(k)).combine_chunks()
         if len(d.dictionary) < 2**15:
             d = pa.DictionaryArray.from_arrays(d.indices.cast(pa.int16()), d.dictionary)
         cols[k] = d
     cols["capability_kw"] = members.column("capability_kw").combine_chunks()
+    return cols
+
+
+def _resource_table(member_cols: dict[str, pa.Array], start: int, values: dict[str, np.ndarray], response: str,
+                    v2g_kwh: np.ndarray, v2g_rows: np.ndarray, curtailed_share: np.ndarray,
+                    units_cleared: tuple[list[str], np.ndarray] | None = None) -> pa.Table:
+    """The resource file (format 2): one row per resource — :func:`_member_columns`, the curtailed share
+    of its credited energy — and one fixed-size list per quantity of ``values`` over the window's slots
+    (NaN = not measured); V2G kWh as a list only on the ``v2g_rows`` (chargers), empty elsewhere (all 0).
+    What is not kept is derived on reading (:func:`resource_table`): the response from baseline and
+    metered as ``response`` says, unless it is ``"stored"``; the curtailed kWh as credited × share; the
+    cleared kW, when ``units_cleared`` (units, their cleared kW per slot) is given, as each unit's shared
+    by capability (``kernels.evaluation.split_cleared``; the units' kW in the schema's metadata). A
+    million resources: about 170 MB (format 1, every quantity a float list: 402 MB; writing new file
+    pages is most of an evaluation's storing time)."""
+    n = len(member_cols["key_id"])
+    s = next(iter(values.values())).shape[1]
+    cols = dict(member_cols)
     cols["curtailed_share"] = pa.array(np.asarray(curtailed_share, dtype=np.float64))
     for k, v in values.items():
         flat = np.ascontiguousarray(v).reshape(n * s)
@@ -870,8 +886,11 @@ def _resource_table(members: pa.Table, start: int, values: dict[str, np.ndarray]
     cols["v2g_kwh"] = pa.ListArray.from_arrays(pa.array(np.cumsum(offsets, dtype=np.int32)),
                                                pa.array(np.ascontiguousarray(v2g_kwh[rows], dtype=np.float64)
                                                         .reshape(-1)))
-    return pa.table(cols).replace_schema_metadata({"first_slot": str(start), "slots": str(s), "format": "2",
-                                                   "response": response})
+    meta = {"first_slot": str(start), "slots": str(s), "format": "2", "response": response}
+    if units_cleared is not None:
+        meta["cleared"] = json.dumps({"by": "capability", "units": list(units_cleared[0]),
+                                      "kw": np.asarray(units_cleared[1], dtype=np.float64).tolist()})
+    return pa.table(cols).replace_schema_metadata(meta)
 
 
 #: how the response derives from the file's baseline and metered kW, per event direction
@@ -896,6 +915,13 @@ def _derive(t: pa.Table, columns: Sequence[str]) -> pa.Table:
             how = meta[b"response"].decode()
             base, met = _per_resource(t, "baseline_kw"), _per_resource(t, "metered_kw")
             made[k] = fixed(kev.response_kw(base, met, "down" if how == "baseline-metered" else "up"))
+        elif k == "cleared_kw":
+            split = json.loads(meta[b"cleared"])
+            units = pc.cast(t.column("unit_id"), pa.string())
+            codes = pc.fill_null(pc.index_in(units, value_set=pa.array(split["units"], pa.string())), -1)
+            cap = pc.fill_null(t.column("capability_kw"), np.nan).to_numpy(zero_copy_only=False)
+            made[k] = fixed(kev.split_cleared(np.array(split["kw"], dtype=np.float64).reshape(-1, s),
+                                              codes.to_numpy(zero_copy_only=False).astype(np.int64), cap))
         elif k == "curtailed_kwh":
             share = t.column("curtailed_share").to_numpy()
             made[k] = fixed(_per_resource(t, "credited") * share[:, None])
