@@ -32,6 +32,7 @@ import csv
 import html
 import io
 import json
+import math
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -330,14 +331,28 @@ def _allocate(conn: Connection, rs: rules.RuleSet, evaluation_ids: list[str], li
         per_unit: dict[tuple, list[dict]] = defaultdict(list)
         for r in unit_rows:
             per_unit[(r["operator_id"], r["key_id"])].append(r)
+        # each unit's line of the event's kind: Σ over slots of quantity x capped rate, to the fen — summed
+        # in float with its error bound (a unit has a few slot terms), in Decimal only when that bound
+        # reaches a half fen (kernels.settlement.fen_half_up); every other kind in Decimal (they are few)
+        todo: list[tuple] = []
         for (op, unit), rs_rows in sorted(per_unit.items()):
             ok = kind != "reserve" or _eligible(conn, eligible, op)
-            parts: dict[str, tuple[float, Decimal, set]] = {}
-            q = sum(r["credited"] - r["v2g_kwh"] for r in rs_rows)
+            xs = [r["credited"] - r["v2g_kwh"] for r in rs_rows]
             slot_rates = [rate_of(r["price_yuan"], caps[kind]) for r in rs_rows]
-            amt = sum((yuan(r["credited"] - r["v2g_kwh"]) * rt for r, rt in zip(rs_rows, slot_rates, strict=True)),
-                      ZERO)
-            parts[kind] = (q, amt if ok else ZERO, set(slot_rates))
+            terms = [x * float(rt) for x, rt in zip(xs, slot_rates, strict=True)] if ok else [0.0]
+            todo.append((op, unit, rs_rows, ok, xs, slot_rates, math.fsum(terms), math.fsum(map(abs, terms)),
+                         len(terms)))
+        main_fen, unsure = fen_half_up(np.array([t[6] for t in todo]),
+                                       sum_error_yuan(np.array([t[7] for t in todo]), np.array([2.0 * t[8] for t in todo])))
+        for i, (op, unit, rs_rows, ok, xs, slot_rates, _, _, _) in enumerate(todo):
+            parts: dict[str, tuple[float, Decimal, set]] = {}
+            if not ok:
+                amt = ZERO
+            elif unsure[i]:
+                amt = round_statement(sum((yuan(x) * rt for x, rt in zip(xs, slot_rates, strict=True)), ZERO))
+            else:
+                amt = from_fen(int(main_fen[i]))
+            parts[kind] = (sum(xs), amt, set(slot_rates))
             v2g_q = sum(r["v2g_kwh"] for r in rs_rows)
             if v2g_q > 0:
                 parts["v2g"] = (v2g_q, sum((yuan(r["v2g_kwh"]) * v2g_rate for r in rs_rows), ZERO), {v2g_rate})
