@@ -21,8 +21,8 @@ from sqlalchemy import func, select
 
 from _common import CACHE, city, drop_pg_database, load_city, pg_database, result
 from openvpp.core import rules
-from openvpp.core.memory import retain_freed_memory
 from openvpp.core.calendar import day_kinds
+from openvpp.core.memory import retain_freed_memory
 from openvpp.core.timeslots import slot_start_utc
 from openvpp.kernels import evaluation as kev
 from openvpp.kernels.baseline import BaselineSpec
