@@ -606,3 +606,21 @@ def test_two_events_owner_claims_meet_in_one_party_and_agree_with_every_group_ex
         sid2 = stl.compute(conn, ADMIN, 2025, ruleset=g.ruleset)["settlement_id"]
         assert owner_parties(conn, sid2) == fast
         assert {op: amounts(conn, sid2, "operator", op) for op in OP} == ops
+
+
+def test_a_unit_line_on_a_half_fen_is_priced_in_decimal(loaded, tmp_path):
+    """GC1 (OP03's unit, alone in it) drops its 2000 kW baseline to 0 for 1 h against 2000 kW cleared at
+    1.0240025 yuan/kWh: 4 slots x 500 kWh x 1.0240025 = 2048.005 yuan exactly, half a fen, so 2048.01 on
+    the statement (half up). In float the sum is 2048.00499999999965..., which rounds down to 2048.00:
+    the float path's bound sends this line to Decimal (without the bound it would print 2048.00)."""
+    setup_city(loaded, tmp_path)
+    eid = run_event(loaded, {"OP03@GZ-HZ-S01": ("OP03", 2000.0)}, price=1.0240025)
+    with db.get_engine(loaded.database_url).begin() as conn:
+        out = eva.evaluate(conn, DISP, eid, meter_source({"GC1": [0.0] * 4}), now=AFTER)
+        assert out["totals"]["credited"] == 2000.0
+        sid = stl.compute(conn, ADMIN, 2025)["settlement_id"]
+        (line,) = stl.lines(conn, sid)
+        assert (line["kind"], line["quantity"], line["rate_yuan"]) == ("active", 2000.0, "1.0240025")
+        assert line["amount_fen"] == 204801
+    import math
+    assert math.floor(math.fsum([500.0 * 1.0240025] * 4) * 100 + 0.5) == 204800   # the float alone: a fen short

@@ -19,12 +19,18 @@ rate = st.one_of(st.floats(0, 5, allow_nan=False), st.sampled_from([1.0, 0.5, 3.
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.tuples(quantity, rate), min_size=1, max_size=300), st.sampled_from([1.0, 0.3, 10000 / 11400]))
-def test_float_sum_outside_its_bound_rounds_like_the_decimal_sum(terms, factor):
+@given(st.lists(st.tuples(quantity, rate), min_size=1, max_size=300), st.sampled_from([1.0, 0.3, 10000 / 11400]),
+       st.sampled_from(["running", "fsum"]))
+def test_float_sum_outside_its_bound_rounds_like_the_decimal_sum(terms, factor, how):
+    """A running sum (the owners' groups before group_sum_split) or math.fsum (a unit line's slot terms)."""
+    import math
+
     q = np.array([t[0] for t in terms])
     r = np.array([t[1] for t in terms])
     prod = q * r
-    f = float(np.bincount(np.zeros(len(terms), dtype=np.int64), weights=prod)[0]) * factor
+    total = (float(np.bincount(np.zeros(len(terms), dtype=np.int64), weights=prod)[0]) if how == "running"
+             else math.fsum(prod.tolist()))
+    f = total * factor
     err = sum_error_yuan(np.array([np.abs(prod).sum()]), np.array([2.0 * len(terms)]))
     got, unsure = fen_half_up(np.array([f]), err)
     exact = sum((yuan(float(a)) * yuan(float(b)) for a, b in terms), Decimal(0)) * Decimal(factor)
