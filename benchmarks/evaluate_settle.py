@@ -37,8 +37,10 @@ and the event day are written). Timed, each on its own transaction:
    with the seconds of each step (``profile``); the results stored (unit rows in
    ``evaluation_rows``, the resource x slot file with its SHA-256). Run twice: in the fresh process
    (rolled back; reported as the cold figure: on this VM memory a process touches for the first
-   time costs up to ~2 s per GB), then again, committed — what a long-lived evaluation worker pays,
-   the figure the product path counts;
+   time costs up to ~2 s per GB), then again, committed — what a long-lived evaluation worker pays
+   (it keeps the memory it frees, ``core.memory.retain_freed_memory``), the figure the product path
+   counts. Each run reads through a new ``FileMeterSource``, so each matches the members against the
+   files' devices again, as the first evaluation of a new event does;
 2. a re-evaluation (members from the first evaluation's file);
 3. the year's settlement, ``services.settlement.compute`` (statements' lines and parties), on the
    stored evaluation: owners' claims from the evaluation's resource file as columns, owner parties

@@ -47,7 +47,7 @@ from sqlalchemy import Connection, select
 from openvpp.core.errors import InvalidInput, Violation
 from openvpp.core.timeslots import SLOTS_PER_DAY, local_midnight_utc
 from openvpp.services.evaluation import MeterData, check_quantity
-from openvpp.store.columnar import epoch_s, hash_strings, quarter_index, select_arrow
+from openvpp.store.columnar import epoch_s, hash_strings, positions_in_sorted, quarter_index, select_arrow
 from openvpp.store.evaluation_files import sha256_file, write_arrow
 from openvpp.store.schema_telemetry import telemetry_rollup
 
@@ -192,8 +192,10 @@ class FileMeterSource:
             return self._pos[key]
         if len(want) == len(have) and want.equals(have):
             pos = None
-        else:
-            pos = pc.fill_null(pc.index_in(want, value_set=have), -1).to_numpy().astype(np.int64)
+        else:          # the files keep their devices sorted: a binary search, else a hash join
+            pos = positions_in_sorted(want, have)
+            if pos is None:
+                pos = pc.fill_null(pc.index_in(want, value_set=have), -1).to_numpy().astype(np.int64)
         if entry is not None:
             self._pos[key] = pos
         return pos
