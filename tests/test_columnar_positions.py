@@ -1,5 +1,7 @@
-"""``store.columnar.positions_in_sorted``: the row of each wanted id among sorted ids, as a hash join
-(``pc.index_in``) finds it, whatever the ids' lengths; None when the ids held are not sorted."""
+"""``store.columnar`` on Arrow strings without a Python string per value: ``positions_in_sorted`` (the row
+of each wanted id among sorted ids, as a hash join finds it, whatever the ids' lengths; None when the ids
+held are not sorted) and ``joined_bytes`` (the bytes of ``sep.join``, which the evaluation's meter hash
+takes: the same from Arrow ids as from a list, so disputes re-hash what was recorded)."""
 
 import numpy as np
 import pyarrow as pa
@@ -7,7 +9,7 @@ import pyarrow.compute as pc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openvpp.store.columnar import fixed_width, positions_in_sorted
+from openvpp.store.columnar import fixed_width, joined_bytes, positions_in_sorted
 
 ids = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=12)
 
@@ -34,3 +36,23 @@ def test_fixed_width_keeps_byte_order_and_sliced_arrays():
     f = fixed_width(a)
     assert [x.decode() for x in f] == ["GB2", "R4", "ÄX", "a"]
     assert list(np.argsort(f, kind="stable")) == sorted(range(4), key=lambda i: a[i].as_py().encode())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(ids, max_size=50), st.integers(0, 3))
+def test_joined_bytes_equal_the_python_join(values, cut):
+    a = pa.array(["skip"] * cut + values, pa.string()).slice(cut)
+    assert joined_bytes(a, b"\x1f") == "\x1f".join(values).encode()
+    assert joined_bytes(pa.chunked_array([a]), b"\x1f") == "\x1f".join(values).encode()
+
+
+def test_the_meter_hash_is_the_same_from_arrow_ids_and_from_a_list():
+    from datetime import date
+
+    from openvpp.services.evaluation import fingerprint
+
+    rid = ["GB1", "GB2", "R4", "电表-7"]
+    load = np.arange(4 * 2 * 3, dtype=np.float32).reshape(4, 2, 3)
+    plan = {"days": [0, 1], "slots": [5, 8], "order": "slot-major"}
+    assert (fingerprint(pa.array(rid), date(2025, 7, 1), load, None, read=plan)
+            == fingerprint(rid, date(2025, 7, 1), load, None, read=plan))

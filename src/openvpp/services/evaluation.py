@@ -66,7 +66,7 @@ from openvpp.services import weather as wx
 from openvpp.store import audit, bulk, event_files
 from openvpp.store import evaluation_files as files
 from openvpp.store.audit import Actor
-from openvpp.store.columnar import epoch_s, hash_strings, quarter_index, select_arrow
+from openvpp.store.columnar import epoch_s, hash_strings, joined_bytes, quarter_index, select_arrow
 from openvpp.store.schema import grid_nodes, resource_links, resources
 from openvpp.store.schema_events import awards, instructions
 from openvpp.store.schema_events import events as events_t
@@ -481,7 +481,7 @@ def default_spec(day: date) -> BaselineSpec:
     return BaselineSpec("gbt-workday" if working else "gbt-similar")
 
 
-def fingerprint(ids: Sequence[str], first_day: date, *arrays: np.ndarray | None,
+def fingerprint(ids: Sequence[str] | pa.Array, first_day: date, *arrays: np.ndarray | None,
                 read: Mapping[str, Any] | None = None) -> str:
     """SHA-256 of the meter data an evaluation read: ids, first day and the arrays' bytes.
 
@@ -493,7 +493,7 @@ def fingerprint(ids: Sequence[str], first_day: date, *arrays: np.ndarray | None,
     holds them in, so hashing a million meters copies nothing; other sources' arrays are reordered.
     """
     h = hashlib.sha256()
-    h.update("\x1f".join(ids).encode())
+    h.update(joined_bytes(ids, b"\x1f") if isinstance(ids, pa.Array | pa.ChunkedArray) else "\x1f".join(ids).encode())
     h.update(first_day.isoformat().encode())
     if read is None:
         for a in arrays:
@@ -641,10 +641,12 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
         members = members_of(conn, ev, units, slot_start_utc(ev["day"], start))
         taken = {"from": "registry at the first evaluation"}
     members = members.filter(pc.is_in(members.column("unit_id"), value_set=pa.array(units, pa.string())))
-    ids: list[str] = members.column("resource_id").to_pylist()
+    # the ids stay Arrow strings: a source that reads them so (the rollup files) gets them as they are,
+    # and the meter hash takes their bytes; a Python list only for the sources that want one
+    id_array = members.column("resource_id").combine_chunks() if members.num_rows else pa.array([], pa.string())
     codes = pc.index_in(members.column("unit_id"), value_set=pa.array(units, pa.string())).to_numpy(
         zero_copy_only=False).astype(np.int64)
-    n = len(ids)
+    n = len(id_array)
     cleared_r = _device_cleared(conn, event_id, members.column("resource_id").combine_chunks()
                                 if n else pa.array([], pa.string()), start, end)
     # the resource file's member columns (ids, dictionary codes) built on the file's thread meanwhile
@@ -666,13 +668,14 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
     lo, hi = max(0, start - max(rebound_w, ADJUSTMENT_LEAD)), min(SLOTS_PER_DAY, end + rebound_w)
     plan = {"days": held.tolist(), "slots": [lo, hi], "order": "slot-major"}
     quantity = "reactive_kvar" if kind == "reactive" else "power_kw"
-    data = _read_part(source, ids, first_day, held.tolist(), slice(lo, hi), quantity, kind == "reserve")
+    data = _read_part(source, id_array if getattr(source, "reads_arrow_ids", False) else id_array.to_pylist(),
+                      first_day, held.tolist(), slice(lo, hi), quantity, kind == "reserve")
     if data.values.shape != (n, held.size, hi - lo) or (kind == "reserve" and (
             data.minutes is None or data.minutes.shape != data.values.shape)):
         raise InvalidInput(Violation("meter data", f"must be {(n, held.size, hi - lo)} (values and, for reserve, "
                                                    f"minutes)", data.values.shape))
     lap("meter read")
-    hashed = _HASHER.submit(fingerprint, ids, first_day, data.values, data.minutes, read=plan)
+    hashed = _HASHER.submit(fingerprint, id_array, first_day, data.values, data.minutes, read=plan)
 
     # baseline on what was read
     call: dict[str, Any] = {"load": data.values, "day_kinds": kinds, "excluded": excluded,
@@ -782,7 +785,7 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
     # many and a SHA-256 of (resource, unit) in the order read
     inputs["member_set"] = {"count": n, "sha256": members_sha256(members), "file": RESOURCES_FILE}
     inputs["adjustment_values"] = None if adjust_value is None else {
-        r: _num(x) for r, x in zip(ids, adjust_value.tolist(), strict=True)}
+        r: _num(x) for r, x in zip(id_array.to_pylist(), adjust_value.tolist(), strict=True)}
     status = "candidate" if candidate_for else "current"
     if status == "current":
         conn.execute(evaluations.update().where(evaluations.c.event_id == event_id,

@@ -175,6 +175,9 @@ class FileMeterSource:
     C-ordered copies (the kernels accept either; ``evaluation.fingerprint`` hashes them slot-major).
     """
 
+    #: ``read_part`` takes the ids as an Arrow string array too (the evaluation passes its members' so)
+    reads_arrow_ids = True
+
     def __init__(self, root: Path | str, name: str | None = None):
         self.root = Path(root)
         self.name = name or f"rollup-files:{self.root.name}"
@@ -205,7 +208,8 @@ class FileMeterSource:
         check_quantity(quantity)
         lo, hi = slots.start or 0, slots.stop
         width = hi - lo
-        want = pa.array(list(resource_ids), pa.string())
+        want = (resource_ids.combine_chunks() if isinstance(resource_ids, pa.ChunkedArray) else resource_ids
+                ) if isinstance(resource_ids, pa.Array | pa.ChunkedArray) else pa.array(list(resource_ids), pa.string())
         ids_key = _ids_sha(want)
         n = len(want)
         manifest = _manifest(self.root)

@@ -123,3 +123,21 @@ def positions_in_sorted(want: pa.Array, have: pa.Array) -> np.ndarray | None:
     found = pos < h.size
     found[found] = h[pos[found]] == w[found]
     return np.where(found, pos, -1).astype(np.int64)
+
+
+def joined_bytes(values: pa.Array | pa.ChunkedArray, sep: bytes) -> bytes:
+    """``sep.join`` of string values' UTF-8 bytes (no nulls), from the Arrow buffers: the same bytes as
+    ``sep.decode().join(list_of_str).encode()``, without a Python string per value. ``sep``: one byte."""
+    col = pc.cast(values, pa.string())
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    n = len(col)
+    if n == 0:
+        return b""
+    if col.null_count or len(sep) != 1:
+        raise ValueError("joined_bytes: values without nulls and a one-byte separator")
+    offs = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset:col.offset + n + 1].astype(np.int64)
+    data = np.frombuffer(col.buffers()[2], dtype=np.uint8)[offs[0]:offs[-1]]
+    lens = np.diff(offs)
+    out = np.full(data.size + n - 1, sep[0], dtype=np.uint8)
+    out[np.arange(data.size) + np.repeat(np.arange(n), lens)] = data    # each string shifted by the separators before it
+    return out.tobytes()
