@@ -640,12 +640,15 @@ def evaluate(conn: Connection, actor: Actor, event_id: str, source: MeterSource,
     else:
         members = members_of(conn, ev, units, slot_start_utc(ev["day"], start))
         taken = {"from": "registry at the first evaluation"}
-    members = members.filter(pc.is_in(members.column("unit_id"), value_set=pa.array(units, pa.string())))
+    # each member's unit among the awarded ones (one hash of the unit column); members of others dropped
+    unit_of = pc.index_in(members.column("unit_id"), value_set=pa.array(units, pa.string()))
+    if unit_of.null_count:
+        keep = pc.is_valid(unit_of)
+        members, unit_of = members.filter(keep), unit_of.filter(keep)
+    codes = unit_of.to_numpy(zero_copy_only=False).astype(np.int64)
     # the ids stay Arrow strings: a source that reads them so (the rollup files) gets them as they are,
     # and the meter hash takes their bytes; a Python list only for the sources that want one
     id_array = members.column("resource_id").combine_chunks() if members.num_rows else pa.array([], pa.string())
-    codes = pc.index_in(members.column("unit_id"), value_set=pa.array(units, pa.string())).to_numpy(
-        zero_copy_only=False).astype(np.int64)
     n = len(id_array)
     cleared_r = _device_cleared(conn, event_id, members.column("resource_id").combine_chunks()
                                 if n else pa.array([], pa.string()), start, end)
