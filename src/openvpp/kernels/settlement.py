@@ -205,7 +205,6 @@ def owner_shares_fen(revenue_yuan: np.ndarray, factor: Decimal, owner_share: np.
     return rev_fen, own_fen
 
 
-
 #: unit roundoff of float64 (2**-53), doubled for the few roundings a bound below leaves out
 _U2 = 2.0 ** -52
 

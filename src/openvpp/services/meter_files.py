@@ -208,8 +208,9 @@ class FileMeterSource:
         check_quantity(quantity)
         lo, hi = slots.start or 0, slots.stop
         width = hi - lo
-        want = (resource_ids.combine_chunks() if isinstance(resource_ids, pa.ChunkedArray) else resource_ids
-                ) if isinstance(resource_ids, pa.Array | pa.ChunkedArray) else pa.array(list(resource_ids), pa.string())
+        if isinstance(resource_ids, pa.ChunkedArray):
+            resource_ids = resource_ids.combine_chunks()
+        want = resource_ids if isinstance(resource_ids, pa.Array) else pa.array(list(resource_ids), pa.string())
         ids_key = _ids_sha(want)
         n = len(want)
         manifest = _manifest(self.root)

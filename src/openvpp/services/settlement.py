@@ -66,7 +66,7 @@ from openvpp.services import v2g as v2g_svc
 from openvpp.services.scope import Scope
 from openvpp.store import audit, bulk, settlement_files
 from openvpp.store.audit import Actor
-from openvpp.store.columnar import select_arrow
+from openvpp.store.columnar import arrow_types, select_arrow
 from openvpp.store.schema import contracts, operators, owners
 from openvpp.store.schema_events import events as events_t
 from openvpp.store.schema_settlement import (
@@ -459,9 +459,7 @@ def _unit_rows(conn: Connection, evaluation_id: str) -> list[dict]:
     r = evaluation_rows
     q = (select(r.c.key_id, r.c.slot, r.c.operator_id, r.c.credited, r.c.v2g_kwh, r.c.shortfall, r.c.price_yuan)
          .where(r.c.evaluation_id == evaluation_id, r.c.level == "unit").order_by(r.c.key_id, r.c.slot))
-    return select_arrow(conn, q, {c.name: pa.int64() if c.name == "slot" else pa.float64()
-                                  if c.type.python_type is float else pa.string() for c in q.selected_columns}
-                        ).to_pylist()
+    return select_arrow(conn, q, arrow_types(q.selected_columns)).to_pylist()
 
 
 # ---------------------------------------------------------------- owners' claims, columnar

@@ -31,6 +31,13 @@ def select_arrow(conn: Connection, stmt: Select, types: dict[str, pa.DataType]) 
     return pa.table({n: pa.array(list(c), t) for (n, t), c in zip(types.items(), cols, strict=True)})
 
 
+def arrow_types(columns) -> dict[str, pa.DataType]:
+    """Arrow types for :func:`select_arrow` of SQLAlchemy columns: integers as int64, floats as float64,
+    the rest as strings."""
+    kinds = {int: pa.int64(), float: pa.float64()}
+    return {c.name: kinds.get(c.type.python_type, pa.string()) for c in columns}
+
+
 def epoch_s(column: ColumnElement, dialect: str) -> ColumnElement:
     """Seconds since 1970-01-01 UTC of a timestamp column (SQLite keeps naive UTC text)."""
     if dialect == "postgresql":
